@@ -1,0 +1,90 @@
+//! The job record, with the wire field names of SPEC §2.2.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::id::JobId;
+use crate::retry::RetryPolicy;
+use crate::status::JobStatus;
+use crate::time::Timestamp;
+
+/// One submission of a command, as a store holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_id: JobId,
+    pub app: String,
+    pub command: String,
+    pub input: Value,
+    pub context: Option<Value>,
+    pub status: JobStatus,
+    pub result: Option<Value>,
+    /// The human message of the last failure, the field Open Notebook reads.
+    pub error_message: Option<String>,
+    pub error: Option<JobError>,
+    pub progress: Option<Progress>,
+    /// Attempts started so far; the running attempt's number while running.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub retry: RetryPolicy,
+    pub priority: i32,
+    pub queue: String,
+    pub run_at: Timestamp,
+    pub timeout_secs: Option<f64>,
+    pub idempotency_key: Option<String>,
+    pub parent_id: Option<JobId>,
+    pub cancel_requested: bool,
+    pub worker_id: Option<String>,
+    pub lease_until: Option<Timestamp>,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+    pub started: Option<Timestamp>,
+    pub finished: Option<Timestamp>,
+}
+
+impl Job {
+    /// `app.name`, the command's full name.
+    pub fn full_command(&self) -> String {
+        format!("{}.{}", self.app, self.command)
+    }
+}
+
+/// How far along a running job is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Progress {
+    /// From 0 to 1; clamped by whoever reports it.
+    pub fraction: Option<f64>,
+    pub message: Option<String>,
+    pub stage: Option<String>,
+    pub data: Option<Value>,
+    pub updated: Option<Timestamp>,
+}
+
+/// The structured description of the last failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// What went wrong, e.g. `handler`, `timeout`, `panic`, or a kind the
+    /// application chose such as `validation`. See [`error_kind`].
+    pub kind: String,
+    pub message: String,
+    pub retryable: bool,
+    /// The attempt that failed.
+    pub attempt: u32,
+}
+
+/// The error kinds errand itself produces.
+pub mod error_kind {
+    /// A handler returned an error without naming a kind.
+    pub const HANDLER: &str = "handler";
+    /// The attempt ran past its `timeout_secs`.
+    pub const TIMEOUT: &str = "timeout";
+    /// The handler panicked.
+    pub const PANIC: &str = "panic";
+    /// The worker holding the job stopped renewing its lease (it died).
+    pub const LEASE_EXPIRED: &str = "lease_expired";
+    /// No handler is registered for the job's command.
+    pub const UNKNOWN_COMMAND: &str = "unknown_command";
+    /// The input does not decode into the command's input type.
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// The job was canceled while it ran.
+    pub const CANCELED: &str = "canceled";
+}

@@ -1,0 +1,28 @@
+//! The heart of errand, with no I/O: what a job is, which state changes are
+//! legal, how long to wait before a retry, and what time it is.
+//!
+//! # Layout
+//! - [`time`]: [`Timestamp`] (microseconds since the epoch, RFC 3339 on the
+//!   wire) and the injectable [`Clock`] that every component asks for "now",
+//!   so tests of leases, timeouts and back-off are deterministic.
+//! - [`id`]: [`JobId`], a time-ordered opaque string.
+//! - [`status`]: [`JobStatus`] and the state machine of SPEC §2.3 as pure
+//!   functions.
+//! - [`retry`]: [`RetryPolicy`] with the four wait strategies of SPEC §2.4.
+//! - [`job`]: the [`Job`] record with the wire field names of SPEC §2.2, its
+//!   [`Progress`] and structured [`JobError`].
+//! - [`event`]: the append-only per-job event log ([`JobEvent`]).
+
+pub mod event;
+pub mod id;
+pub mod job;
+pub mod retry;
+pub mod status;
+pub mod time;
+
+pub use event::{EventKind, JobEvent};
+pub use id::JobId;
+pub use job::{error_kind, Job, JobError, Progress};
+pub use retry::{RetryPolicy, RetryPolicyError, WaitStrategy};
+pub use status::{FailureDecision, IllegalTransition, JobStatus, Transition};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

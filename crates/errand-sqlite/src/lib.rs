@@ -1,0 +1,298 @@
+//! errand's embedded SQLite store: one file, zero setup.
+//!
+//! # Layout
+//! - [`SqliteStore`] (this file): opens the file, applies the migrations,
+//!   starts the writer, and implements [`Store`] by sending each write to
+//!   the writer and each read to a read connection.
+//! - `writer`: the single writer thread and its group commit.
+//! - `write` / `read`: the SQL of every operation.
+//! - `readers`: the pool of read connections.
+//! - `rows`: row ↔ type conversions.
+//! - `migrations`: the embedded schema.
+//!
+//! Durability: WAL with `synchronous=NORMAL` survives a process crash; with
+//! [`Synchronous::Full`] every commit is also on disk before submit returns,
+//! surviving power loss (SPEC §3.1).
+
+mod migrations;
+mod read;
+mod readers;
+mod rows;
+mod write;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use errand_core::{Clock, Job, JobEvent, JobId, Progress, SystemClock, Timestamp};
+use errand_store::*;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::broadcast;
+
+use crate::readers::Readers;
+use crate::rows::backend;
+use crate::writer::Writer;
+
+/// How hard SQLite works to put each commit on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Survives a process crash; the last commits may be lost on power loss.
+    #[default]
+    Normal,
+    /// Survives power loss: every commit is synced before it returns.
+    Full,
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// Read connections kept open.
+    pub readers: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            readers: 4,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Capacity of the change feed; a slower subscriber catches up from the log.
+const FEED_CAPACITY: usize = 16 * 1024;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: Arc<Readers>,
+    feed: broadcast::Sender<Arc<JobEvent>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open_connection(&path, options.synchronous, true)?;
+        match migrations::migrate(&mut conn).map_err(backend)? {
+            migrations::MigrationOutcome::UpToDate { applied } if applied > 0 => {
+                tracing::info!(path = %path.display(), applied, "migrated the SQLite store");
+            }
+            migrations::MigrationOutcome::UpToDate { .. } => {}
+            migrations::MigrationOutcome::TooNew { found, known } => {
+                return Err(StoreError::Backend(format!(
+                    "{} has schema version {found}, newer than this errand knows ({known}); \
+                     upgrade errand",
+                    path.display()
+                )));
+            }
+        }
+        let readers = (0..options.readers.max(1))
+            .map(|_| open_connection(&path, options.synchronous, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let writer = Writer::start(conn, options.clock.clone(), feed.clone())
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            path,
+            writer,
+            readers: Arc::new(Readers::new(readers)),
+            feed,
+            clock: options.clock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_connection(
+    path: &Path,
+    synchronous: Synchronous,
+    writer: bool,
+) -> Result<Connection, StoreError> {
+    let flags = if writer {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    // Another process may hold the write lock for a moment (a second worker
+    // on the same file): wait for it rather than fail.
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
+    if writer {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;"
+    ))
+    .map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError> {
+        self.writer
+            .run(move |conn, ctx| write::submit(conn, ctx, job))
+            .await
+    }
+
+    async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<SubmitReceipt>, StoreError> {
+        self.writer
+            .run(move |conn, ctx| write::submit_batch(conn, ctx, jobs))
+            .await
+    }
+
+    async fn claim(&self, params: ClaimParams) -> Result<Vec<Job>, StoreError> {
+        if params.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .run(move |conn, ctx| write::claim(conn, ctx, params))
+            .await
+    }
+
+    async fn heartbeat(&self, params: HeartbeatParams) -> Result<HeartbeatReply, StoreError> {
+        self.writer
+            .run(move |conn, ctx| write::heartbeat(conn, ctx, params))
+            .await
+    }
+
+    async fn finish(
+        &self,
+        outcomes: Vec<(Fence, Outcome)>,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+        self.writer
+            .run(move |conn, ctx| write::finish(conn, ctx, outcomes))
+            .await
+    }
+
+    async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        self.writer
+            .run(move |conn, ctx| write::report_progress(conn, ctx, &fence, progress))
+            .await
+    }
+
+    async fn append_log(&self, fence: &Fence, line: String) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        self.writer
+            .run(move |conn, ctx| write::append_log(conn, ctx, &fence, line))
+            .await
+    }
+
+    async fn cancel(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        let job_id = job_id.clone();
+        self.writer
+            .run(move |conn, ctx| write::cancel(conn, ctx, &job_id))
+            .await
+    }
+
+    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        let job_id = job_id.clone();
+        self.writer
+            .run(move |conn, ctx| write::retry(conn, ctx, &job_id))
+            .await
+    }
+
+    async fn reap_expired(&self) -> Result<Vec<JobId>, StoreError> {
+        self.writer.run(write::reap_expired).await
+    }
+
+    async fn get(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        let job_id = job_id.clone();
+        self.readers.run(move |conn| read::get(conn, &job_id)).await
+    }
+
+    async fn list(&self, params: ListParams) -> Result<JobPage, StoreError> {
+        self.readers
+            .run(move |conn| read::list(conn, &params))
+            .await
+    }
+
+    async fn events(
+        &self,
+        job_id: &JobId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<JobEvent>, StoreError> {
+        let job_id = job_id.clone();
+        self.readers
+            .run(move |conn| read::events(conn, &job_id, after_seq, limit))
+            .await
+    }
+
+    async fn feed(&self, after_id: i64, limit: usize) -> Result<Vec<JobEvent>, StoreError> {
+        self.readers
+            .run(move |conn| read::feed(conn, after_id, limit))
+            .await
+    }
+
+    async fn stats(&self) -> Result<Vec<CommandStats>, StoreError> {
+        let now = self.clock.now();
+        self.readers.run(move |conn| read::stats(conn, now)).await
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.writer
+            .run(move |conn, ctx| write::prune(conn, ctx, before))
+            .await
+    }
+
+    async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError> {
+        self.writer
+            .run(move |conn, ctx| write::register_worker(conn, ctx, worker))
+            .await
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> Result<(), StoreError> {
+        let worker_id = worker_id.to_owned();
+        self.writer
+            .run(move |conn, ctx| write::deregister_worker(conn, ctx, &worker_id))
+            .await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let now = self.clock.now();
+        self.readers.run(move |conn| read::workers(conn, now)).await
+    }
+
+    async fn commands(&self) -> Result<Vec<CommandInfo>, StoreError> {
+        self.readers.run(read::commands).await
+    }
+
+    fn subscribe(&self) -> ChangeFeed {
+        self.feed.subscribe()
+    }
+
+    fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+}

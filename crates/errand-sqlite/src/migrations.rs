@@ -1,0 +1,33 @@
+//! Schema migrations, embedded in the binary and applied on open.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_jobs.sql")];
+
+/// Brings the database to the newest schema in one transaction, tracked by
+/// SQLite's `user_version`. Refuses a database newer than this binary.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<MigrationOutcome> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current > MIGRATIONS.len() {
+        return Ok(MigrationOutcome::TooNew {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for sql in &MIGRATIONS[current..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))?;
+    tx.commit()?;
+    Ok(MigrationOutcome::UpToDate {
+        applied: MIGRATIONS.len() - current,
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MigrationOutcome {
+    UpToDate { applied: usize },
+    TooNew { found: usize, known: usize },
+}

@@ -1,0 +1,281 @@
+//! Every read, run on a pooled read connection. In WAL mode readers never
+//! block the writer, and see every group committed before they start.
+
+use std::collections::BTreeMap;
+
+use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
+use errand_store::{CommandInfo, CommandStats, JobPage, ListParams, StoreError, WorkerInfo};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
+
+use crate::rows::{
+    backend, event_from_row, job_from_row, json_column, seq_of_row, EVENT_COLUMNS, JOB_COLUMNS,
+};
+use crate::write::WORKER_TTL;
+
+pub(crate) fn get(conn: &Connection, job_id: &JobId) -> Result<Job, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
+    conn.prepare_cached(&sql)
+        .map_err(backend)?
+        .query_row([job_id.as_str()], job_from_row)
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::NotFound(job_id.clone()))
+}
+
+pub(crate) fn list(conn: &Connection, params: &ListParams) -> Result<JobPage, StoreError> {
+    let limit = params.effective_limit().map_err(StoreError::Invalid)?;
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+    let mut filter = |clause: &'static str, value: Box<dyn ToSql>| {
+        clauses.push(clause);
+        values.push(value);
+    };
+    if let Some(app) = &params.app {
+        filter("app = ?", Box::new(app.clone()));
+    }
+    if let Some(command) = &params.command {
+        // Accept both `name` and `app.name`.
+        match command.split_once('.') {
+            Some((app, name)) if params.app.is_none() => {
+                filter("app = ?", Box::new(app.to_owned()));
+                filter("command = ?", Box::new(name.to_owned()));
+            }
+            _ => filter("command = ?", Box::new(command.clone())),
+        }
+    }
+    if let Some(status) = params.status {
+        filter("status = ?", Box::new(status.as_str()));
+    }
+    if let Some(queue) = &params.queue {
+        filter("queue = ?", Box::new(queue.clone()));
+    }
+    if let Some(parent) = &params.parent_id {
+        filter("parent_id = ?", Box::new(parent.as_str().to_owned()));
+    }
+    if let Some(after) = params.created_after {
+        filter("created > ?", Box::new(after.as_micros()));
+    }
+    if let Some(before) = params.created_before {
+        filter("created < ?", Box::new(before.as_micros()));
+    }
+    if let Some(cursor) = &params.cursor {
+        let seq: i64 = cursor.parse().map_err(|_| {
+            StoreError::Invalid(format!("cursor {cursor:?} is not one we gave out"))
+        })?;
+        filter("seq < ?", Box::new(seq));
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {filter_sql} ORDER BY seq DESC LIMIT ?");
+    values.push(Box::new(limit as i64 + 1));
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let refs: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+    let mut rows: Vec<(Job, i64)> = stmt
+        .query_map(refs.as_slice(), |row| {
+            Ok((job_from_row(row)?, seq_of_row(row)?))
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(_, seq)| seq.to_string())
+    } else {
+        None
+    };
+    Ok(JobPage {
+        jobs: rows.into_iter().map(|(job, _)| job).collect(),
+        next_cursor,
+    })
+}
+
+pub(crate) fn events(
+    conn: &Connection,
+    job_id: &JobId,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<JobEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM jobs j JOIN events e ON e.job_seq = j.seq \
+         WHERE j.id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?"
+    );
+    let events: Vec<JobEvent> = conn
+        .prepare_cached(&sql)
+        .map_err(backend)?
+        .query_map(
+            params![job_id.as_str(), after_seq, limit as i64],
+            event_from_row,
+        )
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    if events.is_empty() {
+        get(conn, job_id)?; // NotFound for an unknown job, not an empty log.
+    }
+    Ok(events)
+}
+
+pub(crate) fn feed(
+    conn: &Connection,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<JobEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e JOIN jobs j ON e.job_seq = j.seq \
+         WHERE e.id > ? ORDER BY e.id LIMIT ?"
+    );
+    conn.prepare_cached(&sql)
+        .map_err(backend)?
+        .query_map(params![after_id, limit as i64], event_from_row)
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)
+}
+
+/// How many recent run times per command the percentiles are taken over.
+const RUN_TIME_SAMPLE: i64 = 1000;
+
+pub(crate) fn stats(conn: &Connection, now: Timestamp) -> Result<Vec<CommandStats>, StoreError> {
+    let mut by_command: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT app, command, status, count(*) FROM jobs GROUP BY app, command, status",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, u64>(3)?,
+            ))
+        })
+        .map_err(backend)?;
+    for row in rows {
+        let (app, command, status, count) = row.map_err(backend)?;
+        let counts = by_command.entry((app, command)).or_insert_with(|| {
+            JobStatus::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), 0))
+                .collect()
+        });
+        counts.insert(status, count);
+    }
+    let mut stats = Vec::with_capacity(by_command.len());
+    for ((app, command), counts) in by_command {
+        let mut run_times: Vec<f64> = conn
+            .prepare_cached(
+                "SELECT finished - started FROM jobs WHERE app = ? AND command = ? \
+                 AND status IN ('completed', 'failed') AND started IS NOT NULL \
+                 ORDER BY finished DESC LIMIT ?",
+            )
+            .map_err(backend)?
+            .query_map(params![app, command, RUN_TIME_SAMPLE], |row| {
+                Ok(row.get::<_, i64>(0)? as f64 / 1e6)
+            })
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        run_times.sort_by(f64::total_cmp);
+        let oldest_ready: Option<i64> = conn
+            .prepare_cached(
+                "SELECT min(run_at) FROM jobs WHERE app = ? AND command = ? AND status = 'new' \
+                 AND run_at <= ?",
+            )
+            .map_err(backend)?
+            .query_row(params![app, command, now.as_micros()], |row| row.get(0))
+            .map_err(backend)?;
+        let completed = counts.get("completed").copied().unwrap_or(0);
+        let failed = counts.get("failed").copied().unwrap_or(0);
+        stats.push(CommandStats {
+            app,
+            command,
+            counts,
+            mean_run_secs: (!run_times.is_empty())
+                .then(|| run_times.iter().sum::<f64>() / run_times.len() as f64),
+            p50_run_secs: percentile(&run_times, 0.50),
+            p95_run_secs: percentile(&run_times, 0.95),
+            failure_rate: (completed + failed > 0)
+                .then(|| failed as f64 / (completed + failed) as f64),
+            oldest_new_age_secs: oldest_ready
+                .map(|at| now.since(Timestamp::from_micros(at)).as_secs_f64()),
+        });
+    }
+    Ok(stats)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+pub(crate) fn workers(conn: &Connection, now: Timestamp) -> Result<Vec<WorkerInfo>, StoreError> {
+    let cutoff = now.minus(WORKER_TTL).as_micros();
+    let mut workers: Vec<WorkerInfo> = conn
+        .prepare_cached(
+            "SELECT id, host, pid, queues, commands, slots, started, last_heartbeat FROM workers \
+             WHERE last_heartbeat >= ? ORDER BY started",
+        )
+        .map_err(backend)?
+        .query_map([cutoff], |row| {
+            Ok(WorkerInfo {
+                worker_id: row.get(0)?,
+                host: row.get(1)?,
+                pid: row.get(2)?,
+                queues: json_column(row, 3)?.unwrap_or_default(),
+                commands: json_column(row, 4)?.unwrap_or_default(),
+                slots: row.get::<_, i64>(5)? as usize,
+                running: Vec::new(),
+                started: Timestamp::from_micros(row.get(6)?),
+                last_heartbeat: Timestamp::from_micros(row.get(7)?),
+            })
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let mut running = conn
+        .prepare_cached(
+            "SELECT id FROM jobs WHERE status = 'running' AND worker_id = ? ORDER BY seq",
+        )
+        .map_err(backend)?;
+    for worker in &mut workers {
+        worker.running = running
+            .query_map([&worker.worker_id], |row| {
+                Ok(JobId::from(row.get::<_, String>(0)?))
+            })
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+    }
+    Ok(workers)
+}
+
+pub(crate) fn commands(conn: &Connection) -> Result<Vec<CommandInfo>, StoreError> {
+    conn.prepare_cached(
+        "SELECT app, name, description, input_schema, defaults, worker_id, updated FROM commands \
+         ORDER BY app, name",
+    )
+    .map_err(backend)?
+    .query_map([], |row| {
+        Ok(CommandInfo {
+            app: row.get(0)?,
+            name: row.get(1)?,
+            description: row.get(2)?,
+            input_schema: json_column(row, 3)?.unwrap_or_default(),
+            defaults: json_column(row, 4)?.unwrap_or_default(),
+            worker_id: row.get(5)?,
+            updated: Timestamp::from_micros(row.get(6)?),
+        })
+    })
+    .map_err(backend)?
+    .collect::<Result<_, _>>()
+    .map_err(backend)
+}

@@ -1,0 +1,706 @@
+//! Every write, as a function run by the writer thread inside a group
+//! transaction. Each change of a job is an UPDATE whose WHERE clause is the
+//! compare-and-set: status, and for a worker's writes attempt and worker id.
+
+use errand_core::{error_kind, EventKind, Job, JobError, JobId, JobStatus, Progress, Timestamp};
+use errand_store::{
+    ClaimParams, Fence, HeartbeatParams, HeartbeatReply, NewJob, Outcome, StoreError,
+    SubmitReceipt, WorkerRegistration,
+};
+use rusqlite::{named_params, params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use crate::rows::{backend, job_from_row, status_column, to_json, JOB_COLUMNS};
+use crate::writer::WriteCtx;
+
+/// How long a worker may stay silent before it no longer counts as alive.
+pub(crate) const WORKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A job row as an UPDATE … RETURNING gave it back.
+struct Changed {
+    job: Job,
+    seq: i64,
+    event_seq: i64,
+}
+
+fn returning() -> String {
+    format!("RETURNING {JOB_COLUMNS}, event_seq")
+}
+
+fn changed_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Changed> {
+    Ok(Changed {
+        job: job_from_row(row)?,
+        seq: crate::rows::seq_of_row(row)?,
+        event_seq: row.get(26)?,
+    })
+}
+
+/// Appends an event for a job whose `event_seq` was just incremented.
+fn record_event(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    changed: &Changed,
+    kind: EventKind,
+    data: Value,
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO events (job_seq, seq, kind, status, data, at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .map_err(backend)?;
+    insert
+        .execute(params![
+            changed.seq,
+            changed.event_seq,
+            kind.as_str(),
+            changed.job.status.as_str(),
+            to_json(&data),
+            ctx.now.as_micros()
+        ])
+        .map_err(backend)?;
+    ctx.events.push(errand_core::JobEvent {
+        id: conn.last_insert_rowid(),
+        job_id: changed.job.job_id.clone(),
+        seq: changed.event_seq,
+        kind,
+        status: changed.job.status,
+        app: changed.job.app.clone(),
+        command: changed.job.command.clone(),
+        data,
+        at: ctx.now,
+    });
+    Ok(())
+}
+
+pub(crate) fn submit(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    job: NewJob,
+) -> Result<SubmitReceipt, StoreError> {
+    job.validate().map_err(StoreError::Invalid)?;
+    if let Some(key) = &job.idempotency_key {
+        let existing = conn
+            .prepare_cached("SELECT id, status FROM jobs WHERE idempotency_key = ?")
+            .map_err(backend)?
+            .query_row([key], |row| {
+                Ok((row.get::<_, String>(0)?, status_column(row, 1)?))
+            })
+            .optional()
+            .map_err(backend)?;
+        if let Some((id, status)) = existing {
+            return Ok(SubmitReceipt {
+                job_id: JobId::from(id),
+                created: false,
+                status,
+            });
+        }
+    }
+    let job_id = JobId::generate();
+    let run_at = job.run_at.unwrap_or(ctx.now);
+    let sql = format!(
+        "INSERT INTO jobs (id, app, command, input, context, status, max_attempts, retry, \
+         priority, queue, run_at, timeout_secs, idempotency_key, parent_id, created, updated, \
+         event_seq) VALUES (:id, :app, :command, :input, :context, 'new', :max_attempts, :retry, \
+         :priority, :queue, :run_at, :timeout_secs, :key, :parent_id, :now, :now, 1) {}",
+        returning()
+    );
+    let changed = conn
+        .prepare_cached(&sql)
+        .map_err(backend)?
+        .query_row(
+            named_params! {
+                ":id": job_id.as_str(),
+                ":app": job.app,
+                ":command": job.command,
+                ":input": to_json(&job.input),
+                ":context": job.context.as_ref().map(to_json),
+                ":max_attempts": job.retry.max_attempts,
+                ":retry": to_json(&job.retry),
+                ":priority": job.priority,
+                ":queue": job.queue,
+                ":run_at": run_at.as_micros(),
+                ":timeout_secs": job.timeout_secs,
+                ":key": job.idempotency_key,
+                ":parent_id": job.parent_id.as_ref().map(JobId::as_str),
+                ":now": ctx.now.as_micros(),
+            },
+            changed_from_row,
+        )
+        .map_err(backend)?;
+    let data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
+    record_event(conn, ctx, &changed, EventKind::Status, data)?;
+    Ok(SubmitReceipt {
+        job_id,
+        created: true,
+        status: JobStatus::New,
+    })
+}
+
+pub(crate) fn submit_batch(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<SubmitReceipt>, StoreError> {
+    // Any failure rolls the whole batch back (the op's savepoint).
+    jobs.into_iter()
+        .enumerate()
+        .map(|(index, job)| {
+            submit(conn, ctx, job).map_err(|err| match err {
+                StoreError::Invalid(msg) => StoreError::Invalid(format!("job {index}: {msg}")),
+                other => other,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn claim(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    params: ClaimParams,
+) -> Result<Vec<Job>, StoreError> {
+    let mut claimed: Vec<Changed> = Vec::new();
+    let commands: Vec<(String, String)> = match &params.commands {
+        None => Vec::new(),
+        Some(names) if names.is_empty() => return Ok(Vec::new()),
+        Some(names) => names
+            .iter()
+            .map(|full| match full.split_once('.') {
+                Some((app, name)) => Ok((app.to_owned(), name.to_owned())),
+                None => Err(StoreError::Invalid(format!(
+                    "command {full:?} is not of the form app.name"
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let filter = if params.commands.is_some() {
+        let pairs = vec!["(?, ?)"; commands.len()].join(", ");
+        format!("AND (app, command) IN (VALUES {pairs})")
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = ?, \
+         lease_until = ?, started = ?, updated = ?, event_seq = event_seq + 1 \
+         WHERE seq IN (SELECT seq FROM jobs WHERE status = 'new' AND queue = ? AND run_at <= ? \
+         {filter} ORDER BY priority DESC, run_at, seq LIMIT ?) {}",
+        returning()
+    );
+    let lease_until = ctx.now.plus(params.lease).as_micros();
+    let now = ctx.now.as_micros();
+    for queue in &params.queues {
+        let remaining = params.limit.saturating_sub(claimed.len());
+        if remaining == 0 {
+            break;
+        }
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            vec![&params.worker_id, &lease_until, &now, &now, queue, &now];
+        for (app, name) in &commands {
+            values.push(app);
+            values.push(name);
+        }
+        let limit = remaining as i64;
+        values.push(&limit);
+        let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+        let rows = stmt
+            .query_map(values.as_slice(), changed_from_row)
+            .map_err(backend)?;
+        for row in rows {
+            claimed.push(row.map_err(backend)?);
+        }
+    }
+    // RETURNING gives no order; hand jobs out in the order they were chosen.
+    claimed.sort_by(|a, b| {
+        (b.job.priority, a.job.run_at, a.seq).cmp(&(a.job.priority, b.job.run_at, b.seq))
+    });
+    let mut jobs = Vec::with_capacity(claimed.len());
+    for changed in claimed {
+        let data = json!({
+            "status": "running",
+            "attempt": changed.job.attempt,
+            "worker_id": params.worker_id,
+        });
+        record_event(conn, ctx, &changed, EventKind::Status, data)?;
+        jobs.push(changed.job);
+    }
+    Ok(jobs)
+}
+
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    params: HeartbeatParams,
+) -> Result<HeartbeatReply, StoreError> {
+    conn.prepare_cached("UPDATE workers SET last_heartbeat = ? WHERE id = ?")
+        .and_then(|mut stmt| stmt.execute(params![ctx.now.as_micros(), params.worker_id]))
+        .map_err(backend)?;
+    let lease_until = ctx.now.plus(params.lease).as_micros();
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'running' \
+             AND attempt = ? AND worker_id = ? RETURNING cancel_requested",
+        )
+        .map_err(backend)?;
+    let mut reply = HeartbeatReply::default();
+    for fence in params.running {
+        let renewed: Option<bool> = stmt
+            .query_row(
+                params![
+                    lease_until,
+                    fence.job_id.as_str(),
+                    fence.attempt,
+                    fence.worker_id
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        match renewed {
+            None => reply.lost.push(fence.job_id),
+            Some(true) => reply.cancel_requested.push(fence.job_id),
+            Some(false) => {}
+        }
+    }
+    Ok(reply)
+}
+
+pub(crate) fn finish(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    outcomes: Vec<(Fence, Outcome)>,
+) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (fence, outcome) in outcomes {
+        results.push(finish_one(conn, ctx, &fence, outcome)?);
+    }
+    Ok(results)
+}
+
+/// The outer `Result` is a database failure (rolls back the group's op);
+/// the inner one is this attempt's fate (`LeaseLost` when fenced out).
+fn finish_one(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    fence: &Fence,
+    outcome: Outcome,
+) -> Result<Result<Job, StoreError>, StoreError> {
+    const FENCE: &str = "WHERE id = :id AND status = 'running' AND attempt = :attempt \
+                         AND worker_id = :worker";
+    let now = ctx.now.as_micros();
+    let (set, kind, data): (&str, EventKind, Value) = match &outcome {
+        Outcome::Completed { result } => (
+            "status = 'completed', result = :text, finished = :now, lease_until = NULL",
+            EventKind::Result,
+            json!({"status": "completed", "attempt": fence.attempt, "result": result}),
+        ),
+        Outcome::Failed {
+            error,
+            retry_at: Some(at),
+        } => (
+            "status = 'new', error = :text, run_at = :retry_at, worker_id = NULL, lease_until = NULL",
+            EventKind::Failure,
+            json!({"status": "new", "error": error, "retry_at": at}),
+        ),
+        Outcome::Failed {
+            error,
+            retry_at: None,
+        } => (
+            "status = 'failed', error = :text, finished = :now, lease_until = NULL",
+            EventKind::Failure,
+            json!({"status": "failed", "error": error}),
+        ),
+        Outcome::Canceled { message } => (
+            "status = 'canceled', finished = :now, lease_until = NULL",
+            EventKind::Status,
+            json!({"status": "canceled", "reason": message, "attempt": fence.attempt}),
+        ),
+        Outcome::Released => (
+            "status = 'new', attempt = attempt - 1, worker_id = NULL, lease_until = NULL",
+            EventKind::Status,
+            json!({"status": "new", "reason": "released by a worker shutting down"}),
+        ),
+    };
+    let text = match &outcome {
+        Outcome::Completed { result } => Some(to_json(result)),
+        Outcome::Failed { error, .. } => Some(to_json(error)),
+        _ => None,
+    };
+    let at = match &outcome {
+        Outcome::Failed {
+            retry_at: Some(at), ..
+        } => at.as_micros(),
+        _ => now,
+    };
+    let sql = format!(
+        "UPDATE jobs SET {set}, updated = :now, event_seq = event_seq + 1 {FENCE} {}",
+        returning()
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let job_id = FenceJobId(&fence.job_id);
+    let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
+        (":id", &job_id),
+        (":attempt", &fence.attempt),
+        (":worker", &fence.worker_id),
+        (":now", &now),
+    ];
+    if sql.contains(":text") {
+        bound.push((":text", &text));
+    }
+    if sql.contains(":retry_at") {
+        bound.push((":retry_at", &at));
+    }
+    let changed = stmt
+        .query_row(bound.as_slice(), changed_from_row)
+        .optional()
+        .map_err(backend)?;
+    match changed {
+        Some(changed) => {
+            record_event(conn, ctx, &changed, kind, data)?;
+            Ok(Ok(changed.job))
+        }
+        None => Ok(Err(fenced_out(conn, fence)?)),
+    }
+}
+
+/// Why a fenced write matched no row: the job is gone, or moved on.
+fn fenced_out(conn: &Connection, fence: &Fence) -> Result<StoreError, StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?")
+        .map_err(backend)?
+        .exists([fence.job_id.as_str()])
+        .map_err(backend)?;
+    Ok(if exists {
+        StoreError::LeaseLost {
+            job_id: fence.job_id.clone(),
+            attempt: fence.attempt,
+        }
+    } else {
+        StoreError::NotFound(fence.job_id.clone())
+    })
+}
+
+impl rusqlite::ToSql for FenceJobId<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.as_str().to_sql()
+    }
+}
+struct FenceJobId<'a>(&'a JobId);
+
+pub(crate) fn report_progress(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    fence: &Fence,
+    mut progress: Progress,
+) -> Result<(), StoreError> {
+    progress.updated = Some(ctx.now);
+    if let Some(fraction) = progress.fraction {
+        progress.fraction = Some(if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        });
+    }
+    let text = to_json(&progress);
+    let sql = format!(
+        "UPDATE jobs SET progress = ?, updated = ?, event_seq = event_seq + 1 \
+         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {}",
+        returning()
+    );
+    let changed = conn
+        .prepare_cached(&sql)
+        .map_err(backend)?
+        .query_row(
+            params![
+                text,
+                ctx.now.as_micros(),
+                FenceJobId(&fence.job_id),
+                fence.attempt,
+                fence.worker_id
+            ],
+            changed_from_row,
+        )
+        .optional()
+        .map_err(backend)?;
+    match changed {
+        Some(changed) => {
+            let data = serde_json::to_value(&progress).unwrap_or(Value::Null);
+            record_event(conn, ctx, &changed, EventKind::Progress, data)
+        }
+        None => Err(fenced_out(conn, fence)?),
+    }
+}
+
+pub(crate) fn append_log(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    fence: &Fence,
+    line: String,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET event_seq = event_seq + 1 \
+         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {}",
+        returning()
+    );
+    let changed = conn
+        .prepare_cached(&sql)
+        .map_err(backend)?
+        .query_row(
+            params![FenceJobId(&fence.job_id), fence.attempt, fence.worker_id],
+            changed_from_row,
+        )
+        .optional()
+        .map_err(backend)?;
+    match changed {
+        Some(changed) => {
+            let data = json!({"line": line, "attempt": fence.attempt});
+            record_event(conn, ctx, &changed, EventKind::Log, data)
+        }
+        None => Err(fenced_out(conn, fence)?),
+    }
+}
+
+fn current_status(conn: &Connection, job_id: &JobId) -> Result<JobStatus, StoreError> {
+    conn.prepare_cached("SELECT status FROM jobs WHERE id = ?")
+        .map_err(backend)?
+        .query_row([job_id.as_str()], |row| status_column(row, 0))
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::NotFound(job_id.clone()))
+}
+
+/// Applies `set` to the job if its status is still `expected`.
+/// `set` may use `?1` (now) and `?4` (`text`).
+fn update_if_status(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    job_id: &JobId,
+    expected: JobStatus,
+    set: &str,
+    text: Option<String>,
+    event: (EventKind, Value),
+) -> Result<Job, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET {set}, updated = ?1, event_seq = event_seq + 1 \
+         WHERE id = ?2 AND status = ?3 {}",
+        returning()
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+    let now = ctx.now.as_micros();
+    let values: [&dyn rusqlite::ToSql; 4] = [&now, &job_id.as_str(), &expected.as_str(), &text];
+    let used = stmt.parameter_count();
+    let changed = stmt
+        .query_row(&values[..used], changed_from_row)
+        .map_err(backend)?;
+    record_event(conn, ctx, &changed, event.0, event.1)?;
+    Ok(changed.job)
+}
+
+pub(crate) fn cancel(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    job_id: &JobId,
+) -> Result<Job, StoreError> {
+    match current_status(conn, job_id)? {
+        JobStatus::New => update_if_status(
+            conn,
+            ctx,
+            job_id,
+            JobStatus::New,
+            "status = 'canceled', finished = ?1",
+            None,
+            (
+                EventKind::Status,
+                json!({"status": "canceled", "reason": "canceled before it started"}),
+            ),
+        ),
+        JobStatus::Running => update_if_status(
+            conn,
+            ctx,
+            job_id,
+            JobStatus::Running,
+            "cancel_requested = 1",
+            None,
+            (
+                EventKind::Status,
+                json!({"status": "running", "cancel_requested": true}),
+            ),
+        ),
+        status => Err(StoreError::Conflict {
+            job_id: job_id.clone(),
+            status,
+            action: "cancel a finished job",
+        }),
+    }
+}
+
+pub(crate) fn retry(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    job_id: &JobId,
+) -> Result<Job, StoreError> {
+    let status = current_status(conn, job_id)?;
+    if status.apply(errand_core::Transition::Retry).is_err() {
+        return Err(StoreError::Conflict {
+            job_id: job_id.clone(),
+            status,
+            action: "retry a job that is not failed or canceled",
+        });
+    }
+    update_if_status(
+        conn,
+        ctx,
+        job_id,
+        status,
+        "status = 'new', attempt = 0, run_at = ?1, result = NULL, error = NULL, \
+         progress = NULL, cancel_requested = 0, worker_id = NULL, lease_until = NULL, \
+         started = NULL, finished = NULL",
+        None,
+        (
+            EventKind::Status,
+            json!({"status": "new", "reason": "retried", "previous_status": status}),
+        ),
+    )
+}
+
+pub(crate) fn reap_expired(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+) -> Result<Vec<JobId>, StoreError> {
+    let now = ctx.now.as_micros();
+    let expired: Vec<(String, u32, u32, bool)> = conn
+        .prepare_cached(
+            "SELECT id, attempt, max_attempts, cancel_requested FROM jobs \
+             WHERE status = 'running' AND lease_until < ? ORDER BY lease_until LIMIT 1000",
+        )
+        .map_err(backend)?
+        .query_map([now], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let mut reaped = Vec::with_capacity(expired.len());
+    for (id, attempt, max_attempts, cancel_requested) in expired {
+        let job_id = JobId::from(id);
+        let error = JobError {
+            kind: error_kind::LEASE_EXPIRED.into(),
+            message: format!(
+                "attempt {attempt} was abandoned: its worker stopped renewing the lease"
+            ),
+            retryable: true,
+            attempt,
+        };
+        let text = to_json(&error);
+        let (set, data) = if cancel_requested {
+            (
+                "status = 'canceled', finished = ?1, lease_until = NULL",
+                json!({"status": "canceled", "reason": "canceled; its worker was lost", "error": error}),
+            )
+        } else if attempt >= max_attempts {
+            (
+                "status = 'failed', finished = ?1, lease_until = NULL, error = ?4",
+                json!({"status": "failed", "error": error}),
+            )
+        } else {
+            (
+                "status = 'new', run_at = ?1, worker_id = NULL, lease_until = NULL, error = ?4",
+                json!({"status": "new", "error": error, "retry_at": ctx.now}),
+            )
+        };
+        let kind = if cancel_requested {
+            EventKind::Status
+        } else {
+            EventKind::Failure
+        };
+        update_if_status(
+            conn,
+            ctx,
+            &job_id,
+            JobStatus::Running,
+            set,
+            Some(text),
+            (kind, data),
+        )?;
+        reaped.push(job_id);
+    }
+    let cutoff = ctx.now.minus(WORKER_TTL).as_micros();
+    conn.prepare_cached("DELETE FROM workers WHERE last_heartbeat < ?")
+        .and_then(|mut stmt| stmt.execute([cutoff]))
+        .map_err(backend)?;
+    Ok(reaped)
+}
+
+pub(crate) fn prune(
+    conn: &Connection,
+    _ctx: &mut WriteCtx,
+    before: Timestamp,
+) -> Result<u64, StoreError> {
+    let before = before.as_micros();
+    conn.execute(
+        "DELETE FROM events WHERE job_seq IN (SELECT seq FROM jobs WHERE finished < ?1 \
+         AND status IN ('completed', 'failed', 'canceled'))",
+        [before],
+    )
+    .map_err(backend)?;
+    let pruned = conn
+        .execute(
+            "DELETE FROM jobs WHERE finished < ?1 AND status IN ('completed', 'failed', 'canceled')",
+            [before],
+        )
+        .map_err(backend)?;
+    Ok(pruned as u64)
+}
+
+pub(crate) fn register_worker(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    worker: WorkerRegistration,
+) -> Result<(), StoreError> {
+    let now = ctx.now.as_micros();
+    let names: Vec<String> = worker
+        .commands
+        .iter()
+        .map(|c| format!("{}.{}", c.app, c.name))
+        .collect();
+    conn.execute(
+        "INSERT OR REPLACE INTO workers (id, host, pid, queues, commands, slots, started, \
+         last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        params![
+            worker.worker_id,
+            worker.host,
+            worker.pid,
+            to_json(&worker.queues),
+            to_json(&names),
+            worker.slots as i64,
+            now,
+            now
+        ],
+    )
+    .map_err(backend)?;
+    for command in worker.commands {
+        conn.execute(
+            "INSERT OR REPLACE INTO commands (app, name, description, input_schema, defaults, \
+             worker_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            params![
+                command.app,
+                command.name,
+                command.description,
+                to_json(&command.input_schema),
+                to_json(&command.defaults),
+                worker.worker_id,
+                now
+            ],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn deregister_worker(
+    conn: &Connection,
+    _ctx: &mut WriteCtx,
+    worker_id: &str,
+) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM workers WHERE id = ?", [worker_id])
+        .map_err(backend)?;
+    Ok(())
+}

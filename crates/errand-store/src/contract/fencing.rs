@@ -1,0 +1,235 @@
+//! Leases, heartbeats, reaping, and fencing of stale workers.
+
+use std::time::Duration;
+
+use errand_core::{error_kind, JobStatus, Progress};
+use serde_json::json;
+
+use super::*;
+use crate::{HeartbeatParams, Outcome, StoreError};
+
+/// Lets `job`'s lease run out and reaps it.
+async fn expire(t: &TestStore) -> Vec<errand_core::JobId> {
+    t.clock.advance(LEASE + Duration::from_secs(1));
+    t.store.reap_expired().await.unwrap()
+}
+
+pub async fn stale_worker_cannot_complete_reclaimed_job(t: TestStore) {
+    let id = t.store.submit(new_job("a")).await.unwrap().job_id;
+    let stale = claim_one(&t, "w1").await;
+    assert_eq!(expire(&t).await, vec![id.clone()]);
+    let fresh = claim_one(&t, "w2").await;
+    assert_eq!((fresh.job_id.clone(), fresh.attempt), (id.clone(), 2));
+    let events_before = t.store.events(&id, 0, 100).await.unwrap();
+
+    let late = t
+        .store
+        .finish(vec![(
+            fence(&stale, "w1"),
+            Outcome::Completed {
+                result: json!("stale"),
+            },
+        )])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        late,
+        Err(StoreError::LeaseLost {
+            job_id: id.clone(),
+            attempt: 1
+        })
+    );
+    let job = t.store.get(&id).await.unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Running,
+        "the stale outcome changed nothing"
+    );
+    assert_eq!(job.worker_id.as_deref(), Some("w2"));
+    assert_eq!(t.store.events(&id, 0, 100).await.unwrap(), events_before);
+
+    t.store
+        .finish(vec![(
+            fence(&fresh, "w2"),
+            Outcome::Completed {
+                result: json!("fresh"),
+            },
+        )])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    let job = t.store.get(&id).await.unwrap();
+    assert_eq!(job.result, Some(json!("fresh")));
+    // And after the outcome, the stale worker still cannot overwrite it.
+    let later = t
+        .store
+        .finish(vec![(
+            fence(&stale, "w1"),
+            Outcome::Failed {
+                error: errand_core::JobError {
+                    kind: "handler".into(),
+                    message: "late".into(),
+                    retryable: false,
+                    attempt: 1,
+                },
+                retry_at: None,
+            },
+        )])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(matches!(later, Err(StoreError::LeaseLost { .. })));
+    assert_eq!(t.store.get(&id).await.unwrap().status, JobStatus::Completed);
+}
+
+pub async fn stale_worker_cannot_report_progress_or_log(t: TestStore) {
+    let id = t.store.submit(new_job("a")).await.unwrap().job_id;
+    let stale = claim_one(&t, "w1").await;
+    expire(&t).await;
+    let events_before = t.store.events(&id, 0, 100).await.unwrap().len();
+    let progress = Progress {
+        fraction: Some(0.5),
+        ..Progress::default()
+    };
+    assert!(matches!(
+        t.store
+            .report_progress(&fence(&stale, "w1"), progress)
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        t.store
+            .append_log(&fence(&stale, "w1"), "late".into())
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(
+        t.store.events(&id, 0, 100).await.unwrap().len(),
+        events_before
+    );
+    assert!(t.store.get(&id).await.unwrap().progress.is_none());
+}
+
+pub async fn wrong_worker_is_fenced_out(t: TestStore) {
+    t.store.submit(new_job("a")).await.unwrap();
+    let job = claim_one(&t, "w1").await;
+    let result = t
+        .store
+        .finish(vec![(
+            fence(&job, "intruder"),
+            Outcome::Completed { result: json!(1) },
+        )])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(matches!(result, Err(StoreError::LeaseLost { .. })));
+    let unknown = Fence {
+        job_id: "missing".into(),
+        attempt: 1,
+        worker_id: "w1".into(),
+    };
+    let result = t
+        .store
+        .finish(vec![(unknown, Outcome::Completed { result: json!(1) })])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(matches!(result, Err(StoreError::NotFound(_))));
+}
+
+pub async fn heartbeat_renews_leases_and_reports_cancel_and_loss(t: TestStore) {
+    t.store
+        .submit_batch(vec![new_job("a"), new_job("b"), new_job("c")])
+        .await
+        .unwrap();
+    let jobs = t.store.claim(claim_params("w", 3)).await.unwrap();
+    t.store.cancel(&jobs[1].job_id).await.unwrap();
+    let mut gone = fence(&jobs[2], "w");
+    gone.attempt += 1; // an attempt this worker does not hold
+    t.clock.advance(Duration::from_secs(20));
+    let reply = t
+        .store
+        .heartbeat(HeartbeatParams {
+            worker_id: "w".into(),
+            running: vec![fence(&jobs[0], "w"), fence(&jobs[1], "w"), gone],
+            lease: LEASE,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.cancel_requested, vec![jobs[1].job_id.clone()]);
+    assert_eq!(reply.lost, vec![jobs[2].job_id.clone()]);
+    let renewed = t.store.get(&jobs[0].job_id).await.unwrap();
+    assert_eq!(renewed.lease_until, Some(t.clock.now().plus(LEASE)));
+    // 20 s + 15 s is past the first lease but within the renewed one.
+    t.clock.advance(Duration::from_secs(15));
+    let reaped = t.store.reap_expired().await.unwrap();
+    assert_eq!(
+        reaped,
+        vec![jobs[2].job_id.clone()],
+        "only the unrenewed job expired"
+    );
+}
+
+pub async fn expired_lease_is_reaped_and_counts_the_attempt(t: TestStore) {
+    let id = t
+        .store
+        .submit(new_job("a").max_attempts(3))
+        .await
+        .unwrap()
+        .job_id;
+    claim_one(&t, "dead").await;
+    assert_eq!(expire(&t).await, vec![id.clone()]);
+    let job = t.store.get(&id).await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::New, 1));
+    assert!(job.worker_id.is_none() && job.lease_until.is_none());
+    let error = job.error.unwrap();
+    assert_eq!(
+        (error.kind.as_str(), error.attempt),
+        (error_kind::LEASE_EXPIRED, 1)
+    );
+    assert!(job.run_at <= t.clock.now(), "runs again at once");
+    // A job whose worker died with a cancel pending ends canceled.
+    let other = t.store.submit(new_job("b")).await.unwrap().job_id;
+    let mut claimed = t.store.claim(claim_params("dead", 2)).await.unwrap();
+    claimed.sort_by_key(|j| j.job_id.clone());
+    t.store.cancel(&other).await.unwrap();
+    expire(&t).await;
+    assert_eq!(
+        t.store.get(&other).await.unwrap().status,
+        JobStatus::Canceled
+    );
+    assert_eq!(t.store.get(&id).await.unwrap().attempt, 2);
+}
+
+pub async fn expired_lease_on_last_attempt_fails_the_job(t: TestStore) {
+    let id = t
+        .store
+        .submit(new_job("a").max_attempts(1))
+        .await
+        .unwrap()
+        .job_id;
+    claim_one(&t, "dead").await;
+    expire(&t).await;
+    let job = t.store.get(&id).await.unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Failed,
+        "a job that kills its worker cannot loop"
+    );
+    assert_eq!(job.error.unwrap().kind, error_kind::LEASE_EXPIRED);
+    assert!(job.finished.is_some());
+}
+
+pub async fn live_leases_are_not_reaped(t: TestStore) {
+    t.store.submit(new_job("a")).await.unwrap();
+    claim_one(&t, "w").await;
+    t.clock.advance(LEASE - Duration::from_secs(1));
+    assert!(t.store.reap_expired().await.unwrap().is_empty());
+}

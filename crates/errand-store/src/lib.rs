@@ -1,0 +1,26 @@
+//! The one interface every errand store implements, and the contract suite
+//! that proves a store keeps errand's guarantees (SPEC §2–3).
+//!
+//! # Layout
+//! - [`store`]: the [`Store`] trait, one method per operation.
+//! - [`params`]: the parameter and reply structs of those methods.
+//! - [`error`]: [`StoreError`], typed so callers can tell a fenced stale
+//!   worker ([`StoreError::LeaseLost`]) from an illegal request
+//!   ([`StoreError::Conflict`]) or an unreachable database.
+//! - `contract` (feature `contract`): the test suite, and the
+//!   [`store_contract_tests!`] macro that runs it against a store.
+
+pub mod error;
+pub mod params;
+pub mod store;
+
+#[cfg(feature = "contract")]
+pub mod contract;
+
+pub use error::StoreError;
+pub use params::*;
+pub use store::{ChangeFeed, Store};
+
+#[cfg(feature = "contract")]
+#[doc(hidden)]
+pub use errand_core::ManualClock as __ManualClock;

@@ -1,0 +1,287 @@
+//! Parameters and replies of the [`Store`](crate::Store) methods.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use errand_core::{JobError, JobId, JobStatus, RetryPolicy, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A job to submit, with every scheduling choice already made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    pub app: String,
+    pub command: String,
+    pub input: Value,
+    pub context: Option<Value>,
+    pub priority: i32,
+    pub queue: String,
+    /// Not before this time; `None` means now.
+    pub run_at: Option<Timestamp>,
+    pub timeout_secs: Option<f64>,
+    /// `retry.max_attempts` is the job's attempt limit.
+    pub retry: RetryPolicy,
+    pub idempotency_key: Option<String>,
+    pub parent_id: Option<JobId>,
+}
+
+impl NewJob {
+    pub fn new(app: impl Into<String>, command: impl Into<String>, input: Value) -> Self {
+        Self {
+            app: app.into(),
+            command: command.into(),
+            input,
+            context: None,
+            priority: 0,
+            queue: DEFAULT_QUEUE.to_owned(),
+            run_at: None,
+            timeout_secs: None,
+            retry: RetryPolicy::default(),
+            idempotency_key: None,
+            parent_id: None,
+        }
+    }
+
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    pub fn run_at(mut self, at: Timestamp) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn timeout_secs(mut self, secs: f64) -> Self {
+        self.timeout_secs = Some(secs);
+        self
+    }
+
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.retry.max_attempts = max_attempts;
+        self
+    }
+
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    pub fn context(mut self, context: Value) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    pub fn parent(mut self, parent: JobId) -> Self {
+        self.parent_id = Some(parent);
+        self
+    }
+
+    /// Checks what a store cannot repair later: names, limits, the policy.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.app.is_empty() || self.command.is_empty() {
+            return Err("app and command must not be empty".into());
+        }
+        if self.queue.is_empty() {
+            return Err("queue must not be empty".into());
+        }
+        if let Some(secs) = self.timeout_secs {
+            if !secs.is_finite() || secs <= 0.0 {
+                return Err(format!("timeout_secs must be > 0, got {secs}"));
+            }
+        }
+        self.retry.validate().map_err(|e| e.to_string())
+    }
+}
+
+/// The answer to a submit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmitReceipt {
+    pub job_id: JobId,
+    /// False when the idempotency key matched an existing job.
+    pub created: bool,
+    pub status: JobStatus,
+}
+
+/// Which jobs a worker may claim.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimParams {
+    pub worker_id: String,
+    /// Claim from these queues (at least one).
+    pub queues: Vec<String>,
+    /// Only these `app.name` commands; `None` claims any command.
+    pub commands: Option<Vec<String>>,
+    /// How many jobs at most: the worker's free slots.
+    pub limit: usize,
+    /// The lease each claimed job gets; renewed by heartbeats.
+    pub lease: Duration,
+}
+
+/// Identifies one attempt of one job held by one worker. Every write a
+/// worker makes is checked against it (compare-and-set).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub worker_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeartbeatParams {
+    pub worker_id: String,
+    /// The attempts the worker runs now.
+    pub running: Vec<Fence>,
+    pub lease: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct HeartbeatReply {
+    /// Jobs whose cancel was requested: cancel their tokens.
+    pub cancel_requested: Vec<JobId>,
+    /// Jobs the worker no longer holds: stop them, record nothing.
+    pub lost: Vec<JobId>,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Completed {
+        result: Value,
+    },
+    /// The attempt failed: back to `new` at `retry_at`, or `failed` if `None`.
+    Failed {
+        error: JobError,
+        retry_at: Option<Timestamp>,
+    },
+    /// The handler stopped after a cancel request.
+    Canceled {
+        message: String,
+    },
+    /// Graceful shutdown: back to `new`, the attempt not counted.
+    Released,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Completed { .. } => "completed",
+            Outcome::Failed {
+                retry_at: Some(_), ..
+            } => "retry",
+            Outcome::Failed { retry_at: None, .. } => "failed",
+            Outcome::Canceled { .. } => "canceled",
+            Outcome::Released => "released",
+        }
+    }
+}
+
+/// Filters and paging for [`Store::list`](crate::Store::list). Newest first.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ListParams {
+    pub app: Option<String>,
+    pub command: Option<String>,
+    pub status: Option<JobStatus>,
+    pub queue: Option<String>,
+    pub parent_id: Option<JobId>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    /// 1 to 1000; `0` means the default of 50.
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub const MAX_LIST_LIMIT: usize = 1000;
+pub const DEFAULT_LIST_LIMIT: usize = 50;
+
+impl ListParams {
+    pub fn effective_limit(&self) -> Result<usize, String> {
+        match self.limit {
+            0 => Ok(DEFAULT_LIST_LIMIT),
+            n if n <= MAX_LIST_LIMIT => Ok(n),
+            n => Err(format!("limit must be at most {MAX_LIST_LIMIT}, got {n}")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobPage {
+    pub jobs: Vec<errand_core::Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// Per-command figures for `GET /api/commands/stats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandStats {
+    pub app: String,
+    pub command: String,
+    /// Jobs by status, every status present (zero when none).
+    pub counts: BTreeMap<String, u64>,
+    /// Run time (started → finished) of recently finished jobs, in seconds.
+    pub mean_run_secs: Option<f64>,
+    pub p50_run_secs: Option<f64>,
+    pub p95_run_secs: Option<f64>,
+    /// failed / (completed + failed).
+    pub failure_rate: Option<f64>,
+    /// Age of the oldest `new` job whose `run_at` has come, in seconds.
+    pub oldest_new_age_secs: Option<f64>,
+}
+
+/// Defaults a command carries; a submit may override each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CommandDefaults {
+    pub timeout_secs: Option<f64>,
+    pub retry: RetryPolicy,
+    pub queue: String,
+    pub priority: i32,
+    pub max_concurrency: Option<usize>,
+}
+
+/// A command as a worker publishes it, so API servers can validate input
+/// without linking the handler (SPEC §2.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    pub app: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub input_schema: Value,
+    pub defaults: CommandDefaults,
+    /// The worker that published it last.
+    pub worker_id: Option<String>,
+    pub updated: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRegistration {
+    pub worker_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub queues: Vec<String>,
+    pub slots: usize,
+    pub commands: Vec<CommandInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub queues: Vec<String>,
+    pub commands: Vec<String>,
+    pub slots: usize,
+    pub running: Vec<JobId>,
+    pub started: Timestamp,
+    pub last_heartbeat: Timestamp,
+}

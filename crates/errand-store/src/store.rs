@@ -1,0 +1,100 @@
+//! The [`Store`] trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use errand_core::{Clock, Job, JobEvent, JobId, Progress, Timestamp};
+use tokio::sync::broadcast;
+
+use crate::error::StoreError;
+use crate::params::*;
+
+/// Every event a store commits, in commit order. A receiver that falls
+/// behind gets `Lagged` and must catch up from [`Store::feed`].
+pub type ChangeFeed = broadcast::Receiver<Arc<JobEvent>>;
+
+/// Durable job storage. Every method that changes a job checks its current
+/// status (and, for workers, its attempt and worker) in the same
+/// transaction that writes it, so concurrent callers cannot lose updates.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a job (durable when this returns). With an idempotency key
+    /// already in use, returns the existing job with `created: false`.
+    async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError>;
+
+    /// Stores many jobs in one transaction: all or none.
+    async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<SubmitReceipt>, StoreError>;
+
+    /// Moves up to `limit` ready jobs to `running` for the worker: highest
+    /// priority first, FIFO within a priority, `run_at <= now`.
+    async fn claim(&self, params: ClaimParams) -> Result<Vec<Job>, StoreError>;
+
+    /// Renews the leases of all the worker's running attempts in one call
+    /// and tells which have a cancel request and which are lost.
+    async fn heartbeat(&self, params: HeartbeatParams) -> Result<HeartbeatReply, StoreError>;
+
+    /// Records how attempts ended, each a compare-and-set on its fence:
+    /// a fenced-out attempt gets `LeaseLost` and changes nothing. Results are
+    /// in the order of `outcomes`.
+    async fn finish(
+        &self,
+        outcomes: Vec<(Fence, Outcome)>,
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+
+    /// Records the progress of a running attempt (fenced).
+    async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError>;
+
+    /// Appends a handler's log line to the job's event log (fenced).
+    async fn append_log(&self, fence: &Fence, line: String) -> Result<(), StoreError>;
+
+    /// Cancels a `new` job at once; marks a running one `cancel_requested`
+    /// (its worker stops it). `Conflict` for a finished job.
+    async fn cancel(&self, job_id: &JobId) -> Result<Job, StoreError>;
+
+    /// Sends a failed or canceled job back to `new` with its attempts reset
+    /// and its history kept. `Conflict` otherwise.
+    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError>;
+
+    /// Returns running jobs whose lease expired to `new` (attempt counted),
+    /// or fails them when no attempts are left. Returns the jobs it moved.
+    async fn reap_expired(&self) -> Result<Vec<JobId>, StoreError>;
+
+    async fn get(&self, job_id: &JobId) -> Result<Job, StoreError>;
+
+    async fn list(&self, params: ListParams) -> Result<JobPage, StoreError>;
+
+    /// The job's events with `seq > after_seq`, oldest first.
+    async fn events(
+        &self,
+        job_id: &JobId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<JobEvent>, StoreError>;
+
+    /// All jobs' events with `id > after_id`, oldest first.
+    async fn feed(&self, after_id: i64, limit: usize) -> Result<Vec<JobEvent>, StoreError>;
+
+    async fn stats(&self) -> Result<Vec<CommandStats>, StoreError>;
+
+    /// Deletes finished jobs (and their events) finished before `before`.
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Records a live worker and publishes its commands.
+    async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError>;
+
+    async fn deregister_worker(&self, worker_id: &str) -> Result<(), StoreError>;
+
+    /// Workers whose last heartbeat is recent.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+
+    async fn commands(&self) -> Result<Vec<CommandInfo>, StoreError>;
+
+    /// Subscribes to every event committed from now on.
+    fn subscribe(&self) -> ChangeFeed;
+
+    /// The transactions this store committed since it opened (for benchmarks).
+    fn commits(&self) -> u64;
+
+    /// The clock the store stamps times with.
+    fn clock(&self) -> Arc<dyn Clock>;
+}
