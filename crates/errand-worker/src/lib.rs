@@ -1,1 +1,29 @@
+//! errand's worker runtime (SPEC §5): runs registered commands on jobs
+//! claimed from a [`Store`](errand_store::Store).
+//!
+//! # Layout
+//! - [`command`]: the [`Command`] trait handlers implement, their
+//!   [`CommandOptions`], and [`HandlerError`] (retryable or permanent).
+//! - [`registry`]: the [`Registry`] of commands a worker can run, with their
+//!   input JSON Schemas (published to the store for API-side validation).
+//! - [`context`]: the [`JobContext`] a handler gets: progress, log lines,
+//!   the cancellation token, child jobs.
+//! - [`worker`]: the [`Worker`] loop: claims for free slots, wakes on the
+//!   store's change feed with a periodic poll as the guarantee, and shuts
+//!   down gracefully.
+//! - `execute`: one attempt: timeout, cancel, grace period, panic → outcome.
+//! - `running`: the attempts in flight and how to stop each.
+//! - `services`: the heartbeat and reaper loops.
 
+pub mod command;
+pub mod context;
+mod execute;
+pub mod registry;
+mod running;
+mod services;
+pub mod worker;
+
+pub use command::{Command, CommandOptions, HandlerError, ResultExt};
+pub use context::JobContext;
+pub use registry::{Registry, RegistryError};
+pub use worker::{ClaimFilter, Worker, WorkerConfig, WorkerError};

@@ -1,0 +1,142 @@
+//! What a handler gets besides its input (SPEC §2.5).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use errand_core::{JobId, Progress, Timestamp};
+use errand_store::{Fence, NewJob, Store, StoreError};
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The running attempt's view of its job. Cheap to clone.
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fence: Fence,
+    context: Option<Value>,
+    started: Timestamp,
+    store: Arc<dyn Store>,
+    cancel: CancellationToken,
+    progress_interval: Duration,
+    /// When progress was last written; `None` before the first write.
+    last_progress: Mutex<Option<Instant>>,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        fence: Fence,
+        context: Option<Value>,
+        started: Timestamp,
+        store: Arc<dyn Store>,
+        cancel: CancellationToken,
+        progress_interval: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                fence,
+                context,
+                started,
+                store,
+                cancel,
+                progress_interval,
+                last_progress: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn job_id(&self) -> &JobId {
+        &self.inner.fence.job_id
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.fence.attempt
+    }
+
+    /// The `context` JSON the job was submitted with (user, tenant...).
+    pub fn context(&self) -> Option<&Value> {
+        self.inner.context.as_ref()
+    }
+
+    pub fn started(&self) -> Timestamp {
+        self.inner.started
+    }
+
+    /// Fires when the job is canceled, times out, or its worker loses the
+    /// lease or shuts down. Stop soon after: past a grace period the task
+    /// is aborted.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Resolves when [`cancel_token`](Self::cancel_token) fires.
+    pub async fn canceled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Reports progress: `fraction` from 0 to 1 and a message. Writes are
+    /// throttled (one per progress interval); the final `1.0` always goes
+    /// through.
+    pub async fn progress(
+        &self,
+        fraction: f64,
+        message: impl Into<String>,
+    ) -> Result<(), StoreError> {
+        self.report(Progress {
+            fraction: Some(fraction),
+            message: Some(message.into()),
+            ..Progress::default()
+        })
+        .await
+    }
+
+    /// Reports a full progress record (stage, structured data), throttled
+    /// like [`progress`](Self::progress).
+    pub async fn report(&self, progress: Progress) -> Result<(), StoreError> {
+        let finished = progress.fraction.is_some_and(|f| f >= 1.0);
+        {
+            let mut last = self.inner.last_progress.lock().expect("never poisoned");
+            let now = Instant::now();
+            let due = last.is_none_or(|at| now.duration_since(at) >= self.inner.progress_interval);
+            if !due && !finished {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
+        self.inner
+            .store
+            .report_progress(&self.inner.fence, progress)
+            .await
+    }
+
+    /// Appends a line to the job's event log.
+    pub async fn log(&self, line: impl Into<String>) -> Result<(), StoreError> {
+        self.inner
+            .store
+            .append_log(&self.inner.fence, line.into())
+            .await
+    }
+
+    /// Submits a child job; it records this job as its `parent_id`.
+    pub async fn submit(&self, job: NewJob) -> Result<JobId, StoreError> {
+        let job = job.parent(self.job_id().clone());
+        Ok(self.inner.store.submit(job).await?.job_id)
+    }
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobContext")
+            .field("job_id", self.job_id())
+            .field("attempt", &self.attempt())
+            .finish()
+    }
+}

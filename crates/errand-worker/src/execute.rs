@@ -1,0 +1,234 @@
+//! One attempt of one job: run the handler, enforce its timeout, stop it on
+//! cancel or shutdown, and turn whatever happened into an [`Outcome`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use errand_core::status::decide_failure;
+use errand_core::{error_kind, FailureDecision, Job, JobError};
+use errand_store::{Fence, Outcome, StoreError};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinError;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::command::HandlerError;
+use crate::context::JobContext;
+use crate::running::StopReason;
+use crate::worker::Shared;
+
+/// Tracks `job` as running (before its task starts, so per-command limits
+/// count it at once) and returns what its task needs.
+pub(crate) fn track(shared: &Shared, job: &Job) -> (Fence, watch::Receiver<Option<StopReason>>) {
+    let fence = Fence {
+        job_id: job.job_id.clone(),
+        attempt: job.attempt,
+        worker_id: shared.config.worker_id.clone(),
+    };
+    let stop = shared.running.insert(fence.clone(), job.full_command());
+    (fence, stop)
+}
+
+/// Runs `job` to its end and records the outcome (unless fenced out).
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    job: Job,
+    fence: Fence,
+    stop: watch::Receiver<Option<StopReason>>,
+) {
+    let span = tracing::info_span!("job", job_id = %job.job_id, command = %job.full_command(), attempt = job.attempt);
+    async {
+        let outcome = run_attempt(&shared, &job, &fence, stop).await;
+        if let Some(outcome) = outcome {
+            record(&shared, fence.clone(), outcome).await;
+        }
+        shared.running.remove(&fence.job_id);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_attempt(
+    shared: &Shared,
+    job: &Job,
+    fence: &Fence,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) -> Option<Outcome> {
+    let Some(command) = shared.registry.get(&job.app, &job.command) else {
+        let error = HandlerError::permanent(format!(
+            "no handler is registered for command {} on worker {}",
+            job.full_command(),
+            fence.worker_id
+        ))
+        .with_kind(error_kind::UNKNOWN_COMMAND);
+        return Some(failure(shared, job, error));
+    };
+    let token = CancellationToken::new();
+    let ctx = JobContext::new(
+        fence.clone(),
+        job.context.clone(),
+        job.started.unwrap_or_else(|| shared.store.clock().now()),
+        shared.store.clone(),
+        token.clone(),
+        shared.config.progress_interval,
+    );
+    let mut handle = tokio::spawn(
+        command
+            .handler
+            .call(job.input.clone(), ctx)
+            .in_current_span(),
+    );
+    let timeout = job
+        .timeout_secs
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok());
+    let timed_out = async {
+        match timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let reason = tokio::select! {
+        finished = &mut handle => return Some(settle(shared, job, finished)),
+        () = timed_out => None,
+        reason = stop.wait_for(Option::is_some) => match reason {
+            Ok(reason) => *reason,
+            Err(_) => Some(StopReason::Shutdown),
+        },
+    };
+    // Cooperative first: the handler sees its token and may wrap up.
+    token.cancel();
+    let finished = match tokio::time::timeout(shared.config.cancel_grace, &mut handle).await {
+        Ok(finished) => Some(finished),
+        Err(_) => {
+            tracing::warn!(grace = ?shared.config.cancel_grace, "handler ignored its cancellation; aborting it");
+            handle.abort();
+            None
+        }
+    };
+    let completed =
+        |finished: &Option<Result<Result<Value, HandlerError>, JoinError>>| match finished {
+            Some(Ok(Ok(result))) => Some(result.clone()),
+            _ => None,
+        };
+    match reason {
+        None => {
+            let secs = timeout.unwrap_or_default().as_secs_f64();
+            let error =
+                HandlerError::retryable(format!("the attempt ran past its timeout of {secs} s"))
+                    .with_kind(error_kind::TIMEOUT);
+            Some(failure(shared, job, error))
+        }
+        Some(StopReason::LeaseLost) => {
+            tracing::warn!("lost the lease on this job; its outcome is discarded");
+            None
+        }
+        // A handler that finished its work anyway keeps its result.
+        Some(StopReason::Canceled) => Some(match completed(&finished) {
+            Some(result) => Outcome::Completed { result },
+            None => Outcome::Canceled {
+                message: "canceled by request".into(),
+            },
+        }),
+        Some(StopReason::Shutdown) => Some(match completed(&finished) {
+            Some(result) => Outcome::Completed { result },
+            None => Outcome::Released,
+        }),
+    }
+}
+
+/// The outcome of a handler that returned (or panicked) on its own.
+fn settle(
+    shared: &Shared,
+    job: &Job,
+    finished: Result<Result<Value, HandlerError>, JoinError>,
+) -> Outcome {
+    match finished {
+        Ok(Ok(result)) => Outcome::Completed { result },
+        Ok(Err(error)) => failure(shared, job, error),
+        Err(join) => {
+            let message = match join.try_into_panic() {
+                Ok(payload) => panic_message(payload.as_ref()),
+                Err(join) => join.to_string(),
+            };
+            let error = HandlerError::retryable(format!("the handler panicked: {message}"))
+                .with_kind(error_kind::PANIC);
+            failure(shared, job, error)
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+/// A failed attempt: retry later per the job's policy, or fail the job.
+fn failure(shared: &Shared, job: &Job, error: HandlerError) -> Outcome {
+    let retryable = error.retryable && job.retry.allows_retry_of(&error.kind);
+    let now = shared.store.clock().now();
+    let decision = decide_failure(
+        job.attempt,
+        job.max_attempts,
+        retryable,
+        &job.retry,
+        now,
+        rand::random::<f64>(),
+    );
+    let retry_at = match decision {
+        FailureDecision::RetryAt(at) => Some(at),
+        FailureDecision::GiveUp => None,
+    };
+    tracing::info!(kind = %error.kind, error = %error.message, will_retry = retry_at.is_some(), "attempt failed");
+    Outcome::Failed {
+        error: JobError {
+            kind: error.kind,
+            message: error.message,
+            retryable,
+            attempt: job.attempt,
+        },
+        retry_at,
+    }
+}
+
+/// Writes the outcome, retrying while the store is unavailable for up to a
+/// lease: past that the job will be reaped and run again anyway.
+async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
+    let label = outcome.label();
+    let mut wait = Duration::from_millis(50);
+    let give_up = tokio::time::Instant::now() + shared.config.lease;
+    loop {
+        let result = shared
+            .store
+            .finish(vec![(fence.clone(), outcome.clone())])
+            .await
+            .and_then(|mut results| results.pop().expect("one result per outcome"));
+        match result {
+            Ok(_) => {
+                tracing::debug!(outcome = label, "recorded");
+                return;
+            }
+            Err(StoreError::LeaseLost { .. }) => {
+                tracing::warn!(
+                    outcome = label,
+                    "outcome rejected: another attempt holds the job now"
+                );
+                return;
+            }
+            Err(err) if err.is_transient() && tokio::time::Instant::now() < give_up => {
+                tracing::warn!(error = %err, "cannot record the outcome yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, outcome = label, "cannot record the outcome; the job will run again after its lease expires");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The attempts a worker has in flight, and how to stop each one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use errand_core::JobId;
+use errand_store::Fence;
+use tokio::sync::watch;
+
+/// Why an attempt is being stopped before its handler returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// Someone asked to cancel the job.
+    Canceled,
+    /// The worker no longer holds the job: record nothing.
+    LeaseLost,
+    /// The worker is shutting down and its drain deadline passed.
+    Shutdown,
+}
+
+struct Entry {
+    fence: Fence,
+    command: String,
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Running {
+    entries: Mutex<HashMap<JobId, Entry>>,
+}
+
+impl Running {
+    /// Tracks a new attempt; the receiver learns when it must stop.
+    pub(crate) fn insert(
+        &self,
+        fence: Fence,
+        command: String,
+    ) -> watch::Receiver<Option<StopReason>> {
+        let (stop, receiver) = watch::channel(None);
+        let job_id = fence.job_id.clone();
+        self.lock().insert(
+            job_id,
+            Entry {
+                fence,
+                command,
+                stop,
+            },
+        );
+        receiver
+    }
+
+    pub(crate) fn remove(&self, job_id: &JobId) {
+        self.lock().remove(job_id);
+    }
+
+    /// Asks the attempt to stop; the first reason given wins.
+    pub(crate) fn stop(&self, job_id: &JobId, reason: StopReason) -> bool {
+        match self.lock().get(job_id) {
+            Some(entry) => {
+                entry.stop.send_if_modified(|current| {
+                    let first = current.is_none();
+                    if first {
+                        *current = Some(reason);
+                    }
+                    first
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn stop_all(&self, reason: StopReason) {
+        let ids: Vec<JobId> = self.lock().keys().cloned().collect();
+        for id in ids {
+            self.stop(&id, reason);
+        }
+    }
+
+    pub(crate) fn fences(&self) -> Vec<Fence> {
+        self.lock().values().map(|e| e.fence.clone()).collect()
+    }
+
+    pub(crate) fn contains(&self, job_id: &JobId) -> bool {
+        self.lock().contains_key(job_id)
+    }
+
+    /// How many attempts of each command run now.
+    pub(crate) fn per_command(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for entry in self.lock().values() {
+            *counts.entry(entry.command.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Entry>> {
+        self.entries.lock().expect("never poisoned")
+    }
+}

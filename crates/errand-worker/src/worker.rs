@@ -1,0 +1,342 @@
+//! The worker loop (SPEC §5, §3.3, §3.7, §3.8).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use errand_core::{EventKind, JobStatus};
+use errand_store::{ClaimParams, Store, StoreError, WorkerRegistration, DEFAULT_QUEUE};
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::{execute, track};
+use crate::registry::Registry;
+use crate::running::{Running, StopReason};
+use crate::services;
+
+/// Which jobs a worker claims.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClaimFilter {
+    /// Only the commands in its registry (several kinds of worker can share
+    /// a store this way). Per-command concurrency limits need this mode.
+    #[default]
+    Registered,
+    /// Every job in its queues; a job whose command it does not know fails
+    /// with `unknown_command` instead of waiting forever.
+    All,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    pub queues: Vec<String>,
+    /// Jobs run at once (slots). A worker claims only for free slots.
+    pub max_tasks: usize,
+    pub claim_filter: ClaimFilter,
+    /// How long a claim holds a job without a heartbeat.
+    pub lease: Duration,
+    pub heartbeat_interval: Duration,
+    /// The poll that guarantees pickup when no notification arrives.
+    pub poll_interval: Duration,
+    pub reap_interval: Duration,
+    /// After a cancel or timeout, how long a handler may take to stop
+    /// before its task is aborted.
+    pub cancel_grace: Duration,
+    /// On shutdown, how long running jobs may take to finish before they
+    /// are stopped and released back to `new`.
+    pub shutdown_timeout: Duration,
+    /// Minimum time between two progress writes of one job.
+    pub progress_interval: Duration,
+    /// A worker that cannot reach its store for this long exits with an error.
+    pub store_unavailable_limit: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: default_worker_id(),
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            max_tasks: 5,
+            claim_filter: ClaimFilter::Registered,
+            lease: Duration::from_secs(15),
+            heartbeat_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            reap_interval: Duration::from_secs(5),
+            cancel_grace: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            progress_interval: Duration::from_millis(250),
+            store_unavailable_limit: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `host-pid-random`, unique across restarts and machines.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    #[error("the store has been unreachable for {0:?}: {1}")]
+    StoreUnreachable(Duration, StoreError),
+}
+
+/// What the loop, the services and every attempt share.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub config: WorkerConfig,
+    pub running: Running,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    pub fn new(store: Arc<dyn Store>, registry: Registry, config: WorkerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                registry: Arc::new(registry),
+                config,
+                running: Running::default(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
+    /// Runs until `shutdown` fires, then drains gracefully: stops claiming,
+    /// lets running jobs finish until `shutdown_timeout`, then stops the
+    /// rest and releases them to `new` without counting the attempt.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let shared = self.shared;
+        let config = &shared.config;
+        if config.max_tasks == 0 || config.queues.is_empty() {
+            return Err(WorkerError::Config(
+                "max_tasks must be at least 1 and at least one queue is needed".into(),
+            ));
+        }
+        if config.heartbeat_interval >= config.lease {
+            return Err(WorkerError::Config(format!(
+                "the heartbeat interval ({:?}) must be shorter than the lease ({:?})",
+                config.heartbeat_interval, config.lease
+            )));
+        }
+        // Subscribe before the first claim, so no wake-up falls in between.
+        let mut feed = shared.store.subscribe();
+        register(&shared).await?;
+        tracing::info!(worker_id = %config.worker_id, commands = ?shared.registry.names(), max_tasks = config.max_tasks, "worker started");
+
+        let services_stop = CancellationToken::new();
+        let fatal = CancellationToken::new();
+        let services = services::start(shared.clone(), services_stop.clone(), fatal.clone());
+        let slots = Arc::new(Semaphore::new(config.max_tasks));
+        let mut tasks = JoinSet::new();
+        let mut unreachable_since: Option<(Instant, StoreError)> = None;
+        let mut outcome = Ok(());
+
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let mut more_ready = false;
+            match claim_and_start(&shared, &slots, &mut tasks).await {
+                Ok(filled_all) => {
+                    unreachable_since = None;
+                    more_ready = filled_all;
+                }
+                Err(err) => {
+                    let since = unreachable_since
+                        .get_or_insert_with(|| (Instant::now(), err.clone()))
+                        .0;
+                    tracing::warn!(error = %err, "claim failed");
+                    if since.elapsed() >= config.store_unavailable_limit {
+                        outcome = Err(WorkerError::StoreUnreachable(since.elapsed(), err));
+                        break;
+                    }
+                }
+            }
+            if more_ready {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = fatal.cancelled() => {
+                    outcome = Err(WorkerError::StoreUnreachable(config.store_unavailable_limit, StoreError::Unavailable("heartbeats failed".into())));
+                    break;
+                }
+                () = wait_for_work(&shared, &mut feed) => {}
+                () = tokio::time::sleep(config.poll_interval) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+
+        drain(&shared, &mut tasks).await;
+        services_stop.cancel();
+        services.join_all().await;
+        if let Err(err) = shared.store.deregister_worker(&config.worker_id).await {
+            tracing::warn!(error = %err, "could not deregister the worker");
+        }
+        tracing::info!(worker_id = %config.worker_id, "worker stopped");
+        outcome
+    }
+}
+
+async fn register(shared: &Shared) -> Result<(), WorkerError> {
+    let config = &shared.config;
+    let registration = WorkerRegistration {
+        worker_id: config.worker_id.clone(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into()),
+        pid: std::process::id(),
+        queues: config.queues.clone(),
+        slots: config.max_tasks,
+        commands: shared
+            .registry
+            .command_infos(&config.worker_id, shared.store.clock().now()),
+    };
+    let started = Instant::now();
+    loop {
+        match shared.store.register_worker(registration.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err)
+                if err.is_transient() && started.elapsed() < config.store_unavailable_limit =>
+            {
+                tracing::warn!(error = %err, "cannot register the worker yet; retrying");
+                tokio::time::sleep(config.poll_interval).await;
+            }
+            Err(err) => return Err(WorkerError::StoreUnreachable(started.elapsed(), err)),
+        }
+    }
+}
+
+/// Claims for the free slots and starts each job. True when every slot
+/// asked for was filled, so more jobs may be waiting.
+async fn claim_and_start(
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+) -> Result<bool, StoreError> {
+    let free = slots.available_permits();
+    if free == 0 {
+        return Ok(false);
+    }
+    let mut asked = 0;
+    let mut got = 0;
+    for (commands, limit) in claim_plan(shared, free) {
+        let limit = limit.min(free - got);
+        if limit == 0 {
+            continue;
+        }
+        let params = ClaimParams {
+            worker_id: shared.config.worker_id.clone(),
+            queues: shared.config.queues.clone(),
+            commands,
+            limit,
+            lease: shared.config.lease,
+        };
+        let jobs = shared.store.claim(params).await?;
+        asked += limit;
+        got += jobs.len();
+        for job in jobs {
+            let permit = slots
+                .clone()
+                .try_acquire_owned()
+                .expect("claimed only for free slots");
+            let (fence, stop) = track(shared, &job);
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                execute(shared, job, fence, stop).await;
+                drop(permit);
+            });
+        }
+    }
+    Ok(asked > 0 && got == asked)
+}
+
+/// Which commands to claim and how many of each: per-command limits get
+/// their own claims so one batch cannot exceed them.
+fn claim_plan(shared: &Shared, free: usize) -> Vec<(Option<Vec<String>>, usize)> {
+    if shared.config.claim_filter == ClaimFilter::All {
+        return vec![(None, free)];
+    }
+    let running = shared.running.per_command();
+    let mut unlimited = Vec::new();
+    let mut plan = Vec::new();
+    for command in shared.registry.iter() {
+        let name = command.full_name();
+        match command.options.max_concurrency {
+            None => unlimited.push(name),
+            Some(max) => {
+                let room = max.saturating_sub(running.get(&name).copied().unwrap_or(0));
+                if room > 0 {
+                    plan.push((Some(vec![name]), room));
+                }
+            }
+        }
+    }
+    if !unlimited.is_empty() {
+        plan.insert(0, (Some(unlimited), free));
+    }
+    plan
+}
+
+/// Returns when the change feed suggests there is work: a job became `new`
+/// (submitted, retried, reaped). Cancel requests for our running jobs are
+/// acted on here at once, without waiting for the next heartbeat.
+async fn wait_for_work(
+    shared: &Shared,
+    feed: &mut broadcast::Receiver<Arc<errand_core::JobEvent>>,
+) {
+    loop {
+        match feed.recv().await {
+            Ok(event) => {
+                if event.status == JobStatus::New && event.kind != EventKind::Log {
+                    return;
+                }
+                if event.kind == EventKind::Status
+                    && event.data.get("cancel_requested").and_then(|v| v.as_bool()) == Some(true)
+                    && shared.running.contains(&event.job_id)
+                {
+                    shared.running.stop(&event.job_id, StopReason::Canceled);
+                }
+            }
+            // Missed events: a claim finds whatever they announced.
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+async fn drain(shared: &Shared, tasks: &mut JoinSet<()>) {
+    if tasks.is_empty() {
+        return;
+    }
+    tracing::info!(running = shared.running.len(), timeout = ?shared.config.shutdown_timeout, "shutting down: waiting for running jobs");
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(shared.config.shutdown_timeout, all_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = shared.running.len(),
+            "shutdown deadline passed: stopping and releasing the remaining jobs"
+        );
+        shared.running.stop_all(StopReason::Shutdown);
+        while tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,526 @@
+//! The worker runtime against a real SQLite store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use errand_core::{error_kind, EventKind, Job, JobId, JobStatus, RetryPolicy, WaitStrategy};
+use errand_sqlite::{SqliteOptions, SqliteStore};
+use errand_store::{NewJob, Store};
+use errand_worker::{
+    ClaimFilter, Command, CommandOptions, HandlerError, JobContext, Registry, RegistryError,
+    Worker, WorkerConfig, WorkerError,
+};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    worker: Option<JoinHandle<Result<(), WorkerError>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn fast_config() -> WorkerConfig {
+    WorkerConfig {
+        lease: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(100),
+        poll_interval: Duration::from_millis(50),
+        reap_interval: Duration::from_millis(100),
+        cancel_grace: Duration::from_millis(300),
+        shutdown_timeout: Duration::from_secs(5),
+        progress_interval: Duration::ZERO,
+        ..WorkerConfig::default()
+    }
+}
+
+impl Harness {
+    async fn start(registry: Registry, config: WorkerConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(dir.path().join("errand.db"), SqliteOptions::default()).unwrap(),
+        );
+        let shutdown = CancellationToken::new();
+        let worker = Worker::new(store.clone(), registry, config);
+        let worker = Some(tokio::spawn(worker.run(shutdown.clone())));
+        Self {
+            store,
+            shutdown,
+            worker,
+            _dir: dir,
+        }
+    }
+
+    async fn submit(&self, job: NewJob) -> JobId {
+        self.store.submit(job).await.unwrap().job_id
+    }
+
+    /// Polls until the job reaches `status` (tests never time how fast).
+    async fn wait_for(&self, id: &JobId, status: JobStatus) -> Job {
+        for _ in 0..2000 {
+            let job = self.store.get(id).await.unwrap();
+            if job.status == status {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "job {id} never became {status}: {:?}",
+            self.store.get(id).await.unwrap()
+        );
+    }
+
+    async fn stop(&mut self) -> Result<(), WorkerError> {
+        self.shutdown.cancel();
+        self.worker.take().unwrap().await.unwrap()
+    }
+}
+
+fn options() -> CommandOptions {
+    CommandOptions::default()
+}
+
+fn job(name: &str, input: Value) -> NewJob {
+    NewJob::new("t", name, input)
+}
+
+fn echo_registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register_fn(
+            "t",
+            "echo",
+            options(),
+            |input, _ctx| async move { Ok(input) },
+        )
+        .unwrap();
+    registry
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct AddInput {
+    a: i64,
+    b: i64,
+}
+
+struct Add;
+
+impl Command for Add {
+    const APP: &'static str = "t";
+    const NAME: &'static str = "add";
+    type Input = AddInput;
+    type Output = i64;
+
+    async fn run(&self, input: AddInput, _ctx: JobContext) -> Result<i64, HandlerError> {
+        Ok(input.a + input.b)
+    }
+}
+
+#[tokio::test]
+async fn runs_a_typed_command_and_records_its_result() {
+    let registry = Registry::new().with(Add).unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h.submit(job("add", json!({"a": 2, "b": 3}))).await;
+    let done = h.wait_for(&id, JobStatus::Completed).await;
+    assert_eq!(done.result, Some(json!(5)));
+    assert_eq!(done.attempt, 1);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn undecodable_input_fails_the_job_once_with_a_clear_error() {
+    let registry = Registry::new().with(Add).unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h.submit(job("add", json!({"a": "two"}))).await;
+    let failed = h.wait_for(&id, JobStatus::Failed).await;
+    let error = failed.error.unwrap();
+    assert_eq!(error.kind, error_kind::INVALID_INPUT);
+    assert!(error.message.contains("t.add"), "{}", error.message);
+    assert_eq!(failed.attempt, 1, "a poison pill is not retried");
+    // The worker is still healthy.
+    let ok = h.submit(job("add", json!({"a": 1, "b": 1}))).await;
+    h.wait_for(&ok, JobStatus::Completed).await;
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_command_fails_when_claiming_everything() {
+    let config = WorkerConfig {
+        claim_filter: ClaimFilter::All,
+        ..fast_config()
+    };
+    let mut h = Harness::start(echo_registry(), config).await;
+    let id = h.submit(job("nobody-has-this", json!({}))).await;
+    let failed = h.wait_for(&id, JobStatus::Failed).await;
+    assert_eq!(failed.error.unwrap().kind, error_kind::UNKNOWN_COMMAND);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_leaves_other_workers_commands_alone() {
+    let mut h = Harness::start(echo_registry(), fast_config()).await;
+    let theirs = h.submit(job("theirs", json!({}))).await;
+    let mine = h.submit(job("echo", json!({"x": 1}))).await;
+    h.wait_for(&mine, JobStatus::Completed).await;
+    assert_eq!(h.store.get(&theirs).await.unwrap().status, JobStatus::New);
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn progress_logs_and_child_jobs_reach_the_store() {
+    let mut registry = echo_registry();
+    registry
+        .register_fn(
+            "t",
+            "parent",
+            options(),
+            |_input, ctx: JobContext| async move {
+                ctx.progress(0.5, "halfway").await?;
+                ctx.log("spawning a child").await?;
+                let child = ctx
+                    .submit(NewJob::new("t", "echo", json!({"from": "parent"})))
+                    .await?;
+                assert_eq!(ctx.attempt(), 1);
+                assert_eq!(ctx.context(), Some(&json!({"user": "u1"})));
+                ctx.progress(1.0, "done").await?;
+                Ok(json!({"child": child}))
+            },
+        )
+        .unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h
+        .submit(job("parent", json!({})).context(json!({"user": "u1"})))
+        .await;
+    let done = h.wait_for(&id, JobStatus::Completed).await;
+    assert_eq!(done.progress.unwrap().fraction, Some(1.0));
+    let child = JobId::from(done.result.unwrap()["child"].as_str().unwrap());
+    let child = h.wait_for(&child, JobStatus::Completed).await;
+    assert_eq!(child.parent_id, Some(id.clone()));
+    let events = h.store.events(&id, 0, 100).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Status,
+            EventKind::Status,
+            EventKind::Progress,
+            EventKind::Log,
+            EventKind::Progress,
+            EventKind::Result
+        ]
+    );
+    assert_eq!(events[2].data["message"], json!("halfway"));
+    h.stop().await.unwrap();
+}
+
+fn quick_retry(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        wait_strategy: WaitStrategy::Fixed,
+        wait_time: 0.01,
+        ..RetryPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn retryable_errors_retry_through_run_at_until_success() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let mut registry = Registry::new();
+    registry
+        .register_fn("t", "flaky", options(), move |_input, ctx: JobContext| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt() < 3 {
+                    Err(HandlerError::retryable(format!(
+                        "attempt {} failed",
+                        ctx.attempt()
+                    )))
+                } else {
+                    Ok(json!("third time lucky"))
+                }
+            }
+        })
+        .unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h
+        .submit(job("flaky", json!({})).retry(quick_retry(5)))
+        .await;
+    let done = h.wait_for(&id, JobStatus::Completed).await;
+    assert_eq!((done.attempt, calls.load(Ordering::SeqCst)), (3, 3));
+    let failures = h
+        .store
+        .events(&id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Failure)
+        .count();
+    assert_eq!(failures, 2, "each failed attempt is in the history");
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn permanent_errors_and_stop_on_kinds_fail_at_once() {
+    let mut registry = Registry::new();
+    registry
+        .register_fn("t", "permanent", options(), |_input, _ctx| async {
+            Err(HandlerError::permanent("source was deleted"))
+        })
+        .unwrap()
+        .register_fn("t", "validation", options(), |_input, _ctx| async {
+            Err(HandlerError::retryable("bad field").with_kind("validation"))
+        })
+        .unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let permanent = h
+        .submit(job("permanent", json!({})).retry(quick_retry(15)))
+        .await;
+    let stop_on = RetryPolicy {
+        stop_on: vec!["validation".into()],
+        ..quick_retry(15)
+    };
+    let validation = h.submit(job("validation", json!({})).retry(stop_on)).await;
+    for id in [&permanent, &validation] {
+        let failed = h.wait_for(id, JobStatus::Failed).await;
+        assert_eq!(failed.attempt, 1, "not retried");
+        assert!(!failed.error.unwrap().retryable);
+    }
+    assert_eq!(
+        h.store
+            .get(&permanent)
+            .await
+            .unwrap()
+            .error_message
+            .as_deref(),
+        Some("source was deleted")
+    );
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_attempt_not_the_worker() {
+    let mut registry = echo_registry();
+    registry
+        .register_fn("t", "panics", options(), |_input, _ctx| async {
+            panic!("handler bug");
+        })
+        .unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h
+        .submit(job("panics", json!({})).retry(quick_retry(2)))
+        .await;
+    let failed = h.wait_for(&id, JobStatus::Failed).await;
+    let error = failed.error.unwrap();
+    assert_eq!(error.kind, error_kind::PANIC);
+    assert!(error.message.contains("handler bug"), "{}", error.message);
+    assert_eq!(failed.attempt, 2);
+    let ok = h.submit(job("echo", json!(1))).await;
+    h.wait_for(&ok, JobStatus::Completed).await;
+    h.stop().await.unwrap();
+}
+
+fn sleeper(registry: &mut Registry, name: &str, cooperative: bool, options: CommandOptions) {
+    registry
+        .register_fn(
+            "t",
+            name,
+            options,
+            move |_input, ctx: JobContext| async move {
+                if cooperative {
+                    tokio::select! {
+                        () = ctx.canceled() => Err(HandlerError::canceled()),
+                        () = tokio::time::sleep(Duration::from_secs(60)) => Ok(json!("slept")),
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(json!("slept"))
+                }
+            },
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_timeout_is_a_retryable_error_of_kind_timeout() {
+    let mut registry = Registry::new();
+    sleeper(&mut registry, "slow", true, options());
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h
+        .submit(
+            job("slow", json!({}))
+                .timeout_secs(0.2)
+                .retry(quick_retry(2)),
+        )
+        .await;
+    let failed = h.wait_for(&id, JobStatus::Failed).await;
+    let error = failed.error.unwrap();
+    assert_eq!(
+        (error.kind.as_str(), error.retryable),
+        (error_kind::TIMEOUT, true)
+    );
+    assert_eq!(failed.attempt, 2, "the timeout was retried once");
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_stops_a_cooperative_handler() {
+    let mut registry = Registry::new();
+    sleeper(&mut registry, "sleep", true, options());
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h.submit(job("sleep", json!({}))).await;
+    h.wait_for(&id, JobStatus::Running).await;
+    h.store.cancel(&id).await.unwrap();
+    let canceled = h.wait_for(&id, JobStatus::Canceled).await;
+    assert!(canceled.finished.is_some());
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_aborts_a_handler_that_ignores_it_after_the_grace_period() {
+    let mut registry = Registry::new();
+    sleeper(&mut registry, "stubborn", false, options());
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h.submit(job("stubborn", json!({}))).await;
+    h.wait_for(&id, JobStatus::Running).await;
+    h.store.cancel(&id).await.unwrap();
+    h.wait_for(&id, JobStatus::Canceled).await;
+    // The slot came back: another job runs.
+    let next = h.submit(job("stubborn", json!({}))).await;
+    h.wait_for(&next, JobStatus::Running).await;
+    h.store.cancel(&next).await.unwrap();
+    h.wait_for(&next, JobStatus::Canceled).await;
+    h.stop().await.unwrap();
+}
+
+/// Records the most attempts of a command that ever ran at once.
+fn concurrency_probe(
+    registry: &mut Registry,
+    name: &str,
+    options: CommandOptions,
+) -> Arc<AtomicUsize> {
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let peak_out = peak.clone();
+    registry
+        .register_fn("t", name, options, move |_input, _ctx| {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(running, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(json!(null))
+            }
+        })
+        .unwrap();
+    peak_out
+}
+
+#[tokio::test]
+async fn max_tasks_and_per_command_limits_bound_concurrency() {
+    let mut registry = Registry::new();
+    let wide = concurrency_probe(&mut registry, "wide", options());
+    let narrow = concurrency_probe(
+        &mut registry,
+        "narrow",
+        CommandOptions {
+            max_concurrency: Some(1),
+            ..options()
+        },
+    );
+    let config = WorkerConfig {
+        max_tasks: 3,
+        ..fast_config()
+    };
+    let mut h = Harness::start(registry, config).await;
+    let mut jobs: Vec<NewJob> = (0..12).map(|_| job("wide", json!({}))).collect();
+    jobs.extend((0..6).map(|_| job("narrow", json!({}))));
+    let ids = h.store.submit_batch(jobs).await.unwrap();
+    for receipt in &ids {
+        h.wait_for(&receipt.job_id, JobStatus::Completed).await;
+    }
+    assert_eq!(narrow.load(Ordering::SeqCst), 1, "one narrow job at a time");
+    let wide_peak = wide.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&wide_peak), "wide peak {wide_peak}");
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn new_jobs_are_picked_up_by_notification_without_polling() {
+    let config = WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let mut h = Harness::start(echo_registry(), config).await;
+    // Let the worker reach its wait, then submit: only the feed can wake it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        let id = h.submit(job("echo", json!(i))).await;
+        h.wait_for(&id, JobStatus::Completed).await;
+    }
+    h.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_running_jobs_finish() {
+    let mut registry = Registry::new();
+    registry
+        .register_fn("t", "short", options(), |_input, _ctx| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(json!("finished"))
+        })
+        .unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h.submit(job("short", json!({}))).await;
+    h.wait_for(&id, JobStatus::Running).await;
+    h.stop().await.unwrap();
+    assert_eq!(h.store.get(&id).await.unwrap().status, JobStatus::Completed);
+    assert!(
+        h.store.workers().await.unwrap().is_empty(),
+        "the worker deregistered"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_past_its_deadline_releases_jobs_without_counting_the_attempt() {
+    let mut registry = Registry::new();
+    sleeper(&mut registry, "long", true, options());
+    let config = WorkerConfig {
+        shutdown_timeout: Duration::from_millis(200),
+        ..fast_config()
+    };
+    let mut h = Harness::start(registry, config).await;
+    let id = h.submit(job("long", json!({}))).await;
+    h.wait_for(&id, JobStatus::Running).await;
+    h.stop().await.unwrap();
+    let job = h.store.get(&id).await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::New, 0));
+}
+
+#[tokio::test]
+async fn the_worker_publishes_its_commands_with_schemas() {
+    let registry = Registry::new().with(Add).unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h.submit(job("add", json!({"a": 1, "b": 2}))).await;
+    h.wait_for(&id, JobStatus::Completed).await;
+    let commands = h.store.commands().await.unwrap();
+    assert_eq!(commands.len(), 1);
+    let schema = &commands[0].input_schema;
+    assert_eq!(schema["properties"]["a"]["type"], json!("integer"));
+    assert_eq!(schema["required"], json!(["a", "b"]));
+    let workers = h.store.workers().await.unwrap();
+    assert_eq!(workers[0].commands, vec!["t.add".to_owned()]);
+    h.stop().await.unwrap();
+}
+
+#[test]
+fn registering_a_command_twice_is_an_error() {
+    let registry = Registry::new().with(Add).unwrap();
+    assert!(matches!(registry.with(Add), Err(RegistryError::Duplicate(name)) if name == "t.add"));
+    let mut registry = Registry::new();
+    let bad = registry.register_fn("t", "has.dot", options(), |i, _| async move { Ok(i) });
+    assert!(matches!(bad, Err(RegistryError::InvalidCommand { .. })));
+}
