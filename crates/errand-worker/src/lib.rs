@@ -25,5 +25,5 @@ pub mod worker;
 
 pub use command::{Command, CommandOptions, HandlerError, ResultExt};
 pub use context::JobContext;
-pub use registry::{Registry, RegistryError};
+pub use registry::{DynCommand, RegisteredCommand, Registry, RegistryError};
 pub use worker::{ClaimFilter, Worker, WorkerConfig, WorkerError};

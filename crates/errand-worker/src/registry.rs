@@ -65,6 +65,11 @@ impl RegisteredCommand {
         format!("{}.{}", self.app, self.name)
     }
 
+    /// The handler, to register the command in another registry.
+    pub fn handler(&self) -> Arc<dyn DynCommand> {
+        self.handler.clone()
+    }
+
     /// A job of this command with its defaults applied.
     pub fn new_job(&self, input: Value) -> NewJob {
         let mut job = NewJob::new(&self.app, &self.name, input)
