@@ -156,13 +156,13 @@ fn open_connection(
 impl Store for SqliteStore {
     async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError> {
         self.writer
-            .run(move |conn, ctx| write::submit(conn, ctx, job))
+            .run(move |conn, ctx| write::submit(conn, ctx, &job))
             .await
     }
 
     async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<SubmitReceipt>, StoreError> {
         self.writer
-            .run(move |conn, ctx| write::submit_batch(conn, ctx, jobs))
+            .run(move |conn, ctx| write::submit_batch(conn, ctx, &jobs))
             .await
     }
 
@@ -171,36 +171,36 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         self.writer
-            .run(move |conn, ctx| write::claim(conn, ctx, params))
+            .run(move |conn, ctx| write::claim(conn, ctx, &params))
             .await
     }
 
     async fn heartbeat(&self, params: HeartbeatParams) -> Result<HeartbeatReply, StoreError> {
         self.writer
-            .run(move |conn, ctx| write::heartbeat(conn, ctx, params))
+            .run(move |conn, ctx| write::heartbeat(conn, ctx, &params))
             .await
     }
 
     async fn finish(
         &self,
         outcomes: Vec<(Fence, Outcome)>,
-    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         self.writer
-            .run(move |conn, ctx| write::finish(conn, ctx, outcomes))
+            .run(move |conn, ctx| write::finish(conn, ctx, &outcomes))
             .await
     }
 
     async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError> {
         let fence = fence.clone();
         self.writer
-            .run(move |conn, ctx| write::report_progress(conn, ctx, &fence, progress))
+            .run(move |conn, ctx| write::report_progress(conn, ctx, &fence, &progress))
             .await
     }
 
     async fn append_log(&self, fence: &Fence, line: String) -> Result<(), StoreError> {
         let fence = fence.clone();
         self.writer
-            .run(move |conn, ctx| write::append_log(conn, ctx, &fence, line))
+            .run(move |conn, ctx| write::append_log(conn, ctx, &fence, &line))
             .await
     }
 
@@ -264,7 +264,7 @@ impl Store for SqliteStore {
 
     async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError> {
         self.writer
-            .run(move |conn, ctx| write::register_worker(conn, ctx, worker))
+            .run(move |conn, ctx| write::register_worker(conn, ctx, &worker))
             .await
     }
 

@@ -35,14 +35,52 @@ fn changed_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Changed> {
     })
 }
 
+/// The little an event needs to know about its job; what hot paths
+/// return instead of a whole row.
+struct EventTarget {
+    job_id: JobId,
+    app: String,
+    command: String,
+    status: JobStatus,
+    seq: i64,
+    event_seq: i64,
+}
+
+const LEAN_RETURNING: &str = "RETURNING app, command, status, seq, event_seq";
+
+fn lean_from_row(job_id: &JobId, row: &rusqlite::Row<'_>) -> rusqlite::Result<EventTarget> {
+    Ok(EventTarget {
+        job_id: job_id.clone(),
+        app: row.get(0)?,
+        command: row.get(1)?,
+        status: status_column(row, 2)?,
+        seq: row.get(3)?,
+        event_seq: row.get(4)?,
+    })
+}
+
+impl From<&Changed> for EventTarget {
+    fn from(changed: &Changed) -> Self {
+        Self {
+            job_id: changed.job.job_id.clone(),
+            app: changed.job.app.clone(),
+            command: changed.job.command.clone(),
+            status: changed.job.status,
+            seq: changed.seq,
+            event_seq: changed.event_seq,
+        }
+    }
+}
+
 /// Appends an event for a job whose `event_seq` was just incremented.
 fn record_event(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    changed: &Changed,
+    changed: impl Into<EventTarget>,
     kind: EventKind,
     data: Value,
 ) -> Result<(), StoreError> {
+    let changed: EventTarget = changed.into();
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO events (job_seq, seq, kind, status, data, at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -53,19 +91,19 @@ fn record_event(
             changed.seq,
             changed.event_seq,
             kind.as_str(),
-            changed.job.status.as_str(),
+            changed.status.as_str(),
             to_json(&data),
             ctx.now.as_micros()
         ])
         .map_err(backend)?;
     ctx.events.push(errand_core::JobEvent {
         id: conn.last_insert_rowid(),
-        job_id: changed.job.job_id.clone(),
+        job_id: changed.job_id,
         seq: changed.event_seq,
         kind,
-        status: changed.job.status,
-        app: changed.job.app.clone(),
-        command: changed.job.command.clone(),
+        status: changed.status,
+        app: changed.app,
+        command: changed.command,
         data,
         at: ctx.now,
     });
@@ -75,9 +113,18 @@ fn record_event(
 pub(crate) fn submit(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    job: NewJob,
+    job: &NewJob,
 ) -> Result<SubmitReceipt, StoreError> {
     job.validate().map_err(StoreError::Invalid)?;
+    insert_job(conn, ctx, job)
+}
+
+/// Inserts a job already validated.
+fn insert_job(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    job: &NewJob,
+) -> Result<SubmitReceipt, StoreError> {
     if let Some(key) = &job.idempotency_key {
         let existing = conn
             .prepare_cached("SELECT id, status FROM jobs WHERE idempotency_key = ?")
@@ -97,38 +144,42 @@ pub(crate) fn submit(
     }
     let job_id = JobId::generate();
     let run_at = job.run_at.unwrap_or(ctx.now);
-    let sql = format!(
+    const INSERT: &str =
         "INSERT INTO jobs (id, app, command, input, context, status, max_attempts, retry, \
          priority, queue, run_at, timeout_secs, idempotency_key, parent_id, created, updated, \
          event_seq) VALUES (:id, :app, :command, :input, :context, 'new', :max_attempts, :retry, \
-         :priority, :queue, :run_at, :timeout_secs, :key, :parent_id, :now, :now, 1) {}",
-        returning()
-    );
-    let changed = conn
-        .prepare_cached(&sql)
+         :priority, :queue, :run_at, :timeout_secs, :key, :parent_id, :now, :now, 1)";
+    // No RETURNING: it would make SQLite keep a statement journal per insert.
+    conn.prepare_cached(INSERT)
         .map_err(backend)?
-        .query_row(
-            named_params! {
-                ":id": job_id.as_str(),
-                ":app": job.app,
-                ":command": job.command,
-                ":input": to_json(&job.input),
-                ":context": job.context.as_ref().map(to_json),
-                ":max_attempts": job.retry.max_attempts,
-                ":retry": to_json(&job.retry),
-                ":priority": job.priority,
-                ":queue": job.queue,
-                ":run_at": run_at.as_micros(),
-                ":timeout_secs": job.timeout_secs,
-                ":key": job.idempotency_key,
-                ":parent_id": job.parent_id.as_ref().map(JobId::as_str),
-                ":now": ctx.now.as_micros(),
-            },
-            changed_from_row,
-        )
+        .execute(named_params! {
+            ":id": job_id.as_str(),
+            ":app": job.app,
+            ":command": job.command,
+            ":input": to_json(&job.input),
+            ":context": job.context.as_ref().map(to_json),
+            ":max_attempts": job.retry.max_attempts,
+            ":retry": to_json(&job.retry),
+            ":priority": job.priority,
+            ":queue": job.queue,
+            ":run_at": run_at.as_micros(),
+            ":timeout_secs": job.timeout_secs,
+            ":key": job.idempotency_key,
+            ":parent_id": job.parent_id.as_ref().map(JobId::as_str),
+            ":now": ctx.now.as_micros(),
+        })
         .map_err(backend)?;
+    let seq = conn.last_insert_rowid();
+    let target = EventTarget {
+        job_id: job_id.clone(),
+        app: job.app.clone(),
+        command: job.command.clone(),
+        status: JobStatus::New,
+        seq,
+        event_seq: 1,
+    };
     let data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
-    record_event(conn, ctx, &changed, EventKind::Status, data)?;
+    record_event(conn, ctx, target, EventKind::Status, data)?;
     Ok(SubmitReceipt {
         job_id,
         created: true,
@@ -139,24 +190,20 @@ pub(crate) fn submit(
 pub(crate) fn submit_batch(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    jobs: Vec<NewJob>,
+    jobs: &[NewJob],
 ) -> Result<Vec<SubmitReceipt>, StoreError> {
-    // Any failure rolls the whole batch back (the op's savepoint).
-    jobs.into_iter()
-        .enumerate()
-        .map(|(index, job)| {
-            submit(conn, ctx, job).map_err(|err| match err {
-                StoreError::Invalid(msg) => StoreError::Invalid(format!("job {index}: {msg}")),
-                other => other,
-            })
-        })
-        .collect()
+    // Validate all before writing any: a logical error must write nothing.
+    for (index, job) in jobs.iter().enumerate() {
+        job.validate()
+            .map_err(|msg| StoreError::Invalid(format!("job {index}: {msg}")))?;
+    }
+    jobs.iter().map(|job| insert_job(conn, ctx, job)).collect()
 }
 
 pub(crate) fn claim(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    params: ClaimParams,
+    params: &ClaimParams,
 ) -> Result<Vec<Job>, StoreError> {
     let mut claimed: Vec<Changed> = Vec::new();
     let commands: Vec<(String, String)> = match &params.commands {
@@ -228,7 +275,7 @@ pub(crate) fn claim(
 pub(crate) fn heartbeat(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    params: HeartbeatParams,
+    params: &HeartbeatParams,
 ) -> Result<HeartbeatReply, StoreError> {
     conn.prepare_cached("UPDATE workers SET last_heartbeat = ? WHERE id = ?")
         .and_then(|mut stmt| stmt.execute(params![ctx.now.as_micros(), params.worker_id]))
@@ -241,7 +288,7 @@ pub(crate) fn heartbeat(
         )
         .map_err(backend)?;
     let mut reply = HeartbeatReply::default();
-    for fence in params.running {
+    for fence in &params.running {
         let renewed: Option<bool> = stmt
             .query_row(
                 params![
@@ -255,8 +302,8 @@ pub(crate) fn heartbeat(
             .optional()
             .map_err(backend)?;
         match renewed {
-            None => reply.lost.push(fence.job_id),
-            Some(true) => reply.cancel_requested.push(fence.job_id),
+            None => reply.lost.push(fence.job_id.clone()),
+            Some(true) => reply.cancel_requested.push(fence.job_id.clone()),
             Some(false) => {}
         }
     }
@@ -266,11 +313,11 @@ pub(crate) fn heartbeat(
 pub(crate) fn finish(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    outcomes: Vec<(Fence, Outcome)>,
-) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    outcomes: &[(Fence, Outcome)],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut results = Vec::with_capacity(outcomes.len());
     for (fence, outcome) in outcomes {
-        results.push(finish_one(conn, ctx, &fence, outcome)?);
+        results.push(finish_one(conn, ctx, fence, outcome)?);
     }
     Ok(results)
 }
@@ -281,12 +328,12 @@ fn finish_one(
     conn: &Connection,
     ctx: &mut WriteCtx,
     fence: &Fence,
-    outcome: Outcome,
-) -> Result<Result<Job, StoreError>, StoreError> {
+    outcome: &Outcome,
+) -> Result<Result<(), StoreError>, StoreError> {
     const FENCE: &str = "WHERE id = :id AND status = 'running' AND attempt = :attempt \
                          AND worker_id = :worker";
     let now = ctx.now.as_micros();
-    let (set, kind, data): (&str, EventKind, Value) = match &outcome {
+    let (set, kind, data): (&str, EventKind, Value) = match outcome {
         Outcome::Completed { result } => (
             "status = 'completed', result = :text, finished = :now, lease_until = NULL",
             EventKind::Result,
@@ -319,20 +366,19 @@ fn finish_one(
             json!({"status": "new", "reason": "released by a worker shutting down"}),
         ),
     };
-    let text = match &outcome {
+    let text = match outcome {
         Outcome::Completed { result } => Some(to_json(result)),
         Outcome::Failed { error, .. } => Some(to_json(error)),
         _ => None,
     };
-    let at = match &outcome {
+    let at = match outcome {
         Outcome::Failed {
             retry_at: Some(at), ..
         } => at.as_micros(),
         _ => now,
     };
     let sql = format!(
-        "UPDATE jobs SET {set}, updated = :now, event_seq = event_seq + 1 {FENCE} {}",
-        returning()
+        "UPDATE jobs SET {set}, updated = :now, event_seq = event_seq + 1 {FENCE} {LEAN_RETURNING}"
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
     let job_id = FenceJobId(&fence.job_id);
@@ -349,13 +395,13 @@ fn finish_one(
         bound.push((":retry_at", &at));
     }
     let changed = stmt
-        .query_row(bound.as_slice(), changed_from_row)
+        .query_row(bound.as_slice(), |row| lean_from_row(&fence.job_id, row))
         .optional()
         .map_err(backend)?;
     match changed {
         Some(changed) => {
-            record_event(conn, ctx, &changed, kind, data)?;
-            Ok(Ok(changed.job))
+            record_event(conn, ctx, changed, kind, data)?;
+            Ok(Ok(()))
         }
         None => Ok(Err(fenced_out(conn, fence)?)),
     }
@@ -389,8 +435,9 @@ pub(crate) fn report_progress(
     conn: &Connection,
     ctx: &mut WriteCtx,
     fence: &Fence,
-    mut progress: Progress,
+    progress: &Progress,
 ) -> Result<(), StoreError> {
+    let mut progress = progress.clone();
     progress.updated = Some(ctx.now);
     if let Some(fraction) = progress.fraction {
         progress.fraction = Some(if fraction.is_finite() {
@@ -402,8 +449,7 @@ pub(crate) fn report_progress(
     let text = to_json(&progress);
     let sql = format!(
         "UPDATE jobs SET progress = ?, updated = ?, event_seq = event_seq + 1 \
-         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {}",
-        returning()
+         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {LEAN_RETURNING}"
     );
     let changed = conn
         .prepare_cached(&sql)
@@ -416,14 +462,14 @@ pub(crate) fn report_progress(
                 fence.attempt,
                 fence.worker_id
             ],
-            changed_from_row,
+            |row| lean_from_row(&fence.job_id, row),
         )
         .optional()
         .map_err(backend)?;
     match changed {
         Some(changed) => {
             let data = serde_json::to_value(&progress).unwrap_or(Value::Null);
-            record_event(conn, ctx, &changed, EventKind::Progress, data)
+            record_event(conn, ctx, changed, EventKind::Progress, data)
         }
         None => Err(fenced_out(conn, fence)?),
     }
@@ -433,26 +479,25 @@ pub(crate) fn append_log(
     conn: &Connection,
     ctx: &mut WriteCtx,
     fence: &Fence,
-    line: String,
+    line: &str,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "UPDATE jobs SET event_seq = event_seq + 1 \
-         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {}",
-        returning()
+         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {LEAN_RETURNING}"
     );
     let changed = conn
         .prepare_cached(&sql)
         .map_err(backend)?
         .query_row(
             params![FenceJobId(&fence.job_id), fence.attempt, fence.worker_id],
-            changed_from_row,
+            |row| lean_from_row(&fence.job_id, row),
         )
         .optional()
         .map_err(backend)?;
     match changed {
         Some(changed) => {
             let data = json!({"line": line, "attempt": fence.attempt});
-            record_event(conn, ctx, &changed, EventKind::Log, data)
+            record_event(conn, ctx, changed, EventKind::Log, data)
         }
         None => Err(fenced_out(conn, fence)?),
     }
@@ -653,7 +698,7 @@ pub(crate) fn prune(
 pub(crate) fn register_worker(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    worker: WorkerRegistration,
+    worker: &WorkerRegistration,
 ) -> Result<(), StoreError> {
     let now = ctx.now.as_micros();
     let names: Vec<String> = worker
@@ -676,7 +721,7 @@ pub(crate) fn register_worker(
         ],
     )
     .map_err(backend)?;
-    for command in worker.commands {
+    for command in &worker.commands {
         conn.execute(
             "INSERT OR REPLACE INTO commands (app, name, description, input_schema, defaults, \
              worker_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -24,60 +24,53 @@ pub(crate) struct WriteCtx {
 }
 
 /// One caller's share of a group transaction.
+///
+/// An operation either succeeds, fails with a logical error (`NotFound`,
+/// `Conflict`, `LeaseLost`, `Invalid`) having written nothing, or fails with
+/// a database error. Only the last aborts the group: it is rolled back and
+/// each operation is replayed in a transaction of its own, so one caller's
+/// failure never fails the others. Hence operations must be re-runnable
+/// (`Fn`), and need no per-operation savepoint on the fast path.
 trait WriteOp: Send {
-    /// Runs inside a savepoint; a failed op rolls back only its own writes.
     fn apply(&mut self, conn: &Connection, ctx: &mut WriteCtx);
-    /// Called once the group committed (or failed to).
+    fn database_failed(&self) -> bool;
+    /// Called once the operation's transaction committed (or failed to).
     fn respond(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
 struct Op<T, F> {
-    run: Option<F>,
+    run: F,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+fn is_database_error(err: &StoreError) -> bool {
+    matches!(err, StoreError::Backend(_) | StoreError::Unavailable(_))
 }
 
 impl<T, F> WriteOp for Op<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection, &mut WriteCtx) -> Result<T, StoreError> + Send,
+    F: Fn(&Connection, &mut WriteCtx) -> Result<T, StoreError> + Send,
 {
     fn apply(&mut self, conn: &Connection, ctx: &mut WriteCtx) {
-        let run = self.run.take().expect("applied once");
-        let events_before = ctx.events.len();
-        let outcome = savepoint(conn, "BEGIN_OP")
-            .and_then(|()| run(conn, ctx))
-            .and_then(|value| savepoint(conn, "RELEASE").map(|()| value));
-        if outcome.is_err() {
-            let _ = savepoint(conn, "ROLLBACK");
-            ctx.events.truncate(events_before);
-        }
-        self.outcome = Some(outcome);
+        self.outcome = Some((self.run)(conn, ctx));
+    }
+
+    fn database_failed(&self) -> bool {
+        matches!(&self.outcome, Some(Err(err)) if is_database_error(err))
     }
 
     fn respond(self: Box<Self>, committed: Result<(), StoreError>) {
         let outcome = match committed {
             Ok(()) => self.outcome.expect("applied before respond"),
-            Err(err) => Err(err),
+            Err(err) => match self.outcome {
+                Some(Err(own)) if is_database_error(&own) => Err(own),
+                _ => Err(err),
+            },
         };
         // The caller may have gone away (timeout, dropped future): fine.
         let _ = self.reply.send(outcome);
-    }
-}
-
-fn savepoint(conn: &Connection, step: &str) -> Result<(), StoreError> {
-    let sql = match step {
-        "BEGIN_OP" => "SAVEPOINT op",
-        "RELEASE" => "RELEASE op",
-        _ => "ROLLBACK TO op; RELEASE op",
-    };
-    if step == "ROLLBACK" {
-        conn.execute_batch(sql).map_err(backend)
-    } else {
-        conn.prepare_cached(sql)
-            .and_then(|mut stmt| stmt.execute([]))
-            .map(|_| ())
-            .map_err(backend)
     }
 }
 
@@ -106,11 +99,11 @@ impl Writer {
     pub(crate) async fn run<T, F>(&self, run: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut WriteCtx) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection, &mut WriteCtx) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let op = Box::new(Op {
-            run: Some(run),
+            run,
             outcome: None,
             reply,
         });
@@ -151,19 +144,36 @@ fn write_loop(
         let committed = commit_group(&conn, &mut group, &mut ctx);
         if committed.is_ok() {
             commits.fetch_add(1, Ordering::Relaxed);
-            for event in ctx.events.drain(..) {
-                // No subscriber is not an error.
-                let _ = feed.send(Arc::new(event));
+            publish(&feed, &mut ctx);
+            for op in group.drain(..) {
+                op.respond(Ok(()));
             }
-        } else {
-            tracing::error!(error = ?committed, "SQLite group commit failed");
+            continue;
         }
-        for op in group.drain(..) {
-            op.respond(committed.clone());
+        // Something failed at the database level: run each op alone so
+        // the failure stays with the op that caused it.
+        tracing::warn!(error = ?committed, ops = group.len(), "group commit failed; retrying its operations one by one");
+        for mut op in group.drain(..) {
+            ctx.events.clear();
+            let committed = commit_group(&conn, std::slice::from_mut(&mut op), &mut ctx);
+            if committed.is_ok() {
+                commits.fetch_add(1, Ordering::Relaxed);
+                publish(&feed, &mut ctx);
+            }
+            op.respond(committed);
         }
     }
 }
 
+fn publish(feed: &broadcast::Sender<Arc<JobEvent>>, ctx: &mut WriteCtx) {
+    for event in ctx.events.drain(..) {
+        // No subscriber is not an error.
+        let _ = feed.send(Arc::new(event));
+    }
+}
+
+/// Applies the ops in one transaction. Fails (and rolls back) if the
+/// database fails, or if an op met a database error.
 fn commit_group(
     conn: &Connection,
     group: &mut [Box<dyn WriteOp>],
@@ -172,10 +182,91 @@ fn commit_group(
     conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
     for op in group.iter_mut() {
         op.apply(conn, ctx);
+        if op.database_failed() {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(StoreError::Unavailable(
+                "an operation in the transaction failed".into(),
+            ));
+        }
     }
     if let Err(err) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(backend(err));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use errand_core::SystemClock;
+
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL);")
+            .unwrap();
+        let (feed, _) = broadcast::channel(16);
+        Writer::start(conn, Arc::new(SystemClock), feed).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_failing_op_does_not_fail_the_others_in_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Arc::new(writer(&dir));
+        // Hold the writer busy so the next ops queue up into one group.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let blocker = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .run(move |_conn, _ctx| {
+                        let _ = started_tx.send(());
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let commits_before = writer.commits();
+        let mut ops = tokio::task::JoinSet::new();
+        for v in 0..20 {
+            let writer = writer.clone();
+            ops.spawn(async move {
+                let sql = if v == 7 {
+                    "INSERT INTO missing_table VALUES (?)"
+                } else {
+                    "INSERT INTO t VALUES (?)"
+                };
+                (
+                    v,
+                    writer
+                        .run(move |conn, _| conn.execute(sql, [v]).map(|_| ()).map_err(backend))
+                        .await,
+                )
+            });
+        }
+        while let Some(done) = ops.join_next().await {
+            let (v, result) = done.unwrap();
+            if v == 7 {
+                assert!(
+                    matches!(result, Err(StoreError::Backend(msg)) if msg.contains("missing_table"))
+                );
+            } else {
+                assert_eq!(result, Ok(()), "op {v}");
+            }
+        }
+        blocker.await.unwrap().unwrap();
+        let rows = writer
+            .run(|conn, _| {
+                conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(backend)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 19, "every good op's write is there, once");
+        assert!(writer.commits() > commits_before);
+    }
 }

@@ -39,7 +39,7 @@ pub trait Store: Send + Sync + 'static {
     async fn finish(
         &self,
         outcomes: Vec<(Fence, Outcome)>,
-    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
 
     /// Records the progress of a running attempt (fenced).
     async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError>;

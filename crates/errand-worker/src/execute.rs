@@ -208,6 +208,7 @@ async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
             .finish(vec![(fence.clone(), outcome.clone())])
             .await
             .and_then(|mut results| results.pop().expect("one result per outcome"));
+        // `result` is Ok(()) once recorded.
         match result {
             Ok(_) => {
                 tracing::debug!(outcome = label, "recorded");

@@ -42,7 +42,8 @@ CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, seq)
     WHERE status = 'new';
 -- The reaper finds expired leases without scanning finished jobs.
 CREATE INDEX jobs_lease ON jobs (lease_until) WHERE status = 'running';
-CREATE INDEX jobs_command ON jobs (app, command, status);
+-- Not on status: a status change then updates one index (jobs_status), not two.
+CREATE INDEX jobs_command ON jobs (app, command, seq);
 CREATE INDEX jobs_status ON jobs (status, seq);
 CREATE INDEX jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX jobs_finished ON jobs (finished) WHERE finished IS NOT NULL;
