@@ -83,11 +83,14 @@ fn record_event(
     let changed: EventTarget = changed.into();
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO events (job_seq, seq, kind, status, data, at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (id, job_seq, seq, kind, status, data, at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .map_err(backend)?;
+    let id = ctx.next_event_id;
     insert
         .execute(params![
+            id,
             changed.seq,
             changed.event_seq,
             kind.as_str(),
@@ -96,8 +99,9 @@ fn record_event(
             ctx.now.as_micros()
         ])
         .map_err(backend)?;
+    ctx.next_event_id += 1;
     ctx.events.push(errand_core::JobEvent {
-        id: conn.last_insert_rowid(),
+        id,
         job_id: changed.job_id,
         seq: changed.event_seq,
         kind,
@@ -680,6 +684,14 @@ pub(crate) fn prune(
     before: Timestamp,
 ) -> Result<u64, StoreError> {
     let before = before.as_micros();
+    conn.execute(
+        "INSERT INTO meta (key, value) SELECT 'events_floor', max(id) FROM events \
+         WHERE job_seq IN (SELECT seq FROM jobs WHERE finished < ?1 \
+         AND status IN ('completed', 'failed', 'canceled')) HAVING max(id) IS NOT NULL \
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        [before],
+    )
+    .map_err(backend)?;
     conn.execute(
         "DELETE FROM events WHERE job_seq IN (SELECT seq FROM jobs WHERE finished < ?1 \
          AND status IN ('completed', 'failed', 'canceled'))",

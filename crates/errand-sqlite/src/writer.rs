@@ -21,6 +21,9 @@ pub(crate) struct WriteCtx {
     pub now: Timestamp,
     /// Events to publish on the change feed once the group commits.
     pub events: Vec<JobEvent>,
+    /// The id the next event gets; read when the group's transaction
+    /// starts (it holds the write lock, so no other process interleaves).
+    pub next_event_id: i64,
 }
 
 /// One caller's share of a group transaction.
@@ -140,6 +143,7 @@ fn write_loop(
         let mut ctx = WriteCtx {
             now: clock.now(),
             events: Vec::new(),
+            next_event_id: 0,
         };
         let committed = commit_group(&conn, &mut group, &mut ctx);
         if committed.is_ok() {
@@ -174,12 +178,28 @@ fn publish(feed: &broadcast::Sender<Arc<JobEvent>>, ctx: &mut WriteCtx) {
 
 /// Applies the ops in one transaction. Fails (and rolls back) if the
 /// database fails, or if an op met a database error.
+fn next_event_id(conn: &Connection) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "SELECT max(coalesce((SELECT max(id) FROM events), 0), \
+         coalesce((SELECT value FROM meta WHERE key = 'events_floor'), 0)) + 1",
+    )
+    .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+    .map_err(backend)
+}
+
 fn commit_group(
     conn: &Connection,
     group: &mut [Box<dyn WriteOp>],
     ctx: &mut WriteCtx,
 ) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+    match next_event_id(conn) {
+        Ok(id) => ctx.next_event_id = id,
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+    }
     for op in group.iter_mut() {
         op.apply(conn, ctx);
         if op.database_failed() {
@@ -202,7 +222,8 @@ mod tests {
     use errand_core::SystemClock;
 
     fn writer(dir: &tempfile::TempDir) -> Writer {
-        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        let mut conn = Connection::open(dir.path().join("w.db")).unwrap();
+        crate::migrations::migrate(&mut conn).unwrap();
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL);")
             .unwrap();
         let (feed, _) = broadcast::channel(16);

@@ -42,16 +42,21 @@ CREATE INDEX jobs_ready ON jobs (queue, priority DESC, run_at, seq)
     WHERE status = 'new';
 -- The reaper finds expired leases without scanning finished jobs.
 CREATE INDEX jobs_lease ON jobs (lease_until) WHERE status = 'running';
--- Not on status: a status change then updates one index (jobs_status), not two.
+-- No index has `status` as a plain column: every status change would then
+-- rewrite it. Lists by a rare status use these partial indexes; `new` and
+-- `running` jobs are found through jobs_ready and jobs_lease.
 CREATE INDEX jobs_command ON jobs (app, command, seq);
-CREATE INDEX jobs_status ON jobs (status, seq);
+CREATE INDEX jobs_failed ON jobs (seq) WHERE status = 'failed';
+CREATE INDEX jobs_canceled ON jobs (seq) WHERE status = 'canceled';
 CREATE INDEX jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX jobs_finished ON jobs (finished) WHERE finished IS NOT NULL;
 
 CREATE TABLE events (
-    -- AUTOINCREMENT so a pruned newest event's id is never reused, which
-    -- would make a resuming /api/events client skip an event.
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- Assigned by the writer above both max(id) and meta.events_floor, so a
+    -- pruned newest event's id is never reused (a resuming /api/events
+    -- client would skip an event). Cheaper than AUTOINCREMENT, which
+    -- rewrites sqlite_sequence on every insert.
+    id        INTEGER PRIMARY KEY,
     job_seq   INTEGER NOT NULL,
     seq       INTEGER NOT NULL,
     kind      TEXT    NOT NULL,
@@ -81,4 +86,11 @@ CREATE TABLE commands (
     worker_id    TEXT,
     updated      INTEGER NOT NULL,
     PRIMARY KEY (app, name)
+);
+
+-- Small facts the store keeps about itself, e.g. events_floor: the highest
+-- event id ever pruned.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );

@@ -57,8 +57,17 @@ pub async fn prune_removes_old_finished_jobs_and_their_events(t: TestStore) {
     assert!(feed_after.len() < feed_before.len());
     let listed = t.store.list(ListParams::default()).await.unwrap();
     assert_eq!(listed.jobs.len(), 2);
-    // New events after a prune get new ids: a resuming client misses nothing.
+    // Pruning the job with the newest event must not let its id be reused:
+    // a client resuming after that id would skip the next event.
     let max_before = feed_before.iter().map(|e| e.id).max().unwrap();
+    t.clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        t.store
+            .prune(t.clock.now().minus(Duration::from_secs(60)))
+            .await
+            .unwrap(),
+        1
+    );
     let later = t.store.submit(new_job("e")).await.unwrap().job_id;
     let later_events = t.store.events(&later, 0, 10).await.unwrap();
     assert!(later_events[0].id > max_before);
