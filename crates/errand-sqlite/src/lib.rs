@@ -296,3 +296,36 @@ impl Store for SqliteStore {
         self.clock.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_use_wal_and_the_chosen_synchronous_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("modes.db");
+        for (mode, expected) in [(Synchronous::Normal, 1), (Synchronous::Full, 2)] {
+            let conn = open_connection(&path, mode, true).unwrap();
+            let journal: String = conn
+                .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                .unwrap();
+            let sync: i64 = conn
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!((journal.as_str(), sync), ("wal", expected));
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_errand_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        drop(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("upgrade errand"), "{err}");
+    }
+}

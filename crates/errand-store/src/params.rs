@@ -152,6 +152,9 @@ pub struct HeartbeatReply {
     pub cancel_requested: Vec<JobId>,
     /// Jobs the worker no longer holds: stop them, record nothing.
     pub lost: Vec<JobId>,
+    /// The store had no record of the worker (it was silent too long and
+    /// was dropped): it should register again.
+    pub unknown_worker: bool,
 }
 
 /// How an attempt ended.

@@ -22,8 +22,16 @@ struct Inner {
     store: Arc<dyn Store>,
     cancel: CancellationToken,
     progress_interval: Duration,
-    /// When progress was last written; `None` before the first write.
-    last_progress: Mutex<Option<Instant>>,
+    throttle: Mutex<Throttle>,
+}
+
+/// Progress writes are throttled; the last throttled report is written
+/// when the interval is up, so what a client sees never goes stale.
+#[derive(Default)]
+struct Throttle {
+    last_write: Option<Instant>,
+    pending: Option<Progress>,
+    flush_scheduled: bool,
 }
 
 impl JobContext {
@@ -43,7 +51,7 @@ impl JobContext {
                 store,
                 cancel,
                 progress_interval,
-                last_progress: Mutex::new(None),
+                throttle: Mutex::new(Throttle::default()),
             }),
         }
     }
@@ -102,19 +110,52 @@ impl JobContext {
     /// like [`progress`](Self::progress).
     pub async fn report(&self, progress: Progress) -> Result<(), StoreError> {
         let finished = progress.fraction.is_some_and(|f| f >= 1.0);
+        let now = Instant::now();
         {
-            let mut last = self.inner.last_progress.lock().expect("never poisoned");
-            let now = Instant::now();
-            let due = last.is_none_or(|at| now.duration_since(at) >= self.inner.progress_interval);
-            if !due && !finished {
+            let mut throttle = self.inner.throttle.lock().expect("never poisoned");
+            let next_due = throttle
+                .last_write
+                .map(|at| at + self.inner.progress_interval);
+            if !finished && next_due.is_some_and(|due| now < due) {
+                throttle.pending = Some(progress);
+                if !throttle.flush_scheduled {
+                    throttle.flush_scheduled = true;
+                    let ctx = self.clone();
+                    let due = next_due.expect("checked above");
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(due).await;
+                        ctx.flush_pending().await;
+                    });
+                }
                 return Ok(());
             }
-            *last = Some(now);
+            throttle.last_write = Some(now);
+            throttle.pending = None;
         }
         self.inner
             .store
             .report_progress(&self.inner.fence, progress)
             .await
+    }
+
+    async fn flush_pending(&self) {
+        let pending = {
+            let mut throttle = self.inner.throttle.lock().expect("never poisoned");
+            throttle.flush_scheduled = false;
+            let pending = throttle.pending.take();
+            if pending.is_some() {
+                throttle.last_write = Some(Instant::now());
+            }
+            pending
+        };
+        if let Some(progress) = pending {
+            // After the attempt ended this is fenced out, which is right.
+            let _ = self
+                .inner
+                .store
+                .report_progress(&self.inner.fence, progress)
+                .await;
+        }
     }
 
     /// Appends a line to the job's event log.

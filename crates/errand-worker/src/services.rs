@@ -42,6 +42,14 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken, fatal: Cancella
         match shared.store.heartbeat(params).await {
             Ok(reply) => {
                 last_ok = Instant::now();
+                if reply.unknown_worker {
+                    tracing::warn!(
+                        "the store forgot this worker (silent too long); registering again"
+                    );
+                    if let Err(err) = crate::worker::register(&shared).await {
+                        tracing::warn!(error = %err, "could not register again");
+                    }
+                }
                 for job_id in reply.cancel_requested {
                     shared.running.stop(&job_id, StopReason::Canceled);
                 }

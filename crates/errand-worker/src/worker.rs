@@ -195,7 +195,7 @@ impl Worker {
     }
 }
 
-async fn register(shared: &Shared) -> Result<(), WorkerError> {
+pub(crate) async fn register(shared: &Shared) -> Result<(), WorkerError> {
     let config = &shared.config;
     let registration = WorkerRegistration {
         worker_id: config.worker_id.clone(),

@@ -524,3 +524,40 @@ fn registering_a_command_twice_is_an_error() {
     let bad = registry.register_fn("t", "has.dot", options(), |i, _| async move { Ok(i) });
     assert!(matches!(bad, Err(RegistryError::InvalidCommand { .. })));
 }
+
+#[tokio::test]
+async fn throttled_progress_is_written_when_the_interval_is_up() {
+    let mut registry = Registry::new();
+    registry
+        .register_fn(
+            "t",
+            "bursty",
+            options(),
+            |_input, ctx: JobContext| async move {
+                ctx.progress(0.1, "first").await?;
+                ctx.progress(0.2, "dropped: superseded").await?;
+                ctx.progress(0.5, "latest").await?;
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Ok(json!(null))
+            },
+        )
+        .unwrap();
+    let config = WorkerConfig {
+        progress_interval: Duration::from_millis(200),
+        ..fast_config()
+    };
+    let mut h = Harness::start(registry, config).await;
+    let id = h.submit(job("bursty", json!({}))).await;
+    h.wait_for(&id, JobStatus::Completed).await;
+    let messages: Vec<Value> = h
+        .store
+        .events(&id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Progress)
+        .map(|e| e.data["message"].clone())
+        .collect();
+    assert_eq!(messages, vec![json!("first"), json!("latest")]);
+    h.stop().await.unwrap();
+}

@@ -140,6 +140,18 @@ pub async fn workers_and_their_commands_are_published(t: TestStore) {
     assert_eq!(t.store.workers().await.unwrap().len(), 1);
     t.clock.advance(Duration::from_secs(20));
     assert!(t.store.workers().await.unwrap().is_empty());
+    // Once dropped, its heartbeat tells it to register again.
+    t.store.reap_expired().await.unwrap();
+    let reply = t
+        .store
+        .heartbeat(HeartbeatParams {
+            worker_id: "w1".into(),
+            running: vec![],
+            lease: LEASE,
+        })
+        .await
+        .unwrap();
+    assert!(reply.unknown_worker);
     // Commands stay published for API servers after the worker left.
     t.store.deregister_worker("w1").await.unwrap();
     assert_eq!(t.store.commands().await.unwrap().len(), 2);
