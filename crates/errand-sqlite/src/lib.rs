@@ -155,12 +155,24 @@ fn open_connection(
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError> {
+        let job = write::PreparedJob::new(job, self.clock.now()).map_err(StoreError::Invalid)?;
         self.writer
             .run(move |conn, ctx| write::submit(conn, ctx, &job))
             .await
     }
 
     async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<SubmitReceipt>, StoreError> {
+        // Validated and serialized here, before the writer: a logical error
+        // writes nothing, and the writer thread does only database work.
+        let now = self.clock.now();
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(index, job)| {
+                write::PreparedJob::new(job, now)
+                    .map_err(|msg| StoreError::Invalid(format!("job {index}: {msg}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.writer
             .run(move |conn, ctx| write::submit_batch(conn, ctx, &jobs))
             .await

@@ -7,7 +7,7 @@ use errand_store::{
     ClaimParams, Fence, HeartbeatParams, HeartbeatReply, NewJob, Outcome, StoreError,
     SubmitReceipt, WorkerRegistration,
 };
-use rusqlite::{named_params, params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use crate::rows::{backend, job_from_row, status_column, to_json, JOB_COLUMNS};
@@ -80,6 +80,19 @@ fn record_event(
     kind: EventKind,
     data: Value,
 ) -> Result<(), StoreError> {
+    let text = to_json(&data);
+    record_event_text(conn, ctx, changed, kind, &text, data)
+}
+
+/// [`record_event`] with the data already written as JSON text.
+fn record_event_text(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    changed: impl Into<EventTarget>,
+    kind: EventKind,
+    text: &str,
+    data: Value,
+) -> Result<(), StoreError> {
     let changed: EventTarget = changed.into();
     let mut insert = conn
         .prepare_cached(
@@ -95,7 +108,7 @@ fn record_event(
             changed.event_seq,
             kind.as_str(),
             changed.status.as_str(),
-            to_json(&data),
+            text,
             ctx.now.as_micros()
         ])
         .map_err(backend)?;
@@ -114,20 +127,56 @@ fn record_event(
     Ok(())
 }
 
+/// A job ready to insert: validated, its id chosen and its JSON written by
+/// the caller, so the single writer thread only binds and executes.
+pub(crate) struct PreparedJob {
+    job_id: JobId,
+    app: String,
+    command: String,
+    input: String,
+    context: Option<String>,
+    max_attempts: u32,
+    retry: String,
+    priority: i32,
+    queue: String,
+    run_at: Timestamp,
+    timeout_secs: Option<f64>,
+    idempotency_key: Option<String>,
+    parent_id: Option<String>,
+    event_data: Value,
+    event_text: String,
+}
+
+impl PreparedJob {
+    /// `now` stands in for a missing `run_at`.
+    pub(crate) fn new(job: NewJob, now: Timestamp) -> Result<Self, String> {
+        job.validate()?;
+        let run_at = job.run_at.unwrap_or(now);
+        let event_data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
+        Ok(Self {
+            job_id: JobId::generate(),
+            input: to_json(&job.input),
+            context: job.context.as_ref().map(to_json),
+            max_attempts: job.retry.max_attempts,
+            retry: to_json(&job.retry),
+            event_text: to_json(&event_data),
+            event_data,
+            app: job.app,
+            command: job.command,
+            priority: job.priority,
+            queue: job.queue,
+            run_at,
+            timeout_secs: job.timeout_secs,
+            idempotency_key: job.idempotency_key,
+            parent_id: job.parent_id.map(JobId::into_string),
+        })
+    }
+}
+
 pub(crate) fn submit(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    job: &NewJob,
-) -> Result<SubmitReceipt, StoreError> {
-    job.validate().map_err(StoreError::Invalid)?;
-    insert_job(conn, ctx, job)
-}
-
-/// Inserts a job already validated.
-fn insert_job(
-    conn: &Connection,
-    ctx: &mut WriteCtx,
-    job: &NewJob,
+    job: &PreparedJob,
 ) -> Result<SubmitReceipt, StoreError> {
     if let Some(key) = &job.idempotency_key {
         let existing = conn
@@ -146,46 +195,49 @@ fn insert_job(
             });
         }
     }
-    let job_id = JobId::generate();
-    let run_at = job.run_at.unwrap_or(ctx.now);
     const INSERT: &str =
         "INSERT INTO jobs (id, app, command, input, context, status, max_attempts, retry, \
          priority, queue, run_at, timeout_secs, idempotency_key, parent_id, created, updated, \
-         event_seq) VALUES (:id, :app, :command, :input, :context, 'new', :max_attempts, :retry, \
-         :priority, :queue, :run_at, :timeout_secs, :key, :parent_id, :now, :now, 1)";
+         event_seq) VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+         ?14, ?14, 1)";
     // No RETURNING: it would make SQLite keep a statement journal per insert.
     conn.prepare_cached(INSERT)
         .map_err(backend)?
-        .execute(named_params! {
-            ":id": job_id.as_str(),
-            ":app": job.app,
-            ":command": job.command,
-            ":input": to_json(&job.input),
-            ":context": job.context.as_ref().map(to_json),
-            ":max_attempts": job.retry.max_attempts,
-            ":retry": to_json(&job.retry),
-            ":priority": job.priority,
-            ":queue": job.queue,
-            ":run_at": run_at.as_micros(),
-            ":timeout_secs": job.timeout_secs,
-            ":key": job.idempotency_key,
-            ":parent_id": job.parent_id.as_ref().map(JobId::as_str),
-            ":now": ctx.now.as_micros(),
-        })
+        .execute(params![
+            job.job_id.as_str(),
+            job.app,
+            job.command,
+            job.input,
+            job.context,
+            job.max_attempts,
+            job.retry,
+            job.priority,
+            job.queue,
+            job.run_at.as_micros(),
+            job.timeout_secs,
+            job.idempotency_key,
+            job.parent_id,
+            ctx.now.as_micros(),
+        ])
         .map_err(backend)?;
-    let seq = conn.last_insert_rowid();
     let target = EventTarget {
-        job_id: job_id.clone(),
+        job_id: job.job_id.clone(),
         app: job.app.clone(),
         command: job.command.clone(),
         status: JobStatus::New,
-        seq,
+        seq: conn.last_insert_rowid(),
         event_seq: 1,
     };
-    let data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
-    record_event(conn, ctx, target, EventKind::Status, data)?;
+    record_event_text(
+        conn,
+        ctx,
+        target,
+        EventKind::Status,
+        &job.event_text,
+        job.event_data.clone(),
+    )?;
     Ok(SubmitReceipt {
-        job_id,
+        job_id: job.job_id.clone(),
         created: true,
         status: JobStatus::New,
     })
@@ -194,14 +246,9 @@ fn insert_job(
 pub(crate) fn submit_batch(
     conn: &Connection,
     ctx: &mut WriteCtx,
-    jobs: &[NewJob],
+    jobs: &[PreparedJob],
 ) -> Result<Vec<SubmitReceipt>, StoreError> {
-    // Validate all before writing any: a logical error must write nothing.
-    for (index, job) in jobs.iter().enumerate() {
-        job.validate()
-            .map_err(|msg| StoreError::Invalid(format!("job {index}: {msg}")))?;
-    }
-    jobs.iter().map(|job| insert_job(conn, ctx, job)).collect()
+    jobs.iter().map(|job| submit(conn, ctx, job)).collect()
 }
 
 pub(crate) fn claim(

@@ -119,6 +119,7 @@ impl Writer {
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 
+    /// Transactions committed that wrote something.
     pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
@@ -145,9 +146,13 @@ fn write_loop(
             events: Vec::new(),
             next_event_id: 0,
         };
+        let changes_before = conn.total_changes();
         let committed = commit_group(&conn, &mut group, &mut ctx);
         if committed.is_ok() {
-            commits.fetch_add(1, Ordering::Relaxed);
+            // Only transactions that wrote count: an empty claim writes nothing.
+            if conn.total_changes() != changes_before {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
             publish(&feed, &mut ctx);
             for op in group.drain(..) {
                 op.respond(Ok(()));
@@ -159,9 +164,12 @@ fn write_loop(
         tracing::warn!(error = ?committed, ops = group.len(), "group commit failed; retrying its operations one by one");
         for mut op in group.drain(..) {
             ctx.events.clear();
+            let changes_before = conn.total_changes();
             let committed = commit_group(&conn, std::slice::from_mut(&mut op), &mut ctx);
             if committed.is_ok() {
-                commits.fetch_add(1, Ordering::Relaxed);
+                if conn.total_changes() != changes_before {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
                 publish(&feed, &mut ctx);
             }
             op.respond(committed);

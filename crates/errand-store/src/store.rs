@@ -92,7 +92,8 @@ pub trait Store: Send + Sync + 'static {
     /// Subscribes to every event committed from now on.
     fn subscribe(&self) -> ChangeFeed;
 
-    /// The transactions this store committed since it opened (for benchmarks).
+    /// Transactions that wrote something, committed since the store opened
+    /// (for benchmarks: commits per job).
     fn commits(&self) -> u64;
 
     /// The clock the store stamps times with.
