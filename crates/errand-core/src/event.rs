@@ -8,6 +8,7 @@ use crate::status::JobStatus;
 use crate::time::Timestamp;
 
 /// What an event records. The spellings are the SSE event names.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -49,6 +50,7 @@ impl EventKind {
 }
 
 /// One entry of a job's event log.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobEvent {
     /// Position in the store-wide feed (resumes `/api/events`).

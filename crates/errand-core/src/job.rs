@@ -9,6 +9,7 @@ use crate::status::JobStatus;
 use crate::time::Timestamp;
 
 /// One submission of a command, as a store holds it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub job_id: JobId,
@@ -39,6 +40,10 @@ pub struct Job {
     pub updated: Timestamp,
     pub started: Option<Timestamp>,
     pub finished: Option<Timestamp>,
+    /// The sequence number of the job's latest event: resume its event
+    /// stream after this one to miss nothing.
+    #[serde(default)]
+    pub event_seq: i64,
 }
 
 impl Job {
@@ -49,6 +54,7 @@ impl Job {
 }
 
 /// How far along a running job is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Progress {
     /// From 0 to 1; clamped by whoever reports it.
@@ -60,6 +66,7 @@ pub struct Progress {
 }
 
 /// The structured description of the last failure.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
     /// What went wrong, e.g. `handler`, `timeout`, `panic`, or a kind the

@@ -16,6 +16,8 @@
 pub mod event;
 pub mod id;
 pub mod job;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod retry;
 pub mod status;
 pub mod time;

@@ -12,6 +12,7 @@ use crate::retry::RetryPolicy;
 use crate::time::Timestamp;
 
 /// Where a job is in its life. The spellings are the wire format.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {

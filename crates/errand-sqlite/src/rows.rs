@@ -11,7 +11,7 @@ use serde_json::Value;
 pub(crate) const JOB_COLUMNS: &str = "id, app, command, input, context, status, result, error, \
      progress, attempt, max_attempts, retry, priority, queue, run_at, timeout_secs, \
      idempotency_key, parent_id, cancel_requested, worker_id, lease_until, created, updated, \
-     started, finished, seq";
+     started, finished, seq, event_seq";
 
 /// The columns [`event_from_row`] reads, with `events` as `e` and `jobs` as `j`.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -46,6 +46,7 @@ pub(crate) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         updated: Timestamp::from_micros(row.get(22)?),
         started: time_column(row, 23)?,
         finished: time_column(row, 24)?,
+        event_seq: row.get(26)?,
     })
 }
 

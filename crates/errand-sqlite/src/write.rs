@@ -24,7 +24,7 @@ struct Changed {
 }
 
 fn returning() -> String {
-    format!("RETURNING {JOB_COLUMNS}, event_seq")
+    format!("RETURNING {JOB_COLUMNS}")
 }
 
 fn changed_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Changed> {

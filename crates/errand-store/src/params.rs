@@ -226,6 +226,7 @@ pub struct JobPage {
 }
 
 /// Per-command figures for `GET /api/commands/stats`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandStats {
     pub app: String,
@@ -243,6 +244,7 @@ pub struct CommandStats {
 }
 
 /// Defaults a command carries; a submit may override each.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct CommandDefaults {
     pub timeout_secs: Option<f64>,
@@ -254,6 +256,7 @@ pub struct CommandDefaults {
 
 /// A command as a worker publishes it, so API servers can validate input
 /// without linking the handler (SPEC §2.1).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandInfo {
     pub app: String,
@@ -276,6 +279,7 @@ pub struct WorkerRegistration {
     pub commands: Vec<CommandInfo>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     pub worker_id: String,

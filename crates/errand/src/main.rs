@@ -23,10 +23,45 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the HTTP API, and by default workers, in one process.
+    Serve(ServeArgs),
     /// Run a worker with the built-in commands against a store.
     Worker(WorkerArgs),
     /// Measure the store and the worker runtime (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Store URL: sqlite://PATH[?synchronous=full].
+    #[arg(long, env = "ERRAND_STORE", default_value = "sqlite://errand.db")]
+    store: String,
+    /// Address to listen on.
+    #[arg(long, env = "ERRAND_BIND", default_value = "127.0.0.1:5055")]
+    bind: String,
+    /// Jobs the in-process worker runs at once.
+    #[arg(long, env = "ERRAND_MAX_TASKS", default_value_t = 5)]
+    max_tasks: usize,
+    /// Serve the API only; run workers elsewhere (errand worker).
+    #[arg(long, env = "ERRAND_NO_WORKER")]
+    no_worker: bool,
+    /// Require `Authorization: Bearer TOKEN` on every route but /api/health.
+    #[arg(long, env = "ERRAND_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "ERRAND_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// Origins allowed by CORS (repeat, or comma-separated; `*` for any).
+    /// CORS is off when none is given.
+    #[arg(
+        long = "cors-origin",
+        env = "ERRAND_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// On SIGINT/SIGTERM, how long running jobs may take to finish.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout_secs: u64,
 }
 
 #[derive(clap::Args)]
@@ -62,17 +97,63 @@ struct WorkerArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ERRAND_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ERRAND_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("ERRAND_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match Cli::parse().command {
+        Cmd::Serve(args) => run_serve(args).await,
         Cmd::Worker(args) => run_worker(args).await,
         Cmd::Bench(args) => bench::run(args).await,
     }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = StoreUrl::parse(&args.store)?
+        .open(std::sync::Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("cannot open the store {}", args.store))?;
+    let config = errand_server::ServerConfig {
+        api_token: args.api_token.filter(|t| !t.is_empty()),
+        body_limit: args.body_limit,
+        cors_origins: args.cors_origins,
+        ..errand_server::ServerConfig::default()
+    };
+    let state = errand_server::AppState::new(store.clone(), config);
+    tokio::spawn(stop_on_signal(state.shutdown.clone()));
+    let worker_shutdown = CancellationToken::new();
+    let worker = (!args.no_worker).then(|| {
+        let config = WorkerConfig {
+            max_tasks: args.max_tasks,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            ..WorkerConfig::default()
+        };
+        let registry = errand::demo::registry().expect("the demo commands register");
+        tokio::spawn(Worker::new(store, registry, config).run(worker_shutdown.clone()))
+    });
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        store = %args.store,
+        worker = !args.no_worker,
+        auth = state.config.api_token.is_some(),
+        "errand is serving on http://{}/api", listener.local_addr()?
+    );
+    errand_server::serve(listener, state).await?;
+    // Responses are finished; now let the worker drain.
+    worker_shutdown.cancel();
+    if let Some(worker) = worker {
+        worker.await??;
+    }
+    Ok(())
 }
 
 async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {

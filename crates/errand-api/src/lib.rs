@@ -1,0 +1,149 @@
+//! errand's HTTP wire types (SPEC §4), shared by the server, the client and
+//! the tests, so all of them speak exactly the same JSON.
+//!
+//! Jobs, events, commands, stats and workers go over the wire as the core
+//! and store types themselves ([`Job`], [`JobEvent`], [`CommandInfo`],
+//! [`CommandStats`], [`WorkerInfo`]); this crate adds the requests and the
+//! envelopes around them.
+
+use std::collections::BTreeMap;
+
+pub use errand_core::{Job, JobEvent, JobId, JobStatus, RetryPolicy, Timestamp};
+pub use errand_store::{CommandInfo, CommandStats, WorkerInfo};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `POST /api/commands/jobs`: Open Notebook's body, plus `context` and
+/// `options`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubmitRequest {
+    /// The command's name (`generate_podcast`), or its full name
+    /// (`open_notebook.generate_podcast`) when `app` is left out.
+    pub command: String,
+    pub app: Option<String>,
+    /// The command's input; checked against its JSON Schema.
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// Handed to the handler as is (user, tenant, request id...).
+    #[serde(default)]
+    pub context: Option<Value>,
+    #[serde(default)]
+    pub options: Option<SubmitOptions>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Per-job overrides of the command's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitOptions {
+    pub priority: Option<i32>,
+    pub queue: Option<String>,
+    /// Not before this time (RFC 3339).
+    pub run_at: Option<Timestamp>,
+    /// Not before this many seconds from now.
+    pub delay_secs: Option<f64>,
+    pub timeout_secs: Option<f64>,
+    pub max_attempts: Option<u32>,
+    /// A second submit with the same key returns the first job.
+    pub idempotency_key: Option<String>,
+    /// A whole retry policy; `max_attempts` above still wins.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// The answer to a submit (202).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubmitResponse {
+    pub job_id: JobId,
+    /// Always `submitted`, as Open Notebook's clients expect.
+    pub status: String,
+    pub message: String,
+    /// False when an idempotency key matched an existing job.
+    pub created: bool,
+}
+
+/// `POST /api/commands/jobs/batch`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    pub jobs: Vec<SubmitRequest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    pub jobs: Vec<SubmitResponse>,
+}
+
+/// `GET /api/commands/jobs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `DELETE /api/commands/jobs/{job_id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CancelResponse {
+    pub job_id: JobId,
+    pub cancelled: bool,
+    /// `canceled` for a job that had not started; `running` while its
+    /// worker stops it (`cancel_requested` is then true).
+    pub status: JobStatus,
+    pub cancel_requested: bool,
+}
+
+/// `GET /api/commands/jobs/{job_id}/events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<JobEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CommandList {
+    pub commands: Vec<CommandInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatsResponse {
+    pub commands: Vec<CommandStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// `GET /api/commands/registry/debug`, as Open Notebook shapes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RegistryDebug {
+    pub total_commands: usize,
+    /// App → its command names.
+    pub commands_by_app: BTreeMap<String, Vec<String>>,
+    pub command_items: Vec<CommandInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or for readiness `unavailable` with the reason in `detail`.
+    pub status: String,
+    pub detail: Option<String>,
+}
+
+/// Every error: `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `unauthorized`,
+    /// `job_not_found`, `illegal_transition`, `payload_too_large`,
+    /// `unknown_command`, `invalid_input`, `store_unavailable`, `internal`.
+    pub code: String,
+    /// For people; names the field for `invalid_input`.
+    pub message: String,
+}

@@ -1,0 +1,49 @@
+//! The JSON body extractor: clear 400/413 errors in errand's error format,
+//! and a nesting limit so a hostile body cannot exhaust the stack.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON request body of type `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.body_limit;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        let depth = depth(&value);
+        if depth > state.config.max_json_depth {
+            return Err(ApiError::BadRequest(format!(
+                "the body nests {depth} levels deep; at most {} are allowed",
+                state.config.max_json_depth
+            )));
+        }
+        serde_json::from_value(value)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("the body does not fit the request: {e}")))
+    }
+}
+
+/// Nesting depth of a JSON value: a scalar is 1.
+pub fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 1,
+    }
+}

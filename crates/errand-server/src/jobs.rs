@@ -1,0 +1,326 @@
+//! The job routes of SPEC §4.1 and §4.2.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use errand_api::*;
+use errand_core::{JobId, JobStatus, Timestamp};
+use errand_store::{ListParams, NewJob, SubmitReceipt};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::body::JsonBody;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Turns a submit request into a job with the command's defaults, or says
+/// precisely what is wrong with it.
+pub(crate) async fn build_job(
+    state: &AppState,
+    request: SubmitRequest,
+) -> Result<NewJob, ApiError> {
+    let (app, name) = match (&request.app, request.command.split_once('.')) {
+        (Some(app), _) => (app.clone(), request.command.clone()),
+        (None, Some((app, name))) => (app.to_owned(), name.to_owned()),
+        (None, None) => {
+            return Err(ApiError::UnknownCommand(format!(
+                "command {:?} needs an app: send \"app\" or a full name like \"app.{}\"",
+                request.command, request.command
+            )))
+        }
+    };
+    let full = format!("{app}.{name}");
+    let command = state.catalog.lookup(&full).await?.ok_or_else(|| {
+        ApiError::UnknownCommand(format!(
+            "unknown command {full}: no worker has registered it"
+        ))
+    })?;
+    command
+        .check(&request.input)
+        .map_err(ApiError::InvalidInput)?;
+    if let Some(context) = &request.context {
+        if !context.is_object() && !context.is_null() {
+            return Err(ApiError::InvalidInput(
+                "context must be a JSON object".into(),
+            ));
+        }
+    }
+    let defaults = &command.info.defaults;
+    let options = request.options.unwrap_or_default();
+    let mut job = NewJob::new(app, name, request.input)
+        .queue(options.queue.unwrap_or_else(|| defaults.queue.clone()))
+        .priority(options.priority.unwrap_or(defaults.priority))
+        .retry(options.retry.unwrap_or_else(|| defaults.retry.clone()));
+    job.context = request.context.filter(|c| !c.is_null());
+    job.timeout_secs = options.timeout_secs.or(defaults.timeout_secs);
+    job.idempotency_key = options.idempotency_key;
+    if let Some(max_attempts) = options.max_attempts {
+        job.retry.max_attempts = max_attempts;
+    }
+    job.run_at = match (options.run_at, options.delay_secs) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidInput(
+                "options: give run_at or delay_secs, not both".into(),
+            ))
+        }
+        (Some(at), None) => Some(at),
+        (None, Some(secs)) => {
+            let delay = Duration::try_from_secs_f64(secs).map_err(|_| {
+                ApiError::InvalidInput(format!("options.delay_secs must be ≥ 0, got {secs}"))
+            })?;
+            Some(state.store.clock().now().plus(delay))
+        }
+        (None, None) => None,
+    };
+    job.validate()
+        .map_err(|msg| ApiError::InvalidInput(format!("options: {msg}")))?;
+    Ok(job)
+}
+
+fn submitted(receipt: SubmitReceipt) -> SubmitResponse {
+    let message = if receipt.created {
+        "Command submitted successfully".to_owned()
+    } else {
+        format!(
+            "A job with this idempotency key exists already; it is {}",
+            receipt.status
+        )
+    };
+    SubmitResponse {
+        job_id: receipt.job_id,
+        status: "submitted".into(),
+        message,
+        created: receipt.created,
+    }
+}
+
+/// Submit a job.
+#[utoipa::path(post, path = "/api/commands/jobs", tag = "jobs",
+    request_body = SubmitRequest,
+    responses(
+        (status = 202, description = "Stored; the job runs as soon as a worker is free", body = SubmitResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Unknown command or input that fails its schema", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
+pub async fn submit(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<SubmitRequest>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let job = build_job(&state, request).await?;
+    let receipt = state.store.submit(job).await?;
+    tracing::info!(job_id = %receipt.job_id, created = receipt.created, "job submitted");
+    Ok((StatusCode::ACCEPTED, Json(submitted(receipt))))
+}
+
+/// Submit many jobs in one transaction: all are stored, or none.
+#[utoipa::path(post, path = "/api/commands/jobs/batch", tag = "jobs",
+    request_body = BatchRequest,
+    responses(
+        (status = 202, body = BatchResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, description = "A job is invalid (its index is named); nothing was stored", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<BatchRequest>,
+) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
+    let mut jobs = Vec::with_capacity(request.jobs.len());
+    for (index, submit) in request.jobs.into_iter().enumerate() {
+        jobs.push(build_job(&state, submit).await.map_err(|err| match err {
+            ApiError::InvalidInput(msg) => ApiError::InvalidInput(format!("jobs[{index}]: {msg}")),
+            ApiError::UnknownCommand(msg) => {
+                ApiError::UnknownCommand(format!("jobs[{index}]: {msg}"))
+            }
+            other => other,
+        })?);
+    }
+    let receipts = state.store.submit_batch(jobs).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BatchResponse {
+            jobs: receipts.into_iter().map(submitted).collect(),
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct WaitQuery {
+    /// Long-poll: answer when the job ends or after this many seconds.
+    pub wait: Option<f64>,
+}
+
+/// A job's status, result, error and progress.
+#[utoipa::path(get, path = "/api/commands/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id"), WaitQuery),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<Job>, ApiError> {
+    let job_id = JobId::from(job_id);
+    let wait = match query.wait {
+        None => Duration::ZERO,
+        Some(secs) => Duration::try_from_secs_f64(secs)
+            .map_err(|_| {
+                ApiError::BadRequest(format!("wait must be a number of seconds ≥ 0, got {secs}"))
+            })?
+            .min(state.config.max_wait),
+    };
+    if wait.is_zero() {
+        return Ok(Json(state.store.get(&job_id).await?));
+    }
+    // Subscribe before reading, so an ending in between is not missed.
+    let mut feed = state.store.subscribe();
+    let job = state.store.get(&job_id).await?;
+    if job.status.is_terminal() {
+        return Ok(Json(job));
+    }
+    let ended = async {
+        loop {
+            match feed.recv().await {
+                Ok(event) if event.job_id == job_id && event.is_terminal() => return,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(wait, ended) => {}
+        () = state.shutdown.cancelled() => {}
+    }
+    Ok(Json(state.store.get(&job_id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// `name` or `app.name`.
+    pub command_filter: Option<String>,
+    /// new, running, completed, failed or canceled.
+    pub status_filter: Option<String>,
+    pub app: Option<String>,
+    pub queue: Option<String>,
+    pub parent_id: Option<String>,
+    /// RFC 3339.
+    pub created_after: Option<String>,
+    /// RFC 3339.
+    pub created_before: Option<String>,
+    /// 1 to 1000, default 50.
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|text| {
+        Timestamp::parse_rfc3339(&text).ok_or_else(|| {
+            ApiError::BadRequest(format!("{field} must be an RFC 3339 time, got {text:?}"))
+        })
+    })
+    .transpose()
+}
+
+/// List jobs, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/api/commands/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let status = query
+        .status_filter
+        .map(|text| {
+            JobStatus::parse(&text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "status_filter must be one of new, running, completed, failed, canceled; got {text:?}"
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(0);
+    if query.limit == Some(0) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
+    let page = state
+        .store
+        .list(ListParams {
+            app: query.app,
+            command: query.command_filter,
+            status,
+            queue: query.queue,
+            parent_id: query.parent_id.map(JobId::from),
+            created_after: parse_time("created_after", query.created_after)?,
+            created_before: parse_time("created_before", query.created_before)?,
+            limit,
+            cursor: query.cursor,
+        })
+        .await?;
+    Ok(Json(JobList {
+        jobs: page.jobs,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Cancel a job: at once if it has not started, else its worker stops it.
+#[utoipa::path(delete, path = "/api/commands/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path)),
+    responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody),
+        (status = 409, description = "The job already ended", body = ErrorBody)))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<CancelResponse>, ApiError> {
+    let job = state.store.cancel(&JobId::from(job_id)).await?;
+    tracing::info!(job_id = %job.job_id, status = %job.status, "cancel requested");
+    Ok(Json(CancelResponse {
+        job_id: job.job_id,
+        cancelled: true,
+        status: job.status,
+        cancel_requested: job.cancel_requested,
+    }))
+}
+
+/// Run a failed or canceled job again (attempts reset, history kept).
+#[utoipa::path(post, path = "/api/commands/jobs/{job_id}/retry", tag = "jobs",
+    params(("job_id" = String, Path)),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is not failed or canceled", body = ErrorBody)))]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.store.retry(&JobId::from(job_id)).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// Only events after this sequence number.
+    pub after: Option<i64>,
+    /// At most this many (default and maximum 1000).
+    pub limit: Option<usize>,
+}
+
+/// A job's event log: status changes, progress, log lines, attempt errors.
+#[utoipa::path(get, path = "/api/commands/jobs/{job_id}/events", tag = "jobs",
+    params(("job_id" = String, Path), EventsQuery),
+    responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventList>, ApiError> {
+    let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
+    let events = state
+        .store
+        .events(&JobId::from(job_id), query.after.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(EventList { events }))
+}

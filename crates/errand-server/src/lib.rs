@@ -1,0 +1,102 @@
+//! `errand serve`: the HTTP API of SPEC §4 over any [`Store`].
+//!
+//! # Layout
+//! - [`app`] (this file): the router: every route under `/api` and again
+//!   without the prefix (so Open Notebook's clients work unchanged), with
+//!   auth, body limits, metrics, tracing and CORS layered on; [`serve`].
+//! - `jobs`: submit, batch, get (long-poll), list, cancel, retry, events.
+//! - `sse`: the per-job stream and the global feed.
+//! - `info`: commands, stats, workers, registry debug, health, readiness.
+//! - `catalog`: published commands with compiled input schemas.
+//! - `body`: the JSON body extractor (400, 413, depth limit).
+//! - `auth`, `metrics`, `openapi`, `error`: what their names say.
+//!
+//! [`Store`]: errand_store::Store
+
+mod auth;
+mod body;
+mod catalog;
+mod error;
+mod info;
+mod jobs;
+mod metrics;
+pub mod openapi;
+mod sse;
+mod state;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use state::{AppState, ServerConfig};
+
+/// The whole HTTP API as a router; tests call it directly or over a socket.
+pub fn app(state: AppState) -> Router {
+    metrics::init();
+    let api = Router::new()
+        .route("/commands/jobs", post(jobs::submit).get(jobs::list_jobs))
+        .route("/commands/jobs/batch", post(jobs::submit_batch))
+        .route(
+            "/commands/jobs/{job_id}",
+            get(jobs::get_job).delete(jobs::cancel_job),
+        )
+        .route("/commands/jobs/{job_id}/retry", post(jobs::retry_job))
+        .route("/commands/jobs/{job_id}/events", get(jobs::job_events))
+        .route("/commands/jobs/{job_id}/stream", get(sse::job_stream))
+        .route("/commands", get(info::commands))
+        .route("/commands/stats", get(info::stats))
+        .route("/commands/registry/debug", get(info::registry_debug))
+        .route("/workers", get(info::workers))
+        .route("/events", get(sse::global_feed))
+        .route("/health", get(info::health))
+        .route("/ready", get(info::ready));
+    let mut router = Router::new()
+        .nest("/api", api.clone())
+        .merge(api)
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/metrics", get(metrics::render))
+        .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::MethodNotAllowed(format!("{method} {}", uri.path()))
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(middleware::from_fn(metrics::track_requests))
+        .layer(TraceLayer::new_for_http());
+    if !state.config.cors_origins.is_empty() {
+        router = router.layer(cors(&state.config.cors_origins));
+    }
+    router.with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods(Any)
+        .allow_headers(Any)
+}
+
+/// Serves the API on `listener` until `state.shutdown` fires, then stops
+/// accepting, ends SSE streams and long polls, and finishes the responses
+/// in flight.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let counting = tokio::spawn(metrics::count_outcomes(state.clone()));
+    let shutdown = state.shutdown.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    counting.abort();
+    result
+}

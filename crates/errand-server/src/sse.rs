@@ -1,0 +1,333 @@
+//! Server-Sent Events (SPEC §4.4): a job's stream and the global feed.
+//!
+//! Both come from the store's change feed, one in-memory broadcast per
+//! server fanned out to every client: no client polls the database. A
+//! client resuming with `Last-Event-ID`, or one that fell behind the
+//! broadcast, catches up from the stored event log, so it sees every event
+//! exactly once.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use errand_core::{Job, JobEvent, JobId, JobStatus};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+type EventStream =
+    Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>;
+type Sender = mpsc::Sender<Result<Event, Infallible>>;
+
+/// Events read from the store per catch-up query.
+const PAGE: usize = 500;
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an integer".into())),
+    }
+}
+
+fn stream(state: &AppState, receiver: mpsc::Receiver<Result<Event, Infallible>>) -> EventStream {
+    Sse::new(ReceiverStream::new(receiver)).keep_alive(
+        KeepAlive::new()
+            .interval(state.config.sse_keepalive)
+            .text("heartbeat"),
+    )
+}
+
+fn job_event(event: &JobEvent, id: i64) -> Event {
+    Event::default()
+        .event(event.kind.as_str())
+        .id(id.to_string())
+        .json_data(event)
+        .expect("events serialize")
+}
+
+/// False once the client has gone.
+async fn send(tx: &Sender, event: Event) -> bool {
+    tx.send(Ok(event)).await.is_ok()
+}
+
+/// Live events of one job. The first event is `status` with the whole job
+/// (as `GET /api/commands/jobs/{job_id}` returns it); the stream ends after
+/// the job's terminal event.
+#[utoipa::path(get, path = "/api/commands/jobs/{job_id}/stream", tag = "streams",
+    params(("job_id" = String, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event sequence number")),
+    responses(
+        (status = 200, description = "text/event-stream: status, progress, log, result and failure events; `id:` is the job's event sequence number", content_type = "text/event-stream"),
+        (status = 404, body = errand_api::ErrorBody)))]
+pub async fn job_stream(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<EventStream, ApiError> {
+    let job_id = JobId::from(job_id);
+    let resume_after = last_event_id(&headers)?;
+    // Subscribe before reading, so nothing falls in between.
+    let feed = state.store.subscribe();
+    let job = state.store.get(&job_id).await?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(pump_job(state.clone(), job, resume_after, feed, tx));
+    Ok(stream(&state, rx))
+}
+
+async fn pump_job(
+    state: AppState,
+    job: Job,
+    resume_after: Option<i64>,
+    mut feed: errand_store::ChangeFeed,
+    tx: Sender,
+) {
+    let retry = state.config.sse_retry;
+    let job_id = job.job_id.clone();
+    let mut last_seq = match resume_after {
+        None => {
+            let snapshot = Event::default()
+                .event("status")
+                .id(job.event_seq.to_string())
+                .retry(retry)
+                .json_data(&job)
+                .expect("jobs serialize");
+            if !send(&tx, snapshot).await || job.status.is_terminal() {
+                return;
+            }
+            job.event_seq
+        }
+        Some(after) => {
+            if !send(&tx, Event::default().retry(retry).comment("resuming")).await {
+                return;
+            }
+            match catch_up_job(&state, &job_id, after, &tx).await {
+                Some((seq, false)) => seq,
+                _ => return,
+            }
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            received = feed.recv() => received,
+        };
+        match received {
+            Ok(event) if event.job_id == job_id && event.seq > last_seq => {
+                if event.seq > last_seq + 1 {
+                    // A gap (another process wrote in between): fill it.
+                    match catch_up_job(&state, &job_id, last_seq, &tx).await {
+                        Some((seq, false)) => last_seq = seq,
+                        _ => return,
+                    }
+                    continue;
+                }
+                if !send(&tx, job_event(&event, event.seq)).await || event.is_terminal() {
+                    return;
+                }
+                last_seq = event.seq;
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => match catch_up_job(&state, &job_id, last_seq, &tx).await {
+                Some((seq, false)) => last_seq = seq,
+                _ => return,
+            },
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends the job's stored events after `after`. Returns the last sequence
+/// number sent and whether the job has ended, or `None` if the client left
+/// or the store failed.
+async fn catch_up_job(
+    state: &AppState,
+    job_id: &JobId,
+    after: i64,
+    tx: &Sender,
+) -> Option<(i64, bool)> {
+    let mut last = after;
+    loop {
+        let events = match state.store.events(job_id, last, PAGE).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(%job_id, error = %err, "SSE catch-up failed");
+                return None;
+            }
+        };
+        for event in &events {
+            if !send(tx, job_event(event, event.seq)).await {
+                return None;
+            }
+            last = event.seq;
+            if event.is_terminal() {
+                return Some((last, true));
+            }
+        }
+        if events.len() < PAGE {
+            break;
+        }
+    }
+    // Resumed after the job's last event: it may have ended already.
+    match state.store.get(job_id).await {
+        Ok(job) => Some((last, job.status.is_terminal() && last >= job.event_seq)),
+        Err(_) => None,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct FeedQuery {
+    /// `name` or `app.name`.
+    pub command: Option<String>,
+    /// Only events leaving jobs in this status.
+    pub status: Option<String>,
+    pub app: Option<String>,
+}
+
+struct FeedFilter {
+    app: Option<String>,
+    command: Option<String>,
+    status: Option<JobStatus>,
+}
+
+impl FeedFilter {
+    fn new(query: FeedQuery) -> Result<Self, ApiError> {
+        let status = query
+            .status
+            .map(|text| {
+                JobStatus::parse(&text).ok_or_else(|| {
+                    ApiError::BadRequest(format!("status must be one of new, running, completed, failed, canceled; got {text:?}"))
+                })
+            })
+            .transpose()?;
+        let (app, command) = match (query.app, query.command) {
+            (None, Some(full)) if full.contains('.') => {
+                let (app, name) = full.split_once('.').expect("checked");
+                (Some(app.to_owned()), Some(name.to_owned()))
+            }
+            other => other,
+        };
+        Ok(Self {
+            app,
+            command,
+            status,
+        })
+    }
+
+    fn accepts(&self, event: &JobEvent) -> bool {
+        self.app.as_ref().is_none_or(|app| *app == event.app)
+            && self.command.as_ref().is_none_or(|c| *c == event.command)
+            && self.status.is_none_or(|s| s == event.status)
+    }
+}
+
+/// Every job's events, for dashboards; `id:` is the store-wide event id.
+#[utoipa::path(get, path = "/api/events", tag = "streams",
+    params(FeedQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "text/event-stream of job events", content_type = "text/event-stream"),
+        (status = 400, body = errand_api::ErrorBody)))]
+pub async fn global_feed(
+    State(state): State<AppState>,
+    Query(query): Query<FeedQuery>,
+    headers: HeaderMap,
+) -> Result<EventStream, ApiError> {
+    let filter = FeedFilter::new(query)?;
+    let resume_after = last_event_id(&headers)?;
+    let feed = state.store.subscribe();
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(pump_feed(
+        state.clone(),
+        Arc::new(filter),
+        resume_after,
+        feed,
+        tx,
+    ));
+    Ok(stream(&state, rx))
+}
+
+async fn pump_feed(
+    state: AppState,
+    filter: Arc<FeedFilter>,
+    resume_after: Option<i64>,
+    mut feed: errand_store::ChangeFeed,
+    tx: Sender,
+) {
+    if !send(
+        &tx,
+        Event::default()
+            .retry(state.config.sse_retry)
+            .comment("connected"),
+    )
+    .await
+    {
+        return;
+    }
+    let mut last_id = match resume_after {
+        Some(after) => match catch_up_feed(&state, &filter, after, &tx).await {
+            Some(id) => Some(id),
+            None => return,
+        },
+        None => None,
+    };
+    loop {
+        let received = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            received = feed.recv() => received,
+        };
+        match received {
+            Ok(event) => {
+                if last_id.is_some_and(|last| event.id <= last) {
+                    continue;
+                }
+                last_id = Some(event.id);
+                if filter.accepts(&event) && !send(&tx, job_event(&event, event.id)).await {
+                    return;
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                let Some(after) = last_id else { continue };
+                match catch_up_feed(&state, &filter, after, &tx).await {
+                    Some(id) => last_id = Some(id),
+                    None => return,
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn catch_up_feed(
+    state: &AppState,
+    filter: &FeedFilter,
+    after: i64,
+    tx: &Sender,
+) -> Option<i64> {
+    let mut last = after;
+    loop {
+        let events = match state.store.feed(last, PAGE).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(error = %err, "SSE feed catch-up failed");
+                return None;
+            }
+        };
+        for event in &events {
+            last = event.id;
+            if filter.accepts(event) && !send(tx, job_event(event, event.id)).await {
+                return None;
+            }
+        }
+        if events.len() < PAGE {
+            return Some(last);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use errand_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+
+/// The server's settings (SPEC §4.3).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// When set, every route but `/api/health` needs `Authorization: Bearer`.
+    pub api_token: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Deepest JSON nesting accepted in a body.
+    pub max_json_depth: usize,
+    /// Origins allowed by CORS; empty means CORS is off.
+    pub cors_origins: Vec<String>,
+    /// Comment lines on idle SSE streams, so proxies keep them open.
+    pub sse_keepalive: Duration,
+    /// The `retry:` hint sent to SSE clients.
+    pub sse_retry: Duration,
+    /// The longest `?wait=` a long poll may ask for.
+    pub max_wait: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            api_token: None,
+            body_limit: 1024 * 1024,
+            max_json_depth: 64,
+            cors_origins: Vec::new(),
+            sse_keepalive: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(3),
+            max_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ServerConfig>,
+    pub catalog: Arc<Catalog>,
+    /// Fired on shutdown: ends SSE streams and long polls, so the server
+    /// can finish its responses.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        Self {
+            catalog: Arc::new(Catalog::new(store.clone())),
+            store,
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
