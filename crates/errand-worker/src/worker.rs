@@ -120,6 +120,15 @@ impl Worker {
         &self.shared.config.worker_id
     }
 
+    /// Publishes this worker and its commands in the store now. [`run`]
+    /// does it too; calling this first lets a server that starts the worker
+    /// accept submissions of its commands from the first request.
+    ///
+    /// [`run`]: Self::run
+    pub async fn register(&self) -> Result<(), WorkerError> {
+        register(&self.shared).await
+    }
+
     /// Runs until `shutdown` fires, then drains gracefully: stops claiming,
     /// lets running jobs finish until `shutdown_timeout`, then stops the
     /// rest and releases them to `new` without counting the attempt.

@@ -128,15 +128,19 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = errand_server::AppState::new(store.clone(), config);
     tokio::spawn(stop_on_signal(state.shutdown.clone()));
     let worker_shutdown = CancellationToken::new();
-    let worker = (!args.no_worker).then(|| {
+    let mut worker = None;
+    if !args.no_worker {
         let config = WorkerConfig {
             max_tasks: args.max_tasks,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
             ..WorkerConfig::default()
         };
-        let registry = errand::demo::registry().expect("the demo commands register");
-        tokio::spawn(Worker::new(store, registry, config).run(worker_shutdown.clone()))
-    });
+        let in_process = Worker::new(store, errand::demo::registry()?, config);
+        // Published before the first request, so submits of its commands
+        // are accepted from the start.
+        in_process.register().await?;
+        worker = Some(tokio::spawn(in_process.run(worker_shutdown.clone())));
+    }
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("cannot listen on {}", args.bind))?;

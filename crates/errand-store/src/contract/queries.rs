@@ -199,6 +199,7 @@ pub async fn events_are_sequenced_per_job_and_resume_after_seq(t: TestStore) {
     let events = t.store.events(&id, 0, 100).await.unwrap();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(t.store.get(&id).await.unwrap().event_seq, 6);
     assert!(events.iter().all(|e| e.job_id == id));
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(

@@ -1,0 +1,805 @@
+//! The HTTP API over a real socket (SPEC §4): a server on port 0 with the
+//! demo commands in-process, driven by an HTTP client as a user would.
+
+use std::time::Duration;
+
+use errand::url::StoreUrl;
+use errand::{JobStatus, SystemClock, Worker, WorkerConfig};
+use errand_server::{AppState, ServerConfig};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    state: AppState,
+    worker_stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn server(config: ServerConfig, with_worker: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("http.db").display());
+    let store = StoreUrl::parse(&url)
+        .unwrap()
+        .open(std::sync::Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let worker_stop = CancellationToken::new();
+    let worker_config = WorkerConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        lease: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(100),
+        cancel_grace: Duration::from_secs(1),
+        progress_interval: Duration::ZERO,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(
+        store.clone(),
+        errand::demo::registry().unwrap(),
+        worker_config,
+    );
+    if with_worker {
+        worker.register().await.unwrap();
+        tokio::spawn(worker.run(worker_stop.clone()));
+    } else {
+        // Publish the commands the way a worker elsewhere would, then leave.
+        let registry = errand::demo::registry().unwrap();
+        store
+            .register_worker(errand_store::WorkerRegistration {
+                worker_id: "elsewhere".into(),
+                host: "other-host".into(),
+                pid: 1,
+                queues: vec!["default".into()],
+                slots: 1,
+                commands: registry.command_infos("elsewhere", errand::Timestamp::default()),
+            })
+            .await
+            .unwrap();
+    }
+    let state = AppState::new(store, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(errand_server::serve(listener, state.clone()));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        state,
+        worker_stop,
+        _dir: dir,
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+        self.worker_stop.cancel();
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn submit(&self, command: &str, input: Value) -> String {
+        let (status, body) = self
+            .post(
+                "/api/commands/jobs",
+                json!({"app": "demo", "command": command, "input": input}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait_for(&self, id: &str, status: &str) -> Value {
+        for _ in 0..300 {
+            let (_, job) = self.get(&format!("/api/commands/jobs/{id}")).await;
+            if job["status"] == status {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("job {id} never became {status}");
+    }
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Clone)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: Value,
+}
+
+/// Reads SSE events from a response until the stream ends or `max` came.
+async fn read_events(response: reqwest::Response, max: usize) -> Vec<SseEvent> {
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < max {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(chunk)) => chunk.unwrap(),
+            Ok(None) => break,
+            Err(_) => panic!("stream stalled; got {events:#?}"),
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !data.is_empty() {
+                events.push(SseEvent {
+                    event,
+                    id,
+                    data: serde_json::from_str(&data).unwrap(),
+                });
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_notebook_client_submits_and_polls_unchanged() {
+    let s = server(ServerConfig::default(), true).await;
+    // Exactly what Open Notebook's API sends, without the /api prefix too.
+    let (status, body) = s
+        .post(
+            "/commands/jobs",
+            json!({"command": "echo", "app": "demo", "input": {"text": "hi"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["status"], "submitted");
+    assert!(body["message"].as_str().unwrap().contains("submitted"));
+    let id = body["job_id"].as_str().unwrap();
+    let (status, job) = s.get(&format!("/commands/jobs/{id}?wait=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    for field in [
+        "job_id",
+        "status",
+        "result",
+        "error_message",
+        "created",
+        "updated",
+        "progress",
+    ] {
+        assert!(job.get(field).is_some(), "missing {field}: {job}");
+    }
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["result"], json!({"text": "hi"}));
+    assert!(job["created"].as_str().unwrap().ends_with('Z'));
+    // The registry view Open Notebook's debug page reads.
+    let (_, registry) = s.get("/api/commands/registry/debug").await;
+    assert_eq!(registry["total_commands"], 4);
+    assert!(registry["commands_by_app"]["demo"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("sleep")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_then_follow_the_sse_stream_to_completion() {
+    let s = server(ServerConfig::default(), true).await;
+    let id = s.submit("sleep", json!({"secs": 0.4, "steps": 4})).await;
+    let response = s
+        .client
+        .get(s.url(&format!("/api/commands/jobs/{id}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = read_events(response, 100).await;
+    assert_eq!(events[0].event, "status", "first comes the whole job");
+    assert_eq!(events[0].data["job_id"], id.as_str());
+    let last = events.last().unwrap();
+    assert_eq!(
+        last.event, "result",
+        "the stream ends after the terminal event"
+    );
+    assert_eq!(
+        last.data["data"]["result"],
+        json!({"slept_secs": 0.4, "steps": 4})
+    );
+    let progress: Vec<f64> = events
+        .iter()
+        .filter(|e| e.event == "progress")
+        .map(|e| e.data["data"]["fraction"].as_f64().unwrap())
+        .collect();
+    assert_eq!(progress, vec![0.25, 0.5, 0.75, 1.0]);
+    let ids: Vec<i64> = events
+        .iter()
+        .map(|e| e.id.as_ref().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "ids increase one by one: {ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_resumes_with_exactly_the_missed_events() {
+    let s = server(ServerConfig::default(), true).await;
+    let id = s.submit("sleep", json!({"secs": 0.3, "steps": 3})).await;
+    s.wait_for(&id, "completed").await;
+    let (_, all) = s.get(&format!("/api/commands/jobs/{id}/events")).await;
+    let all = all["events"].as_array().unwrap().clone();
+    assert!(all.len() >= 5, "{all:?}");
+    // A client that saw up to seq 2 reconnects.
+    let response = s
+        .client
+        .get(s.url(&format!("/api/commands/jobs/{id}/stream")))
+        .header("Last-Event-ID", "2")
+        .send()
+        .await
+        .unwrap();
+    let resumed = read_events(response, 100).await;
+    let seqs: Vec<i64> = resumed
+        .iter()
+        .map(|e| e.data["seq"].as_i64().unwrap())
+        .collect();
+    let expected: Vec<i64> = all
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .filter(|s| *s > 2)
+        .collect();
+    assert_eq!(seqs, expected, "no loss, no duplicates");
+    assert_eq!(resumed.last().unwrap().event, "result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_jobs_stream_sends_its_state_and_ends() {
+    let s = server(ServerConfig::default(), true).await;
+    let id = s.submit("echo", json!({"a": 1})).await;
+    s.wait_for(&id, "completed").await;
+    let response = s
+        .client
+        .get(s.url(&format!("/api/commands/jobs/{id}/stream")))
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(response, 10).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_of_an_unknown_job_is_a_404_not_a_reconnect_loop() {
+    let s = server(ServerConfig::default(), true).await;
+    let response = s
+        .client
+        .get(s.url("/api/commands/jobs/nope/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "job_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_answers_when_the_job_ends_or_the_time_is_up() {
+    let s = server(ServerConfig::default(), true).await;
+    let id = s.submit("sleep", json!({"secs": 0.3})).await;
+    let (status, job) = s.get(&format!("/api/commands/jobs/{id}?wait=20")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["status"], "completed");
+    let slow = s.submit("sleep", json!({"secs": 30})).await;
+    let (status, job) = s.get(&format!("/api/commands/jobs/{slow}?wait=0.3")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        job["status"] == "new" || job["status"] == "running",
+        "{job}"
+    );
+    let (status, body) = s.get(&format!("/api/commands/jobs/{slow}?wait=-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_of_a_running_sleep_ends_it_canceled() {
+    let s = server(ServerConfig::default(), true).await;
+    let id = s.submit("sleep", json!({"secs": 60, "steps": 60})).await;
+    s.wait_for(&id, "running").await;
+    let response = s
+        .client
+        .delete(s.url(&format!("/api/commands/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["cancelled"], true);
+    let job = s.wait_for(&id, "canceled").await;
+    assert!(job["finished"].is_string());
+    // Canceling again is a conflict: the job has ended.
+    let response = s
+        .client
+        .delete(s.url(&format!("/api/commands/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "illegal_transition");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_runs_a_failed_job_again_and_keeps_its_history() {
+    let s = server(ServerConfig::default(), true).await;
+    let (_, body) = s
+        .post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "fail", "input": {"times": 5}, "options": {"max_attempts": 1}}),
+        )
+        .await;
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    let failed = s.wait_for(&id, "failed").await;
+    assert_eq!(failed["error"]["kind"], "handler");
+    assert!(failed["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("demo failure"));
+    let (status, job) = s
+        .post(&format!("/api/commands/jobs/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["status"], "new");
+    s.wait_for(&id, "failed").await;
+    let (_, events) = s.get(&format!("/api/commands/jobs/{id}/events")).await;
+    let failures = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "failure")
+        .count();
+    assert_eq!(failures, 2, "both runs are in the history");
+    // Retrying a running job is a conflict.
+    let sleeping = s.submit("sleep", json!({"secs": 30})).await;
+    s.wait_for(&sleeping, "running").await;
+    let (status, body) = s
+        .post(&format!("/api/commands/jobs/{sleeping}/retry"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mistakes_get_4xx_with_a_clear_message() {
+    let config = ServerConfig {
+        body_limit: 4096,
+        max_json_depth: 8,
+        ..ServerConfig::default()
+    };
+    let s = server(config, true).await;
+    let send_raw = |body: &'static str| {
+        s.client
+            .post(s.url("/api/commands/jobs"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let response = send_raw("{\"app\": ").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+
+    let huge = json!({"app": "demo", "command": "echo", "input": {"blob": "x".repeat(10_000)}});
+    let (status, body) = s.post("/api/commands/jobs", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let deep = json!({"app": "demo", "command": "echo", "input": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}});
+    let (status, body) = s.post("/api/commands/jobs", deep).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("levels deep"));
+
+    let (status, body) = s
+        .post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "nope"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "unknown_command");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("demo.nope"));
+
+    let (status, body) = s
+        .post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "sleep", "input": {"secs": "long"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "invalid_input");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("input/secs"),
+        "{body}"
+    );
+
+    let (status, body) = s
+        .post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "sleep", "input": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("secs"),
+        "{body}"
+    );
+
+    let (status, body) = s
+        .post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "echo", "input": {}, "options": {"timeout_secs": -5}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timeout_secs"),
+        "{body}"
+    );
+
+    let (status, body) = s.get("/api/commands/jobs/no-such-job").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "job_not_found");
+
+    let (status, body) = s.get("/api/commands/jobs?status_filter=done").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("status_filter"));
+    let (status, _) = s.get("/api/commands/jobs?limit=5000").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = s.get("/api/commands/jobs?cursor=garbage").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = s.get("/api/no/such/route").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let response = s
+        .client
+        .put(s.url("/api/commands/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_route_but_health() {
+    let config = ServerConfig {
+        api_token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    };
+    let s = server(config, true).await;
+    let (status, _) = s.get("/api/health").await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/api/commands/jobs",
+        "/api/commands",
+        "/api/ready",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/events",
+        "/commands/jobs",
+    ] {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let wrong = s
+        .client
+        .get(s.url("/api/commands"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let right = s
+        .client
+        .get(s.url("/api/commands"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+    let id = {
+        let response = s
+            .client
+            .post(s.url("/api/commands/jobs"))
+            .bearer_auth("s3cret")
+            .json(&json!({"app": "demo", "command": "echo", "input": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        response.json::<Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let stream = s
+        .client
+        .get(s.url(&format!("/api/commands/jobs/{id}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.status(),
+        StatusCode::UNAUTHORIZED,
+        "SSE needs the token too"
+    );
+    let stream = s
+        .client
+        .get(s.url(&format!("/api/commands/jobs/{id}/stream")))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_submit_is_one_transaction() {
+    let s = server(ServerConfig::default(), true).await;
+    let good = json!({"jobs": [
+        {"app": "demo", "command": "echo", "input": {"n": 1}},
+        {"command": "demo.echo", "input": {"n": 2}},
+    ]});
+    let (status, body) = s.post("/api/commands/jobs/batch", good).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["jobs"].as_array().unwrap().len(), 2);
+    let bad = json!({"jobs": [
+        {"app": "demo", "command": "echo", "input": {"n": 3}},
+        {"app": "demo", "command": "sleep", "input": {"secs": "x"}},
+    ]});
+    let (status, body) = s.post("/api/commands/jobs/batch", bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("jobs[1]"),
+        "{body}"
+    );
+    let (_, list) = s.get("/api/commands/jobs?limit=100").await;
+    assert_eq!(
+        list["jobs"].as_array().unwrap().len(),
+        2,
+        "nothing of the bad batch was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_and_paginates() {
+    let s = server(ServerConfig::default(), false).await;
+    for i in 0..7 {
+        s.submit("echo", json!({"i": i})).await;
+    }
+    s.submit("sleep", json!({"secs": 1})).await;
+    let (_, page) = s
+        .get("/api/commands/jobs?command_filter=echo&limit=3")
+        .await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 3);
+    let mut seen = 3;
+    let mut cursor = page["next_cursor"].as_str().map(str::to_owned);
+    while let Some(next) = cursor {
+        let (_, page) = s
+            .get(&format!(
+                "/api/commands/jobs?command_filter=echo&limit=3&cursor={next}"
+            ))
+            .await;
+        seen += page["jobs"].as_array().unwrap().len();
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, 7);
+    let (_, page) = s
+        .get("/api/commands/jobs?status_filter=new&command_filter=demo.sleep")
+        .await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_only_server_validates_with_the_schemas_workers_published() {
+    let s = server(ServerConfig::default(), false).await;
+    let (status, body) = s
+        .post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "sleep", "input": {"secs": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let id = s.submit("sleep", json!({"secs": 1})).await;
+    let (_, job) = s.get(&format!("/api/commands/jobs/{id}")).await;
+    assert_eq!(job["status"], "new", "no worker here runs it");
+    let (_, workers) = s.get("/api/workers").await;
+    assert_eq!(workers["workers"][0]["worker_id"], "elsewhere");
+    let (_, commands) = s.get("/api/commands").await;
+    assert_eq!(commands["commands"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_feed_streams_filtered_events_and_resumes() {
+    let s = server(ServerConfig::default(), true).await;
+    let response = s
+        .client
+        .get(s.url("/api/events?command=demo.echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reader = tokio::spawn(read_events(response, 3));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.submit("sleep", json!({"secs": 0.01})).await;
+    let id = s.submit("echo", json!({"x": 1})).await;
+    let events = reader.await.unwrap();
+    assert!(
+        events.iter().all(|e| e.data["command"] == "echo"),
+        "{events:#?}"
+    );
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e.data["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["new", "running", "completed"]);
+    assert!(events.iter().all(|e| e.data["job_id"] == id.as_str()));
+    // Resume after the first: exactly the two others, from the stored log.
+    let first_id = events[0].id.clone().unwrap();
+    let response = s
+        .client
+        .get(s.url("/api/events?command=demo.echo"))
+        .header("Last-Event-ID", first_id)
+        .send()
+        .await
+        .unwrap();
+    let resumed = read_events(response, 2).await;
+    let ids: Vec<_> = resumed.iter().map(|e| e.id.clone().unwrap()).collect();
+    let expected: Vec<_> = events[1..].iter().map(|e| e.id.clone().unwrap()).collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_stats_and_metrics_answer() {
+    let s = server(ServerConfig::default(), true).await;
+    let id = s.submit("echo", json!({})).await;
+    s.wait_for(&id, "completed").await;
+    let (status, health) = s.get("/api/health").await;
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, _) = s.get("/api/ready").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, stats) = s.get("/api/commands/stats").await;
+    let echo = stats["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["command"] == "echo")
+        .unwrap();
+    assert_eq!(echo["counts"]["completed"], 1);
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("errand_jobs{command=\"demo.echo\",status=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("errand_http_requests_total"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_in_the_openapi_document() {
+    let s = server(ServerConfig::default(), true).await;
+    let (status, doc) = s.get("/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let routes = [
+        ("post", "/api/commands/jobs"),
+        ("get", "/api/commands/jobs"),
+        ("post", "/api/commands/jobs/batch"),
+        ("get", "/api/commands/jobs/{job_id}"),
+        ("delete", "/api/commands/jobs/{job_id}"),
+        ("post", "/api/commands/jobs/{job_id}/retry"),
+        ("get", "/api/commands/jobs/{job_id}/events"),
+        ("get", "/api/commands/jobs/{job_id}/stream"),
+        ("get", "/api/commands"),
+        ("get", "/api/commands/stats"),
+        ("get", "/api/commands/registry/debug"),
+        ("get", "/api/workers"),
+        ("get", "/api/events"),
+        ("get", "/api/health"),
+        ("get", "/api/ready"),
+        ("get", "/api/openapi.json"),
+        ("get", "/metrics"),
+    ];
+    for (method, path) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+        // ...and the route really exists (a made-up id gives 404 job_not_found, not a missing route).
+        let url = s.url(&path.replace("{job_id}", "x"));
+        let response = s
+            .client
+            .request(method.to_uppercase().parse().unwrap(), url)
+            .send()
+            .await
+            .unwrap();
+        let code = response.status();
+        if code == StatusCode::NOT_FOUND {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "job_not_found", "{method} {path}");
+        }
+        assert_ne!(code, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "the document has no route the server lacks"
+    );
+    let _ = JobStatus::New;
+}
