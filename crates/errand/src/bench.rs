@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Concurrent submitters for enqueue.
     #[arg(long, default_value_t = 64)]
     submitters: usize,
+    /// SSE clients for sse-fanout.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
     /// Print one JSON object per workload instead of a table.
     #[arg(long)]
     json: bool,
@@ -39,20 +42,20 @@ pub struct BenchArgs {
 
 /// One run's measurements.
 #[derive(Clone, Debug, Default)]
-struct RunResult {
-    jobs_per_sec: f64,
-    commits_per_job: f64,
-    latencies_ms: Vec<f64>,
-    lost: usize,
-    duplicated: usize,
+pub(crate) struct RunResult {
+    pub jobs_per_sec: f64,
+    pub commits_per_job: f64,
+    pub latencies_ms: Vec<f64>,
+    pub lost: usize,
+    pub duplicated: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let workloads: Vec<&str> = match args.workload.as_str() {
-        "all" => vec!["enqueue", "enqueue-batch", "drain", "latency-idle"],
-        one @ ("enqueue" | "enqueue-batch" | "drain" | "latency-idle") => vec![one],
+        "all" => vec!["enqueue", "enqueue-batch", "drain", "latency-idle", "sse-fanout"],
+        one @ ("enqueue" | "enqueue-batch" | "drain" | "latency-idle" | "sse-fanout") => vec![one],
         other => bail!(
-            "unknown workload {other:?}: use enqueue, enqueue-batch, drain, latency-idle or all"
+            "unknown workload {other:?}: use enqueue, enqueue-batch, drain, latency-idle, sse-fanout or all"
         ),
     };
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
@@ -111,6 +114,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "enqueue" => enqueue(store, args.jobs, args.submitters).await?,
                 "enqueue-batch" => enqueue_batch(store, args.jobs).await?,
                 "drain" => drain(store, args.jobs, args.max_tasks).await?,
+                "sse-fanout" => crate::fanout::sse_fanout(store, args.subscribers).await?,
                 _ => latency_idle(store, 500).await?,
             };
             for suffix in ["", "-wal", "-shm"] {

@@ -1,6 +1,7 @@
 //! The `errand` command line.
 
 mod bench;
+mod fanout;
 
 use std::time::Duration;
 
