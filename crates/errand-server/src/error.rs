@@ -27,6 +27,8 @@ pub enum ApiError {
     UnknownCommand(String),
     #[error("{0}")]
     InvalidInput(String),
+    #[error("{0}")]
+    TooManyStreams(String),
     #[error("the store is unavailable: {0}")]
     StoreUnavailable(String),
     #[error("internal error")]
@@ -45,6 +47,7 @@ impl ApiError {
             ApiError::UnknownCommand(_) | ApiError::InvalidInput(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnknownCommand(_) => "unknown_command",
             ApiError::InvalidInput(_) => "invalid_input",
+            ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }

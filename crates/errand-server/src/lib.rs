@@ -69,11 +69,22 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(middleware::from_fn(metrics::track_requests))
-        .layer(TraceLayer::new_for_http());
+        .layer(TraceLayer::new_for_http().make_span_with(request_span));
     if !state.config.cors_origins.is_empty() {
         router = router.layer(cors(&state.config.cors_origins));
     }
     router.with_state(state)
+}
+
+/// A span per request, carrying the job id when the path names one, so a
+/// job's log lines can be found by its id.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let path = request.uri().path();
+    let job_id = path
+        .split_once("/commands/jobs/")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .filter(|id| !id.is_empty() && *id != "batch");
+    tracing::info_span!("request", method = %request.method(), path, job_id = job_id.unwrap_or_default())
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -94,7 +105,8 @@ fn cors(origins: &[String]) -> CorsLayer {
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let counting = tokio::spawn(metrics::count_outcomes(state.clone()));
     let shutdown = state.shutdown.clone();
-    let result = axum::serve(listener, app(state))
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     counting.abort();

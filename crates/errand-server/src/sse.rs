@@ -9,9 +9,10 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Extension;
 use errand_core::{Job, JobEvent, JobId, JobStatus};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -38,6 +39,29 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
             .map(Some)
             .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an integer".into())),
     }
+}
+
+/// Takes one of the client's stream slots, or answers 429.
+fn slot(
+    state: &AppState,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+) -> Result<Option<crate::state::StreamSlot>, ApiError> {
+    // Without connection info (a router called directly, in tests) there
+    // is no client to count.
+    let Some(Extension(ConnectInfo(address))) = client else {
+        return Ok(None);
+    };
+    let limit = state.config.max_streams_per_client;
+    state
+        .streams
+        .open(address.ip(), limit)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::TooManyStreams(format!(
+                "{} has {limit} event streams open already; close one first",
+                address.ip()
+            ))
+        })
 }
 
 fn stream(state: &AppState, receiver: mpsc::Receiver<Result<Event, Infallible>>) -> EventStream {
@@ -72,15 +96,21 @@ async fn send(tx: &Sender, event: Event) -> bool {
 pub async fn job_stream(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     let job_id = JobId::from(job_id);
+    let slot = slot(&state, client)?;
     let resume_after = last_event_id(&headers)?;
     // Subscribe before reading, so nothing falls in between.
     let feed = state.store.subscribe();
     let job = state.store.get(&job_id).await?;
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(pump_job(state.clone(), job, resume_after, feed, tx));
+    let pump_state = state.clone();
+    tokio::spawn(async move {
+        pump_job(pump_state, job, resume_after, feed, tx).await;
+        drop(slot);
+    });
     Ok(stream(&state, rx))
 }
 
@@ -119,6 +149,8 @@ async fn pump_job(
     loop {
         let received = tokio::select! {
             () = state.shutdown.cancelled() => return,
+            // The client went away: free its slot now, not at the next event.
+            () = tx.closed() => return,
             received = feed.recv() => received,
         };
         match received {
@@ -238,19 +270,19 @@ impl FeedFilter {
 pub async fn global_feed(
     State(state): State<AppState>,
     Query(query): Query<FeedQuery>,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     let filter = FeedFilter::new(query)?;
+    let slot = slot(&state, client)?;
     let resume_after = last_event_id(&headers)?;
     let feed = state.store.subscribe();
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(pump_feed(
-        state.clone(),
-        Arc::new(filter),
-        resume_after,
-        feed,
-        tx,
-    ));
+    let pump_state = state.clone();
+    tokio::spawn(async move {
+        pump_feed(pump_state, Arc::new(filter), resume_after, feed, tx).await;
+        drop(slot);
+    });
     Ok(stream(&state, rx))
 }
 
@@ -281,6 +313,8 @@ async fn pump_feed(
     loop {
         let received = tokio::select! {
             () = state.shutdown.cancelled() => return,
+            // The client went away: free its slot now, not at the next event.
+            () = tx.closed() => return,
             received = feed.recv() => received,
         };
         match received {

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub sse_retry: Duration,
     /// The longest `?wait=` a long poll may ask for.
     pub max_wait: Duration,
+    /// Open SSE streams allowed per client address; more get 429.
+    pub max_streams_per_client: usize,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
             sse_keepalive: Duration::from_secs(15),
             sse_retry: Duration::from_secs(3),
             max_wait: Duration::from_secs(300),
+            max_streams_per_client: 64,
         }
     }
 }
@@ -49,6 +52,47 @@ pub struct AppState {
     /// Fired on shutdown: ends SSE streams and long polls, so the server
     /// can finish its responses.
     pub shutdown: CancellationToken,
+    /// Open SSE streams by client address.
+    pub streams: Arc<StreamCounts>,
+}
+
+/// Counts open SSE streams per client, to bound what one client can hold.
+#[derive(Default)]
+pub struct StreamCounts {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open stream; dropping it gives the slot back.
+pub struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    client: std::net::IpAddr,
+}
+
+impl StreamCounts {
+    pub fn open(self: &Arc<Self>, client: std::net::IpAddr, limit: usize) -> Option<StreamSlot> {
+        let mut open = self.open.lock().expect("never poisoned");
+        let count = open.entry(client).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            counts: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().expect("never poisoned");
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -58,6 +102,7 @@ impl AppState {
             store,
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
+            streams: Arc::default(),
         }
     }
 }

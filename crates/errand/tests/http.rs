@@ -803,3 +803,34 @@ async fn every_route_is_in_the_openapi_document() {
     );
     let _ = JobStatus::New;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_more_streams_than_allowed() {
+    let config = ServerConfig {
+        max_streams_per_client: 2,
+        ..ServerConfig::default()
+    };
+    let s = server(config, true).await;
+    let first = s.client.get(s.url("/api/events")).send().await.unwrap();
+    let second = s.client.get(s.url("/api/events")).send().await.unwrap();
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let third = s.client.get(s.url("/api/events")).send().await.unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams");
+    // Closing one gives its slot back.
+    drop(first);
+    let mut reopened = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..100 {
+        let response = s.client.get(s.url("/api/events")).send().await.unwrap();
+        reopened = response.status();
+        if reopened == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reopened, StatusCode::OK);
+}
