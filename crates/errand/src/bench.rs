@@ -250,15 +250,7 @@ async fn enqueue(
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    let elapsed = started.elapsed();
-    let stored = count_jobs(&store).await?;
-    Ok(RunResult {
-        jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
-        commits_per_job: (store.commits() - commits_before) as f64 / jobs as f64,
-        lost: jobs.saturating_sub(stored),
-        duplicated: stored.saturating_sub(jobs),
-        ..RunResult::default()
-    })
+    enqueue_result(&store, jobs, started.elapsed(), commits_before).await
 }
 
 /// Batches of 1,000 from 4 concurrent clients (a batch endpoint rarely has
@@ -288,8 +280,17 @@ async fn enqueue_batch(store: Arc<dyn Store>, jobs: usize) -> anyhow::Result<Run
     while let Some(done) = clients.join_next().await {
         done??;
     }
-    let elapsed = started.elapsed();
-    let stored = count_jobs(&store).await?;
+    enqueue_result(&store, jobs, started.elapsed(), commits_before).await
+}
+
+/// An enqueue run's figures, checking that exactly `jobs` were stored.
+async fn enqueue_result(
+    store: &Arc<dyn Store>,
+    jobs: usize,
+    elapsed: Duration,
+    commits_before: u64,
+) -> anyhow::Result<RunResult> {
+    let stored = count_jobs(store).await?;
     Ok(RunResult {
         jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
         commits_per_job: (store.commits() - commits_before) as f64 / jobs as f64,
