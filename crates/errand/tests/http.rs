@@ -834,3 +834,45 @@ async fn one_client_cannot_hold_more_streams_than_allowed() {
     }
     assert_eq!(reopened, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_by_default_and_answers_configured_origins() {
+    let s = server(ServerConfig::default(), true).await;
+    let response = s
+        .client
+        .get(s.url("/api/commands"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
+    let config = ServerConfig {
+        cors_origins: vec!["https://app.example".into()],
+        ..ServerConfig::default()
+    };
+    let s = server(config, true).await;
+    let preflight = s
+        .client
+        .request(reqwest::Method::OPTIONS, s.url("/api/commands/jobs"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = s
+        .client
+        .get(s.url("/api/commands"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
