@@ -197,8 +197,8 @@ pub(crate) fn stats(conn: &Connection, now: Timestamp) -> Result<Vec<CommandStat
             counts,
             mean_run_secs: (!run_times.is_empty())
                 .then(|| run_times.iter().sum::<f64>() / run_times.len() as f64),
-            p50_run_secs: percentile(&run_times, 0.50),
-            p95_run_secs: percentile(&run_times, 0.95),
+            p50_run_secs: errand_store::nearest_rank(&run_times, 0.50),
+            p95_run_secs: errand_store::nearest_rank(&run_times, 0.95),
             failure_rate: (completed + failed > 0)
                 .then(|| failed as f64 / (completed + failed) as f64),
             oldest_new_age_secs: oldest_ready
@@ -206,15 +206,6 @@ pub(crate) fn stats(conn: &Connection, now: Timestamp) -> Result<Vec<CommandStat
         });
     }
     Ok(stats)
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 pub(crate) fn workers(conn: &Connection, now: Timestamp) -> Result<Vec<WorkerInfo>, StoreError> {

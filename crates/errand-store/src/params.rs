@@ -292,3 +292,13 @@ pub struct WorkerInfo {
     pub started: Timestamp,
     pub last_heartbeat: Timestamp,
 }
+
+/// Nearest-rank percentile `p` (0..1) of sorted values; `None` when empty.
+/// Shared by the stores so their stats agree.
+pub fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}

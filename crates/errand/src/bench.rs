@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use errand::url::StoreUrl;
-use errand::{CommandOptions, JobId, NewJob, Registry, Store, SystemClock, Worker, WorkerConfig};
+
+use crate::bench_target::Target;
+use errand::{CommandOptions, JobId, NewJob, Registry, Store, Worker, WorkerConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -59,38 +60,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
     };
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
-    let base = match &args.store {
-        Some(url) => match StoreUrl::parse(url)? {
-            StoreUrl::Sqlite { path, synchronous } => (path, synchronous),
-        },
-        None => (scratch.path().join("bench.db"), Default::default()),
-    };
-    // The machine's yardstick, measured in this same run: plain SQLite
-    // inserts of a job-sized row, 1,000 per transaction.
+    let target = Target::from_arg(args.store.as_deref(), scratch.path())?;
     let mut baselines: Vec<f64> = Vec::new();
-    for index in 0..args.runs {
-        let path = base
-            .0
-            .with_file_name(format!("baseline-{index}-{}.db", std::process::id()));
-        baselines.push(sqlite_insert_baseline(&path, args.jobs, base.1)?);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+    for _ in 0..args.runs {
+        baselines.push(target.baseline(args.jobs).await?);
     }
     let baseline = median(&mut baselines);
+    let store_name = target.name();
     if args.json {
         println!(
             "{}",
-            json!({"workload": "baseline-sqlite-insert", "store": "sqlite", "rows_per_sec": baseline, "runs": args.runs})
+            json!({"workload": "baseline-insert", "store": store_name, "rows_per_sec": baseline, "runs": args.runs})
         );
     } else {
         println!(
-            "store: sqlite ({:?} sync), {} jobs per run, {} runs, median [min – max]",
-            base.1, args.jobs, args.runs
+            "store: {}, {} jobs per run, {} runs, median [min – max]",
+            target.describe(),
+            args.jobs,
+            args.runs
         );
-        println!(
-            "baseline: plain SQLite inserts, 1,000 rows per transaction: {baseline:.0} rows/s"
-        );
+        println!("baseline: plain inserts, 1,000 rows per transaction: {baseline:.0} rows/s");
         println!(
             "{:<14} {:>12} {:>22} {:>10} {:>10} {:>10} {:>12} {:>6}",
             "workload", "jobs/s", "range", "x baseline", "p50 ms", "p99 ms", "commits/job", "lost"
@@ -99,30 +88,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut failed = false;
     for workload in workloads {
         let mut runs = Vec::new();
-        for index in 0..args.runs {
-            let path = base.0.with_file_name(format!(
-                "bench-{workload}-{index}-{}.db",
-                std::process::id()
-            ));
-            let store = StoreUrl::Sqlite {
-                path: path.clone(),
-                synchronous: base.1,
-            }
-            .open(Arc::new(SystemClock))
-            .await?;
+        for _ in 0..args.runs {
+            let (store, fresh) = target.fresh(workload).await?;
             let result = match workload {
-                "enqueue" => enqueue(store, args.jobs, args.submitters).await?,
-                "enqueue-batch" => enqueue_batch(store, args.jobs).await?,
-                "drain" => drain(store, args.jobs, args.max_tasks).await?,
-                "sse-fanout" => crate::fanout::sse_fanout(store, args.subscribers).await?,
-                _ => latency_idle(store, 500).await?,
+                "enqueue" => enqueue(store.clone(), args.jobs, args.submitters).await,
+                "enqueue-batch" => enqueue_batch(store.clone(), args.jobs).await,
+                "drain" => drain(store.clone(), args.jobs, args.max_tasks).await,
+                "sse-fanout" => crate::fanout::sse_fanout(store.clone(), args.subscribers).await,
+                _ => latency_idle(store.clone(), 500).await,
             };
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            runs.push(result);
+            drop(store);
+            fresh.remove().await;
+            runs.push(result?);
         }
-        failed |= report(workload, &runs, args.json, baseline);
+        failed |= report(workload, store_name, &runs, args.json, baseline);
     }
     if failed {
         bail!("a run lost or duplicated jobs");
@@ -144,7 +123,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Prints one workload's line; true when a run lost or duplicated jobs.
-fn report(workload: &str, runs: &[RunResult], json: bool, baseline: f64) -> bool {
+fn report(workload: &str, store: &str, runs: &[RunResult], json: bool, baseline: f64) -> bool {
     let mut rates: Vec<f64> = runs.iter().map(|r| r.jobs_per_sec).collect();
     let mut commits: Vec<f64> = runs.iter().map(|r| r.commits_per_job).collect();
     let rate = median(&mut rates);
@@ -166,7 +145,7 @@ fn report(workload: &str, runs: &[RunResult], json: bool, baseline: f64) -> bool
         println!(
             "{}",
             json!({
-                "workload": workload, "store": "sqlite", "jobs_per_sec": rate,
+                "workload": workload, "store": store, "jobs_per_sec": rate,
                 "jobs_per_sec_min": min, "jobs_per_sec_max": max,
                 "p50_ms": p50, "p99_ms": p99, "commits_per_job": commits,
                 "ratio_to_baseline": rate / baseline,
@@ -188,38 +167,6 @@ fn report(workload: &str, runs: &[RunResult], json: bool, baseline: f64) -> bool
         );
     }
     lost + duplicated > 0
-}
-
-/// Rows per second for plain inserts of a job-sized row.
-fn sqlite_insert_baseline(
-    path: &std::path::Path,
-    rows: usize,
-    sync: errand_sqlite::Synchronous,
-) -> anyhow::Result<f64> {
-    let mut conn = rusqlite::Connection::open(path)?;
-    let sync = match sync {
-        errand_sqlite::Synchronous::Normal => "NORMAL",
-        errand_sqlite::Synchronous::Full => "FULL",
-    };
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
-         CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, payload TEXT NOT NULL);"
-    ))?;
-    let payload = serde_json::to_string(&json!({"i": 12345, "app": "bench", "command": "noop"}))?;
-    let started = Instant::now();
-    let mut done = 0;
-    while done < rows {
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO t (name, payload) VALUES (?, ?)")?;
-            for i in done..(done + 1000).min(rows) {
-                insert.execute(rusqlite::params![format!("job-{i}"), payload])?;
-            }
-        }
-        tx.commit()?;
-        done = (done + 1000).min(rows);
-    }
-    Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
 fn noop_job(i: usize) -> NewJob {

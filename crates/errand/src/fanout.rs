@@ -52,7 +52,12 @@ pub(crate) async fn sse_fanout(
     let worker = Worker::new(store.clone(), registry, config);
     worker.register().await?;
     let worker = tokio::spawn(worker.run(stop.clone()));
-    let state = errand_server::AppState::new(store.clone(), errand_server::ServerConfig::default());
+    // Every client comes from 127.0.0.1: lift the per-client stream cap.
+    let server_config = errand_server::ServerConfig {
+        max_streams_per_client: subscribers + 1,
+        ..errand_server::ServerConfig::default()
+    };
+    let state = errand_server::AppState::new(store.clone(), server_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let server = tokio::spawn(errand_server::serve(listener, state.clone()));
@@ -116,6 +121,10 @@ async fn subscribe(
         .await?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    if !line.starts_with("HTTP/1.1 200") {
+        bail!("the stream was refused: {}", line.trim());
+    }
     loop {
         line.clear();
         reader.read_line(&mut line).await?;

@@ -1,6 +1,7 @@
 //! The `errand` command line.
 
 mod bench;
+mod bench_target;
 mod fanout;
 
 use std::time::Duration;

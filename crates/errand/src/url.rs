@@ -19,6 +19,8 @@ pub enum StoreUrl {
         path: PathBuf,
         synchronous: Synchronous,
     },
+    /// `postgres://user[:password]@host[:port]/database[?options]`.
+    Postgres { url: String },
 }
 
 impl StoreUrl {
@@ -54,10 +56,16 @@ impl StoreUrl {
                     synchronous,
                 })
             }
-            "postgres" | "postgresql" => Err(bad(
-                "the PostgreSQL store is not built yet; use sqlite://PATH",
-            )),
-            other => Err(bad(&format!("unknown store {other:?}; use sqlite://PATH"))),
+            "postgres" | "postgresql" => {
+                url.parse::<errand_postgres::PgConfig>()
+                    .map_err(|e| bad(&format!("not a PostgreSQL URL: {e}")))?;
+                Ok(StoreUrl::Postgres {
+                    url: url.to_owned(),
+                })
+            }
+            other => Err(bad(&format!(
+                "unknown store {other:?}; use sqlite://PATH or postgres://..."
+            ))),
         }
     }
 
@@ -76,6 +84,15 @@ impl StoreUrl {
                     .await
                     .map_err(|e| Error::BadUrl(format!("opening the store panicked: {e}")))??;
                 Ok(Arc::new(store))
+            }
+            StoreUrl::Postgres { url } => {
+                let options = errand_postgres::PgOptions {
+                    clock,
+                    ..errand_postgres::PgOptions::default()
+                };
+                Ok(Arc::new(
+                    errand_postgres::PgStore::connect(url, options).await?,
+                ))
             }
         }
     }
@@ -110,6 +127,7 @@ mod tests {
             ("sqlite://", "empty"),
             ("sqlite://x.db?fast=yes", "fast=yes"),
             ("mysql://x", "unknown store"),
+            ("postgres://host:notaport/db", "not a PostgreSQL URL"),
         ] {
             let err = StoreUrl::parse(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");

@@ -171,8 +171,12 @@ async fn batches_lists_and_idempotency_keys() {
 
 #[tokio::test]
 async fn bad_store_urls_are_reported_clearly() {
-    let err = Queue::open("postgres://localhost/x").await.unwrap_err();
-    assert!(err.to_string().contains("PostgreSQL"), "{err}");
+    let err = Queue::open("postgres://postgres@127.0.0.1:1/x")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unavailable"), "{err}");
+    let err = Queue::open("mysql://localhost/x").await.unwrap_err();
+    assert!(err.to_string().contains("unknown store"), "{err}");
     let err = Queue::open("sqlite:///nonexistent-dir/sub/x.db")
         .await
         .unwrap_err();

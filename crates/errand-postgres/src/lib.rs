@@ -1,0 +1,385 @@
+//! errand's PostgreSQL store: many servers and workers on many hosts share
+//! one database (SPEC §10).
+//!
+//! # Layout
+//! - [`PgStore`] (this file): the pool, migrations on connect, and the
+//!   [`Store`] implementation: one transaction per call.
+//! - `write` / `read`: the SQL of every operation. Claims use
+//!   `FOR UPDATE SKIP LOCKED`; every transition is an UPDATE whose WHERE
+//!   clause is the compare-and-set, inserting its event in the same statement.
+//! - `listen`: the change feed. Each transaction that writes events sends
+//!   one `NOTIFY errand_events` naming their id range; one LISTEN
+//!   connection per process turns other processes' notifications into
+//!   events on the local feed (events of this process go out directly).
+//! - `rows`: row ↔ type conversions and error mapping.
+//! - `migrations`: the embedded schema, applied under an advisory lock.
+
+mod listen;
+mod migrations;
+mod read;
+mod rows;
+mod write;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use errand_core::{Clock, Job, JobEvent, JobId, Progress, SystemClock, Timestamp};
+use errand_store::*;
+use tokio::sync::broadcast;
+use tokio_postgres::NoTls;
+use tokio_util_shim::CancelOnDrop;
+
+use crate::rows::{db, pool};
+
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long a call waits for a connection before it fails as
+    /// unavailable (so requests during an outage answer promptly).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+const FEED_CAPACITY: usize = 16 * 1024;
+
+pub use tokio_postgres::Config as PgConfig;
+
+pub struct PgStore {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    feed: broadcast::Sender<Arc<JobEvent>>,
+    commits: AtomicU64,
+    /// Names this process in notifications, so it skips its own.
+    origin: String,
+    seen: Arc<std::sync::Mutex<listen::Seen>>,
+    _listener: CancelOnDrop,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+mod tokio_util_shim {
+    /// Aborts a background task when the store is dropped.
+    pub struct CancelOnDrop(pub tokio::task::JoinHandle<()>);
+
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host/db`), migrates, and starts
+    /// listening for other processes' events.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        Self::connect_with(config, options).await
+    }
+
+    /// [`connect`](Self::connect) with a parsed configuration.
+    pub async fn connect_with(
+        config: tokio_postgres::Config,
+        options: PgOptions,
+    ) -> Result<Self, StoreError> {
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot build the pool: {e}")))?;
+        {
+            let mut client = pool.get().await.map_err(rows::pool)?;
+            let applied = migrations::migrate(&mut client)
+                .await
+                .map_err(StoreError::Backend)?;
+            if applied > 0 {
+                tracing::info!(applied, "migrated the PostgreSQL store");
+            }
+        }
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let origin = uuid::Uuid::now_v7().simple().to_string();
+        let seen = Arc::new(std::sync::Mutex::new(listen::Seen::default()));
+        let listener = tokio::spawn(listen::run(
+            config,
+            pool.clone(),
+            feed.clone(),
+            origin.clone(),
+            seen.clone(),
+        ));
+        Ok(Self {
+            pool,
+            clock: options.clock,
+            feed,
+            commits: AtomicU64::new(0),
+            origin,
+            seen,
+            _listener: CancelOnDrop(listener),
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool)
+    }
+
+    /// Announces the events to other processes, commits, then publishes
+    /// them on this process's feed.
+    async fn commit(
+        &self,
+        tx: deadpool_postgres::Transaction<'_>,
+        events: Vec<JobEvent>,
+    ) -> Result<(), StoreError> {
+        if let (Some(min), Some(max)) = (
+            events.iter().map(|e| e.id).min(),
+            events.iter().map(|e| e.id).max(),
+        ) {
+            let payload = format!("{}:{min}:{max}", self.origin);
+            tx.execute("SELECT pg_notify('errand_events', $1)", &[&payload])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        for event in events {
+            let first = self.seen.lock().expect("never poisoned").first(event.id);
+            if first {
+                let _ = self.feed.send(Arc::new(event));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `$body` in a transaction on a pooled connection and commits it with
+/// the events it recorded.
+macro_rules! in_transaction {
+    ($store:expr, |$tx:ident, $events:ident| $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await.map_err(db)?;
+        let mut $events: Vec<JobEvent> = Vec::new();
+        let value = $body;
+        $store.commit($tx, $events).await?;
+        Ok(value)
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError> {
+        job.validate().map_err(StoreError::Invalid)?;
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::submit(
+            &tx,
+            now,
+            &job,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<SubmitReceipt>, StoreError> {
+        for (index, job) in jobs.iter().enumerate() {
+            job.validate()
+                .map_err(|msg| StoreError::Invalid(format!("job {index}: {msg}")))?;
+        }
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| {
+            let mut receipts = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                receipts.push(write::submit(&tx, now, job, &mut events).await?);
+            }
+            receipts
+        })
+    }
+
+    async fn claim(&self, params: ClaimParams) -> Result<Vec<Job>, StoreError> {
+        if params.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::claim(
+            &tx,
+            now,
+            &params,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn heartbeat(&self, params: HeartbeatParams) -> Result<HeartbeatReply, StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| {
+            let _ = &mut events;
+            write::heartbeat(&tx, now, &params).await?
+        })
+    }
+
+    async fn finish(
+        &self,
+        outcomes: Vec<(Fence, Outcome)>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| {
+            let mut results = Vec::with_capacity(outcomes.len());
+            for (fence, outcome) in &outcomes {
+                results.push(write::finish_one(&tx, now, fence, outcome, &mut events).await?);
+            }
+            results
+        })
+    }
+
+    async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::report_progress(
+            &tx,
+            now,
+            fence,
+            &progress,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn append_log(&self, fence: &Fence, line: String) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::append_log(
+            &tx,
+            now,
+            fence,
+            &line,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn cancel(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::cancel(
+            &tx,
+            now,
+            job_id,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::retry(
+            &tx,
+            now,
+            job_id,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn reap_expired(&self) -> Result<Vec<JobId>, StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::reap_expired(
+            &tx,
+            now,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn get(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        read::get(&**self.client().await?, job_id).await
+    }
+
+    async fn list(&self, params: ListParams) -> Result<JobPage, StoreError> {
+        read::list(&**self.client().await?, &params).await
+    }
+
+    async fn events(
+        &self,
+        job_id: &JobId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<JobEvent>, StoreError> {
+        read::events(&**self.client().await?, job_id, after_seq, limit).await
+    }
+
+    async fn feed(&self, after_id: i64, limit: usize) -> Result<Vec<JobEvent>, StoreError> {
+        read::feed(&**self.client().await?, after_id, limit).await
+    }
+
+    async fn stats(&self) -> Result<Vec<CommandStats>, StoreError> {
+        read::stats(&**self.client().await?, self.clock.now()).await
+    }
+
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+        in_transaction!(self, |tx, events| {
+            let _ = &mut events;
+            write::prune(&tx, before).await?
+        })
+    }
+
+    async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| {
+            let _ = &mut events;
+            write::register_worker(&tx, now, &worker).await?
+        })
+    }
+
+    async fn deregister_worker(&self, worker_id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM errand_workers WHERE id = $1", &[&worker_id])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        read::workers(&**self.client().await?, self.clock.now()).await
+    }
+
+    async fn commands(&self) -> Result<Vec<CommandInfo>, StoreError> {
+        read::commands(&**self.client().await?).await
+    }
+
+    fn subscribe(&self) -> ChangeFeed {
+        self.feed.subscribe()
+    }
+
+    fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+}

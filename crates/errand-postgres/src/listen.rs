@@ -1,0 +1,174 @@
+//! The cross-process change feed: one LISTEN connection per process.
+//!
+//! A notification names an event id range written by one transaction of
+//! another process; the listener reads those events and publishes the ones
+//! it has not published yet. It reconnects with back-off, and warns when
+//! its own test notifications stop arriving (e.g. behind a pooler in
+//! transaction mode, where LISTEN does not work): workers then rely on
+//! their poll.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use errand_core::JobEvent;
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::read;
+
+const CHANNEL: &str = "errand_events";
+/// How often the listener checks that notifications still arrive.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// Remote event ids remembered to drop duplicates.
+const REMEMBER: usize = 100_000;
+
+pub(crate) async fn run(
+    config: tokio_postgres::Config,
+    pool: Pool,
+    feed: broadcast::Sender<Arc<JobEvent>>,
+    origin: String,
+    seen: Arc<Mutex<Seen>>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen_once(&config, &pool, &feed, &origin, &seen).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "change-feed listener lost its connection")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Event ids already published on this process's feed (its own and other
+/// processes' recent ones), so none is published twice.
+#[derive(Default)]
+pub(crate) struct Seen {
+    ids: HashSet<i64>,
+    order: VecDeque<i64>,
+}
+
+impl Seen {
+    /// True the first time `id` is offered.
+    pub(crate) fn first(&mut self, id: i64) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > REMEMBER {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    pool: &Pool,
+    feed: &broadcast::Sender<Arc<JobEvent>>,
+    origin: &str,
+    seen: &Mutex<Seen>,
+) -> Result<(), String> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (tx, mut notifications) = mpsc::unbounded_channel();
+    // The connection must be polled for LISTEN to complete and for
+    // notifications to arrive: a task drives it and forwards them.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let result = async {
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::debug!("listening for errand events");
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut pings_sent = 0u64;
+        let mut pings_seen = 0u64;
+        loop {
+            tokio::select! {
+                payload = notifications.recv() => {
+                    let Some(payload) = payload else {
+                        return Err("the listening connection closed".to_owned());
+                    };
+                    if payload.starts_with("ping:") {
+                        if payload == format!("ping:{origin}:{pings_sent}") {
+                            pings_seen = pings_sent;
+                        }
+                        continue;
+                    }
+                    relay(&payload, pool, feed, origin, seen).await;
+                }
+                _ = ping.tick() => {
+                    if pings_sent > pings_seen + 1 {
+                        tracing::warn!("PostgreSQL notifications are not arriving (a pooler in transaction mode?): \
+                            new jobs are found by polling only, and SSE streams see other hosts' events late");
+                    }
+                    pings_sent += 1;
+                    if let Ok(conn) = pool.get().await {
+                        let _ = conn
+                            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("ping:{origin}:{pings_sent}")])
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// Publishes the events another process announced.
+async fn relay(
+    payload: &str,
+    pool: &Pool,
+    feed: &broadcast::Sender<Arc<JobEvent>>,
+    origin: &str,
+    seen: &Mutex<Seen>,
+) {
+    let mut parts = payload.split(':');
+    let (Some(from_origin), Some(min), Some(max)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    if from_origin == origin {
+        return; // published at commit already
+    }
+    let (Ok(min), Ok(max)) = (min.parse::<i64>(), max.parse::<i64>()) else {
+        return;
+    };
+    let events = match pool.get().await {
+        Ok(client) => read::events_between(&client, min, max).await,
+        Err(err) => Err(crate::rows::pool(err)),
+    };
+    match events {
+        Ok(events) => {
+            for event in events {
+                let first = seen.lock().expect("never poisoned").first(event.id);
+                if first {
+                    let _ = feed.send(Arc::new(event));
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot read announced events"),
+    }
+}

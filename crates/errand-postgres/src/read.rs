@@ -1,0 +1,266 @@
+//! Every read, on a pooled connection.
+
+use std::collections::BTreeMap;
+
+use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
+use errand_store::{CommandInfo, CommandStats, JobPage, ListParams, StoreError, WorkerInfo};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use crate::rows::{self, db, ts, JOB_COLUMNS};
+use crate::write::WORKER_TTL;
+
+const EVENT_COLUMNS: &str =
+    "e.id AS event_id, j.id AS job_id, e.seq, e.kind, e.status, j.app, j.command, e.data, e.at";
+
+pub(crate) async fn get(client: &Client, job_id: &JobId) -> Result<Job, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM errand_jobs j WHERE j.id = $1");
+    let row = client
+        .query_opt(&sql, &[&job_id.as_str()])
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound(job_id.clone()))?;
+    rows::job(&row)
+}
+
+pub(crate) async fn list(client: &Client, params: &ListParams) -> Result<JobPage, StoreError> {
+    let limit = params.effective_limit().map_err(StoreError::Invalid)?;
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut filter = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+        values.push(value);
+        clauses.push(clause.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(app) = &params.app {
+        filter("j.app = ?", Box::new(app.clone()));
+    }
+    if let Some(command) = &params.command {
+        match command.split_once('.') {
+            Some((app, name)) if params.app.is_none() => {
+                filter("j.app = ?", Box::new(app.to_owned()));
+                filter("j.command = ?", Box::new(name.to_owned()));
+            }
+            _ => filter("j.command = ?", Box::new(command.clone())),
+        }
+    }
+    if let Some(status) = params.status {
+        filter("j.status = ?", Box::new(status.as_str()));
+    }
+    if let Some(queue) = &params.queue {
+        filter("j.queue = ?", Box::new(queue.clone()));
+    }
+    if let Some(parent) = &params.parent_id {
+        filter("j.parent_id = ?", Box::new(parent.as_str().to_owned()));
+    }
+    if let Some(after) = params.created_after {
+        filter("j.created > ?", Box::new(ts(after)));
+    }
+    if let Some(before) = params.created_before {
+        filter("j.created < ?", Box::new(ts(before)));
+    }
+    if let Some(cursor) = &params.cursor {
+        let seq: i64 = cursor.parse().map_err(|_| {
+            StoreError::Invalid(format!("cursor {cursor:?} is not one we gave out"))
+        })?;
+        filter("j.seq < ?", Box::new(seq));
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    values.push(Box::new(limit as i64 + 1));
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM errand_jobs j {filter_sql} ORDER BY j.seq DESC LIMIT ${}",
+        values.len()
+    );
+    let refs: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = client.query(&sql, &refs).await.map_err(db)?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut last_seq = 0i64;
+    for row in rows.iter().take(limit) {
+        jobs.push(rows::job(row)?);
+        last_seq = row.get("seq");
+    }
+    let next_cursor = (rows.len() > limit).then(|| last_seq.to_string());
+    Ok(JobPage { jobs, next_cursor })
+}
+
+pub(crate) async fn events(
+    client: &Client,
+    job_id: &JobId,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<JobEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM errand_jobs j JOIN errand_events e ON e.job_seq = j.seq \
+         WHERE j.id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
+    );
+    let rows = client
+        .query(&sql, &[&job_id.as_str(), &after_seq, &(limit as i64)])
+        .await
+        .map_err(db)?;
+    if rows.is_empty() {
+        get(client, job_id).await?; // NotFound for an unknown job
+    }
+    rows.iter().map(rows::event).collect()
+}
+
+pub(crate) async fn feed(
+    client: &Client,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<JobEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM errand_events e JOIN errand_jobs j ON e.job_seq = j.seq \
+         WHERE e.id > $1 ORDER BY e.id LIMIT $2"
+    );
+    let rows = client
+        .query(&sql, &[&after_id, &(limit as i64)])
+        .await
+        .map_err(db)?;
+    rows.iter().map(rows::event).collect()
+}
+
+/// Events with ids in `[from, to]`, for the change-feed listener.
+pub(crate) async fn events_between(
+    client: &Client,
+    from: i64,
+    to: i64,
+) -> Result<Vec<JobEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM errand_events e JOIN errand_jobs j ON e.job_seq = j.seq \
+         WHERE e.id BETWEEN $1 AND $2 ORDER BY e.id"
+    );
+    let rows = client.query(&sql, &[&from, &to]).await.map_err(db)?;
+    rows.iter().map(rows::event).collect()
+}
+
+pub(crate) async fn stats(
+    client: &Client,
+    now: Timestamp,
+) -> Result<Vec<CommandStats>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT app, command, status, count(*) FROM errand_jobs GROUP BY app, command, status",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    let mut by_command: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
+    for row in rows {
+        let counts = by_command
+            .entry((row.get(0), row.get(1)))
+            .or_insert_with(|| {
+                JobStatus::ALL
+                    .iter()
+                    .map(|s| (s.as_str().to_owned(), 0))
+                    .collect()
+            });
+        counts.insert(row.get(2), row.get::<_, i64>(3) as u64);
+    }
+    let now_at = ts(now);
+    let mut stats = Vec::with_capacity(by_command.len());
+    for ((app, command), counts) in by_command {
+        let mut run_times: Vec<f64> = client
+            .query(
+                "SELECT EXTRACT(EPOCH FROM (finished - started))::float8 FROM errand_jobs \
+                 WHERE app = $1 AND command = $2 AND status IN ('completed', 'failed') \
+                 AND started IS NOT NULL ORDER BY finished DESC LIMIT 1000",
+                &[&app, &command],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get::<_, f64>(0))
+            .collect();
+        run_times.sort_by(f64::total_cmp);
+        let oldest: Option<f64> = client
+            .query_one(
+                "SELECT EXTRACT(EPOCH FROM ($3 - min(run_at)))::float8 FROM errand_jobs \
+                 WHERE app = $1 AND command = $2 AND status = 'new' AND run_at <= $3",
+                &[&app, &command, &now_at],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        let completed = counts.get("completed").copied().unwrap_or(0);
+        let failed = counts.get("failed").copied().unwrap_or(0);
+        stats.push(CommandStats {
+            app,
+            command,
+            counts,
+            mean_run_secs: (!run_times.is_empty())
+                .then(|| run_times.iter().sum::<f64>() / run_times.len() as f64),
+            p50_run_secs: errand_store::nearest_rank(&run_times, 0.50),
+            p95_run_secs: errand_store::nearest_rank(&run_times, 0.95),
+            failure_rate: (completed + failed > 0)
+                .then(|| failed as f64 / (completed + failed) as f64),
+            oldest_new_age_secs: oldest,
+        });
+    }
+    Ok(stats)
+}
+
+pub(crate) async fn workers(
+    client: &Client,
+    now: Timestamp,
+) -> Result<Vec<WorkerInfo>, StoreError> {
+    let cutoff = ts(now.minus(WORKER_TTL));
+    let rows = client
+        .query(
+            "SELECT w.id, w.host, w.pid, w.queues, w.commands, w.slots, w.started, w.last_heartbeat, \
+             coalesce((SELECT array_agg(j.id ORDER BY j.seq) FROM errand_jobs j \
+                       WHERE j.status = 'running' AND j.worker_id = w.id), '{}') AS running \
+             FROM errand_workers w WHERE w.last_heartbeat >= $1 ORDER BY w.started",
+            &[&cutoff],
+        )
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let started: chrono::DateTime<chrono::Utc> = row.get(6);
+            let heartbeat: chrono::DateTime<chrono::Utc> = row.get(7);
+            let running: Vec<String> = row.get(8);
+            Ok(WorkerInfo {
+                worker_id: row.get(0),
+                host: row.get(1),
+                pid: row.get::<_, i64>(2) as u32,
+                queues: serde_json::from_value(row.get(3)).unwrap_or_default(),
+                commands: serde_json::from_value(row.get(4)).unwrap_or_default(),
+                slots: row.get::<_, i64>(5) as usize,
+                running: running.into_iter().map(JobId::from).collect(),
+                started: Timestamp::from_datetime(started),
+                last_heartbeat: Timestamp::from_datetime(heartbeat),
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn commands(client: &Client) -> Result<Vec<CommandInfo>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT app, name, description, input_schema, defaults, worker_id, updated \
+             FROM errand_commands ORDER BY app, name",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let updated: chrono::DateTime<chrono::Utc> = row.get(6);
+            Ok(CommandInfo {
+                app: row.get(0),
+                name: row.get(1),
+                description: row.get(2),
+                input_schema: row.get(3),
+                defaults: serde_json::from_value(row.get(4)).unwrap_or_default(),
+                worker_id: row.get(5),
+                updated: Timestamp::from_datetime(updated),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,678 @@
+//! Every write, inside a transaction the caller commits. Each change of a
+//! job is an UPDATE whose WHERE clause is the compare-and-set, and its
+//! event is inserted by the same statement.
+
+use errand_core::{
+    error_kind, EventKind, Job, JobError, JobEvent, JobId, JobStatus, Progress, Timestamp,
+};
+use errand_store::*;
+use serde_json::{json, Value};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Transaction;
+
+use crate::rows::{self, db, ts, JOB_COLUMNS};
+
+/// How long a worker may stay silent before it no longer counts as alive.
+pub(crate) const WORKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+/// Updates the job(s) matching `filter` with `set` (both may use `$1` =
+/// now; caller parameters start at `$4`), bumps `event_seq`, and records an
+/// event of `kind` with `data` (`$2`, `$3`). Returns each changed job with
+/// its event.
+async fn transition(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    set: &str,
+    filter: &str,
+    extra: &[&(dyn ToSql + Sync)],
+    kind: EventKind,
+    data: Value,
+) -> Result<Vec<(Job, JobEvent)>, StoreError> {
+    let sql = format!(
+        "WITH u AS (UPDATE errand_jobs j SET {set}, event_seq = j.event_seq + 1 WHERE {filter} RETURNING j.*), \
+         e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+               SELECT u.seq, u.event_seq, $2, u.status, $3, $1 FROM u RETURNING id, job_seq) \
+         SELECT {JOB_COLUMNS}, e.id AS event_id FROM u AS j JOIN e ON e.job_seq = j.seq"
+    );
+    let now_at = ts(now);
+    let kind_text = kind.as_str();
+    let mut params: Params = vec![&now_at, &kind_text, &data];
+    params.extend_from_slice(extra);
+    let rows = tx.query(&sql, &params).await.map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            let job = rows::job(row)?;
+            let event = JobEvent {
+                id: row.try_get("event_id").map_err(db)?,
+                job_id: job.job_id.clone(),
+                seq: job.event_seq,
+                kind,
+                status: job.status,
+                app: job.app.clone(),
+                command: job.command.clone(),
+                data: data.clone(),
+                at: now,
+            };
+            Ok((job, event))
+        })
+        .collect()
+}
+
+pub(crate) async fn submit(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    job: &NewJob,
+    events: &mut Vec<JobEvent>,
+) -> Result<SubmitReceipt, StoreError> {
+    let job_id = JobId::generate();
+    let run_at = job.run_at.unwrap_or(now);
+    let data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
+    let retry = serde_json::to_value(&job.retry).expect("policies serialize");
+    let max_attempts = job.retry.max_attempts as i32;
+    let parent = job.parent_id.as_ref().map(JobId::as_str);
+    let (now_at, run_at_at) = (ts(now), ts(run_at));
+    let row = tx
+        .query_opt(
+            "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, \
+                 max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
+                 parent_id, created, updated, event_seq) \
+               VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1) \
+               ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq), \
+             e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+               SELECT j.seq, 1, 'status', 'new', $15, $14 FROM j RETURNING id) \
+             SELECT e.id FROM e",
+            &[
+                &job_id.as_str(),
+                &job.app,
+                &job.command,
+                &job.input,
+                &job.context,
+                &max_attempts,
+                &retry,
+                &job.priority,
+                &job.queue,
+                &run_at_at,
+                &job.timeout_secs,
+                &job.idempotency_key,
+                &parent,
+                &now_at,
+                &data,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let Some(row) = row else {
+        // The idempotency key is taken: answer with that job.
+        let existing = tx
+            .query_one(
+                "SELECT id, status FROM errand_jobs WHERE idempotency_key = $1",
+                &[&job.idempotency_key],
+            )
+            .await
+            .map_err(db)?;
+        return Ok(SubmitReceipt {
+            job_id: JobId::from(existing.get::<_, String>(0)),
+            created: false,
+            status: rows::status(existing.get(1))?,
+        });
+    };
+    events.push(JobEvent {
+        id: row.get(0),
+        job_id: job_id.clone(),
+        seq: 1,
+        kind: EventKind::Status,
+        status: JobStatus::New,
+        app: job.app.clone(),
+        command: job.command.clone(),
+        data,
+        at: now,
+    });
+    Ok(SubmitReceipt {
+        job_id,
+        created: true,
+        status: JobStatus::New,
+    })
+}
+
+pub(crate) async fn claim(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    params: &ClaimParams,
+    events: &mut Vec<JobEvent>,
+) -> Result<Vec<Job>, StoreError> {
+    if let Some(names) = &params.commands {
+        if let Some(bad) = names.iter().find(|n| !n.contains('.')) {
+            return Err(StoreError::Invalid(format!(
+                "command {bad:?} is not of the form app.name"
+            )));
+        }
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+    }
+    let lease_until = ts(now.plus(params.lease));
+    let mut claimed: Vec<(Job, JobEvent, i64)> = Vec::new();
+    for queue in &params.queues {
+        let remaining = params.limit.saturating_sub(claimed.len()) as i64;
+        if remaining == 0 {
+            break;
+        }
+        let sql = format!(
+            "WITH picked AS (SELECT seq FROM errand_jobs WHERE status = 'new' AND queue = $3 \
+                 AND run_at <= $1 AND ($4::text[] IS NULL OR app || '.' || command = ANY($4)) \
+                 ORDER BY priority DESC, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED), \
+             u AS (UPDATE errand_jobs j SET status = 'running', attempt = j.attempt + 1, \
+                 worker_id = $6, lease_until = $7, started = $1, updated = $1, \
+                 event_seq = j.event_seq + 1 FROM picked WHERE j.seq = picked.seq RETURNING j.*), \
+             e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+                 SELECT u.seq, u.event_seq, $2, 'running', \
+                   jsonb_build_object('status', 'running', 'attempt', u.attempt, 'worker_id', u.worker_id), $1 \
+                 FROM u RETURNING id, job_seq, data) \
+             SELECT {JOB_COLUMNS}, e.id AS event_id, e.data AS event_data \
+             FROM u AS j JOIN e ON e.job_seq = j.seq"
+        );
+        let now_at = ts(now);
+        let kind = EventKind::Status.as_str();
+        let rows = tx
+            .query(
+                &sql,
+                &[
+                    &now_at,
+                    &kind,
+                    queue,
+                    &params.commands,
+                    &remaining,
+                    &params.worker_id,
+                    &lease_until,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        for row in &rows {
+            let job = rows::job(row)?;
+            let event = JobEvent {
+                id: row.try_get("event_id").map_err(db)?,
+                job_id: job.job_id.clone(),
+                seq: job.event_seq,
+                kind: EventKind::Status,
+                status: JobStatus::Running,
+                app: job.app.clone(),
+                command: job.command.clone(),
+                data: row.try_get("event_data").map_err(db)?,
+                at: now,
+            };
+            let seq: i64 = row.try_get("seq").map_err(db)?;
+            claimed.push((job, event, seq));
+        }
+    }
+    claimed.sort_by(|a, b| (b.0.priority, a.0.run_at, a.2).cmp(&(a.0.priority, b.0.run_at, b.2)));
+    let mut jobs = Vec::with_capacity(claimed.len());
+    for (job, event, _) in claimed {
+        events.push(event);
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+pub(crate) async fn heartbeat(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    params: &HeartbeatParams,
+) -> Result<HeartbeatReply, StoreError> {
+    let now_at = ts(now);
+    let known = tx
+        .execute(
+            "UPDATE errand_workers SET last_heartbeat = $1 WHERE id = $2",
+            &[&now_at, &params.worker_id],
+        )
+        .await
+        .map_err(db)?;
+    let ids: Vec<&str> = params.running.iter().map(|f| f.job_id.as_str()).collect();
+    let attempts: Vec<i32> = params.running.iter().map(|f| f.attempt as i32).collect();
+    let lease_until = ts(now.plus(params.lease));
+    let renewed = tx
+        .query(
+            "UPDATE errand_jobs SET lease_until = $1 WHERE status = 'running' AND worker_id = $2 \
+             AND (id, attempt) IN (SELECT * FROM unnest($3::text[], $4::int[])) \
+             RETURNING id, cancel_requested",
+            &[&lease_until, &params.worker_id, &ids, &attempts],
+        )
+        .await
+        .map_err(db)?;
+    let mut reply = HeartbeatReply {
+        unknown_worker: known == 0,
+        ..HeartbeatReply::default()
+    };
+    let renewed: std::collections::HashMap<String, bool> =
+        renewed.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for fence in &params.running {
+        match renewed.get(fence.job_id.as_str()) {
+            None => reply.lost.push(fence.job_id.clone()),
+            Some(true) => reply.cancel_requested.push(fence.job_id.clone()),
+            Some(false) => {}
+        }
+    }
+    Ok(reply)
+}
+
+const FENCE: &str = "j.id = $4 AND j.status = 'running' AND j.attempt = $5 AND j.worker_id = $6";
+
+pub(crate) async fn finish_one(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    fence: &Fence,
+    outcome: &Outcome,
+    events: &mut Vec<JobEvent>,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let attempt = fence.attempt as i32;
+    let id = fence.job_id.as_str();
+    let (set, kind, data, value): (&str, EventKind, Value, Option<Value>) = match outcome {
+        Outcome::Completed { result } => (
+            "status = 'completed', result = $7, finished = $1, lease_until = NULL, updated = $1",
+            EventKind::Result,
+            json!({"status": "completed", "attempt": fence.attempt, "result": result}),
+            Some(result.clone()),
+        ),
+        Outcome::Failed { error, retry_at: Some(at) } => (
+            "status = 'new', error = $7, run_at = $8, worker_id = NULL, lease_until = NULL, updated = $1",
+            EventKind::Failure,
+            json!({"status": "new", "error": error, "retry_at": at}),
+            Some(serde_json::to_value(error).expect("errors serialize")),
+        ),
+        Outcome::Failed { error, retry_at: None } => (
+            "status = 'failed', error = $7, finished = $1, lease_until = NULL, updated = $1",
+            EventKind::Failure,
+            json!({"status": "failed", "error": error}),
+            Some(serde_json::to_value(error).expect("errors serialize")),
+        ),
+        Outcome::Canceled { message } => (
+            "status = 'canceled', finished = $1, lease_until = NULL, updated = $1",
+            EventKind::Status,
+            json!({"status": "canceled", "reason": message, "attempt": fence.attempt}),
+            None,
+        ),
+        Outcome::Released => (
+            "status = 'new', attempt = j.attempt - 1, worker_id = NULL, lease_until = NULL, updated = $1",
+            EventKind::Status,
+            json!({"status": "new", "reason": "released by a worker shutting down"}),
+            None,
+        ),
+    };
+    let retry_at = match outcome {
+        Outcome::Failed {
+            retry_at: Some(at), ..
+        } => Some(ts(*at)),
+        _ => None,
+    };
+    let mut extra: Params = vec![&id, &attempt, &fence.worker_id];
+    if value.is_some() {
+        extra.push(&value);
+    }
+    if retry_at.is_some() {
+        extra.push(&retry_at);
+    }
+    let changed = transition(tx, now, set, FENCE, &extra, kind, data).await?;
+    match changed.into_iter().next() {
+        Some((_, event)) => {
+            events.push(event);
+            Ok(Ok(()))
+        }
+        None => Ok(Err(fenced_out(tx, fence).await?)),
+    }
+}
+
+async fn fenced_out(tx: &Transaction<'_>, fence: &Fence) -> Result<StoreError, StoreError> {
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM errand_jobs WHERE id = $1",
+            &[&fence.job_id.as_str()],
+        )
+        .await
+        .map_err(db)?
+        .is_some();
+    Ok(if exists {
+        StoreError::LeaseLost {
+            job_id: fence.job_id.clone(),
+            attempt: fence.attempt,
+        }
+    } else {
+        StoreError::NotFound(fence.job_id.clone())
+    })
+}
+
+pub(crate) async fn report_progress(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    fence: &Fence,
+    progress: &Progress,
+    events: &mut Vec<JobEvent>,
+) -> Result<(), StoreError> {
+    let mut progress = progress.clone();
+    progress.updated = Some(now);
+    if let Some(fraction) = progress.fraction {
+        progress.fraction = Some(if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        });
+    }
+    let value = serde_json::to_value(&progress).expect("progress serializes");
+    let attempt = fence.attempt as i32;
+    let id = fence.job_id.as_str();
+    let extra: Params = vec![&id, &attempt, &fence.worker_id, &value];
+    let changed = transition(
+        tx,
+        now,
+        "progress = $7, updated = $1",
+        FENCE,
+        &extra,
+        EventKind::Progress,
+        value.clone(),
+    )
+    .await?;
+    match changed.into_iter().next() {
+        Some((_, event)) => {
+            events.push(event);
+            Ok(())
+        }
+        None => Err(fenced_out(tx, fence).await?),
+    }
+}
+
+pub(crate) async fn append_log(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    fence: &Fence,
+    line: &str,
+    events: &mut Vec<JobEvent>,
+) -> Result<(), StoreError> {
+    let attempt = fence.attempt as i32;
+    let id = fence.job_id.as_str();
+    let extra: Params = vec![&id, &attempt, &fence.worker_id];
+    let data = json!({"line": line, "attempt": fence.attempt});
+    let changed = transition(
+        tx,
+        now,
+        "updated = j.updated",
+        FENCE,
+        &extra,
+        EventKind::Log,
+        data,
+    )
+    .await?;
+    match changed.into_iter().next() {
+        Some((_, event)) => {
+            events.push(event);
+            Ok(())
+        }
+        None => Err(fenced_out(tx, fence).await?),
+    }
+}
+
+async fn current_status(tx: &Transaction<'_>, job_id: &JobId) -> Result<JobStatus, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT status FROM errand_jobs WHERE id = $1 FOR UPDATE",
+            &[&job_id.as_str()],
+        )
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound(job_id.clone()))?;
+    rows::status(row.get(0))
+}
+
+/// A change to apply to one job: the SET clause (`$6` is `error`), and the
+/// event that records it.
+struct Change<'a> {
+    set: &'a str,
+    error: Option<Value>,
+    kind: EventKind,
+    data: Value,
+}
+
+/// Applies `change` to the job if its status is `expected`.
+async fn update_if_status(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    job_id: &JobId,
+    expected: JobStatus,
+    change: Change<'_>,
+    events: &mut Vec<JobEvent>,
+) -> Result<Job, StoreError> {
+    let Change {
+        set,
+        error,
+        kind,
+        data,
+    } = change;
+    let id = job_id.as_str();
+    let status = expected.as_str();
+    let mut extra: Params = vec![&id, &status];
+    if error.is_some() {
+        extra.push(&error);
+    }
+    let changed = transition(
+        tx,
+        now,
+        set,
+        "j.id = $4 AND j.status = $5",
+        &extra,
+        kind,
+        data,
+    )
+    .await?;
+    let (job, event) = changed
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Backend(format!("job {job_id} changed under a row lock")))?;
+    events.push(event);
+    Ok(job)
+}
+
+pub(crate) async fn cancel(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    job_id: &JobId,
+    events: &mut Vec<JobEvent>,
+) -> Result<Job, StoreError> {
+    match current_status(tx, job_id).await? {
+        JobStatus::New => {
+            let data = json!({"status": "canceled", "reason": "canceled before it started"});
+            update_if_status(
+                tx,
+                now,
+                job_id,
+                JobStatus::New,
+                Change {
+                    set: "status = 'canceled', finished = $1, updated = $1",
+                    error: None,
+                    kind: EventKind::Status,
+                    data,
+                },
+                events,
+            )
+            .await
+        }
+        JobStatus::Running => {
+            let data = json!({"status": "running", "cancel_requested": true});
+            update_if_status(
+                tx,
+                now,
+                job_id,
+                JobStatus::Running,
+                Change {
+                    set: "cancel_requested = true, updated = $1",
+                    error: None,
+                    kind: EventKind::Status,
+                    data,
+                },
+                events,
+            )
+            .await
+        }
+        status => Err(StoreError::Conflict {
+            job_id: job_id.clone(),
+            status,
+            action: "cancel a finished job",
+        }),
+    }
+}
+
+pub(crate) async fn retry(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    job_id: &JobId,
+    events: &mut Vec<JobEvent>,
+) -> Result<Job, StoreError> {
+    let status = current_status(tx, job_id).await?;
+    if status.apply(errand_core::Transition::Retry).is_err() {
+        return Err(StoreError::Conflict {
+            job_id: job_id.clone(),
+            status,
+            action: "retry a job that is not failed or canceled",
+        });
+    }
+    let data = json!({"status": "new", "reason": "retried", "previous_status": status});
+    let set = "status = 'new', attempt = 0, run_at = $1, result = NULL, error = NULL, \
+         progress = NULL, cancel_requested = false, worker_id = NULL, lease_until = NULL, \
+         started = NULL, finished = NULL, updated = $1";
+    let change = Change {
+        set,
+        error: None,
+        kind: EventKind::Status,
+        data,
+    };
+    update_if_status(tx, now, job_id, status, change, events).await
+}
+
+pub(crate) async fn reap_expired(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    events: &mut Vec<JobEvent>,
+) -> Result<Vec<JobId>, StoreError> {
+    let now_at = ts(now);
+    let expired = tx
+        .query(
+            "SELECT id, attempt, max_attempts, cancel_requested FROM errand_jobs \
+             WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT 1000 \
+             FOR UPDATE SKIP LOCKED",
+            &[&now_at],
+        )
+        .await
+        .map_err(db)?;
+    let mut reaped = Vec::with_capacity(expired.len());
+    for row in expired {
+        let job_id = JobId::from(row.get::<_, String>(0));
+        let attempt = row.get::<_, i32>(1) as u32;
+        let max_attempts = row.get::<_, i32>(2) as u32;
+        let cancel_requested: bool = row.get(3);
+        let error = JobError {
+            kind: error_kind::LEASE_EXPIRED.into(),
+            message: format!(
+                "attempt {attempt} was abandoned: its worker stopped renewing the lease"
+            ),
+            retryable: true,
+            attempt,
+        };
+        let error_value = serde_json::to_value(&error).expect("errors serialize");
+        let (set, kind, data, with_error) = if cancel_requested {
+            (
+                "status = 'canceled', finished = $1, lease_until = NULL, updated = $1",
+                EventKind::Status,
+                json!({"status": "canceled", "reason": "canceled; its worker was lost", "error": error}),
+                None,
+            )
+        } else if attempt >= max_attempts {
+            (
+                "status = 'failed', finished = $1, lease_until = NULL, error = $6, updated = $1",
+                EventKind::Failure,
+                json!({"status": "failed", "error": error}),
+                Some(error_value),
+            )
+        } else {
+            (
+                "status = 'new', run_at = $1, worker_id = NULL, lease_until = NULL, error = $6, updated = $1",
+                EventKind::Failure,
+                json!({"status": "new", "error": error, "retry_at": now}),
+                Some(error_value),
+            )
+        };
+        update_if_status(
+            tx,
+            now,
+            &job_id,
+            JobStatus::Running,
+            Change {
+                set,
+                error: with_error,
+                kind,
+                data,
+            },
+            events,
+        )
+        .await?;
+        reaped.push(job_id);
+    }
+    let cutoff = ts(now.minus(WORKER_TTL));
+    tx.execute(
+        "DELETE FROM errand_workers WHERE last_heartbeat < $1",
+        &[&cutoff],
+    )
+    .await
+    .map_err(db)?;
+    Ok(reaped)
+}
+
+pub(crate) async fn prune(tx: &Transaction<'_>, before: Timestamp) -> Result<u64, StoreError> {
+    let before = ts(before);
+    tx.execute(
+        "DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
+         WHERE finished < $1 AND status IN ('completed', 'failed', 'canceled'))",
+        &[&before],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute(
+        "DELETE FROM errand_jobs WHERE finished < $1 AND status IN ('completed', 'failed', 'canceled')",
+        &[&before],
+    )
+    .await
+    .map_err(db)
+}
+
+pub(crate) async fn register_worker(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    worker: &WorkerRegistration,
+) -> Result<(), StoreError> {
+    let now_at = ts(now);
+    let names: Vec<String> = worker
+        .commands
+        .iter()
+        .map(|c| format!("{}.{}", c.app, c.name))
+        .collect();
+    let (queues, names) = (json!(worker.queues), json!(names));
+    let (pid, slots) = (i64::from(worker.pid), worker.slots as i64);
+    tx.execute(
+        "INSERT INTO errand_workers (id, host, pid, queues, commands, slots, started, last_heartbeat) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, \
+         queues = $4, commands = $5, slots = $6, last_heartbeat = $7",
+        &[&worker.worker_id, &worker.host, &pid, &queues, &names, &slots, &now_at],
+    )
+    .await
+    .map_err(db)?;
+    for command in &worker.commands {
+        let defaults = serde_json::to_value(&command.defaults).expect("defaults serialize");
+        tx.execute(
+            "INSERT INTO errand_commands (app, name, description, input_schema, defaults, worker_id, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app, name) DO UPDATE SET \
+             description = $3, input_schema = $4, defaults = $5, worker_id = $6, updated = $7",
+            &[&command.app, &command.name, &command.description, &command.input_schema, &defaults, &worker.worker_id, &now_at],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
