@@ -159,11 +159,7 @@ impl PgStore {
         tx: deadpool_postgres::Transaction<'_>,
         events: Vec<JobEvent>,
     ) -> Result<(), StoreError> {
-        if let (Some(min), Some(max)) = (
-            events.iter().map(|e| e.id).min(),
-            events.iter().map(|e| e.id).max(),
-        ) {
-            let payload = format!("{}:{min}:{max}", self.origin);
+        if let Some(payload) = listen::payload(&self.origin, &events) {
             tx.execute("SELECT pg_notify('errand_events', $1)", &[&payload])
                 .await
                 .map_err(db)?;

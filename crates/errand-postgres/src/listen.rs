@@ -1,8 +1,9 @@
 //! The cross-process change feed: one LISTEN connection per process.
 //!
-//! A notification names an event id range written by one transaction of
-//! another process; the listener reads those events and publishes the ones
-//! it has not published yet. It reconnects with back-off, and warns when
+//! A notification carries the events one transaction of another process
+//! wrote (as JSON, when they fit in a notification), or else names their id
+//! range for the listener to read; the listener publishes the ones it has
+//! not published yet. It reconnects with back-off, and warns when
 //! its own test notifications stop arriving (e.g. behind a pooler in
 //! transaction mode, where LISTEN does not work): workers then rely on
 //! their poll.
@@ -137,6 +138,22 @@ async fn listen_once(
     result
 }
 
+/// NOTIFY payloads must stay under 8,000 bytes.
+const MAX_INLINE: usize = 7_500;
+
+/// The notification for `events`: `origin|[events as JSON]` when it fits,
+/// else `origin:min:max` for the listeners to read.
+pub(crate) fn payload(origin: &str, events: &[JobEvent]) -> Option<String> {
+    let min = events.iter().map(|e| e.id).min()?;
+    let max = events.iter().map(|e| e.id).max()?;
+    let inline = serde_json::to_string(events).expect("events serialize");
+    if inline.len() + origin.len() + 1 <= MAX_INLINE {
+        Some(format!("{origin}|{inline}"))
+    } else {
+        Some(format!("{origin}:{min}:{max}"))
+    }
+}
+
 /// Publishes the events another process announced.
 async fn relay(
     payload: &str,
@@ -145,6 +162,16 @@ async fn relay(
     origin: &str,
     seen: &Mutex<Seen>,
 ) {
+    if let Some((from_origin, inline)) = payload.split_once('|') {
+        if from_origin == origin {
+            return;
+        }
+        match serde_json::from_str::<Vec<JobEvent>>(inline) {
+            Ok(events) => publish(events, feed, seen),
+            Err(err) => tracing::warn!(error = %err, "unreadable notification"),
+        }
+        return;
+    }
     let mut parts = payload.split(':');
     let (Some(from_origin), Some(min), Some(max)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -161,14 +188,16 @@ async fn relay(
         Err(err) => Err(crate::rows::pool(err)),
     };
     match events {
-        Ok(events) => {
-            for event in events {
-                let first = seen.lock().expect("never poisoned").first(event.id);
-                if first {
-                    let _ = feed.send(Arc::new(event));
-                }
-            }
-        }
+        Ok(events) => publish(events, feed, seen),
         Err(err) => tracing::warn!(error = %err, "cannot read announced events"),
+    }
+}
+
+fn publish(events: Vec<JobEvent>, feed: &broadcast::Sender<Arc<JobEvent>>, seen: &Mutex<Seen>) {
+    for event in events {
+        let first = seen.lock().expect("never poisoned").first(event.id);
+        if first {
+            let _ = feed.send(Arc::new(event));
+        }
     }
 }

@@ -35,7 +35,7 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Store URL: sqlite://PATH[?synchronous=full].
+    /// Store URL: sqlite://PATH[?synchronous=full] or postgres://...
     #[arg(long, env = "ERRAND_STORE", default_value = "sqlite://errand.db")]
     store: String,
     /// Address to listen on.
@@ -47,6 +47,9 @@ struct ServeArgs {
     /// Serve the API only; run workers elsewhere (errand worker).
     #[arg(long, env = "ERRAND_NO_WORKER")]
     no_worker: bool,
+    /// Queues the in-process worker claims from (repeat for several).
+    #[arg(long = "queue", default_value = "default")]
+    queues: Vec<String>,
     /// Require `Authorization: Bearer TOKEN` on every route but /api/health.
     #[arg(long, env = "ERRAND_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -68,7 +71,7 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct WorkerArgs {
-    /// Store URL: sqlite://PATH[?synchronous=full].
+    /// Store URL: sqlite://PATH[?synchronous=full] or postgres://...
     #[arg(long, env = "ERRAND_STORE", default_value = "sqlite://errand.db")]
     store: String,
     /// Jobs run at once.
@@ -134,6 +137,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.no_worker {
         let config = WorkerConfig {
             max_tasks: args.max_tasks,
+            queues: args.queues,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
             ..WorkerConfig::default()
         };

@@ -86,10 +86,17 @@ impl StoreUrl {
                 Ok(Arc::new(store))
             }
             StoreUrl::Postgres { url } => {
-                let options = errand_postgres::PgOptions {
+                let mut options = errand_postgres::PgOptions {
                     clock,
                     ..errand_postgres::PgOptions::default()
                 };
+                if let Ok(size) = std::env::var("ERRAND_PG_POOL_SIZE") {
+                    options.pool_size = size.parse().map_err(|_| {
+                        Error::BadUrl(format!(
+                            "ERRAND_PG_POOL_SIZE must be a number, got {size:?}"
+                        ))
+                    })?;
+                }
                 Ok(Arc::new(
                     errand_postgres::PgStore::connect(url, options).await?,
                 ))

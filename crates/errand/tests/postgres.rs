@@ -3,81 +3,15 @@
 //! process holds) through LISTEN/NOTIFY. Skipped, with a message, without
 //! `ERRAND_TEST_PG_URL`; a failure when it is set but unreachable.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use errand::{JobStatus, NewJob, Queue, Store, WorkerConfig};
-use errand_postgres::{PgConfig, PgOptions, PgStore};
 use serde_json::json;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-struct Database {
-    admin_url: String,
-    name: String,
-}
-
-impl Database {
-    async fn create() -> Option<Self> {
-        let Ok(admin_url) = std::env::var("ERRAND_TEST_PG_URL") else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: PostgreSQL end-to-end tests (ERRAND_TEST_PG_URL is not set)"
-            );
-            return None;
-        };
-        let name = format!("errand_e2e_{}", uuid_like());
-        let (client, connection) = tokio_postgres::connect(&admin_url, NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("ERRAND_TEST_PG_URL={admin_url} is set but unreachable: {e}")
-            });
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        Some(Self { admin_url, name })
-    }
-
-    async fn store(&self) -> PgStore {
-        let mut config: PgConfig = self.admin_url.parse().unwrap();
-        config.dbname(&self.name);
-        PgStore::connect_with(config, PgOptions::default())
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok((client, connection)) = tokio_postgres::connect(&url, NoTls).await {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{}_{}",
-        std::process::id(),
-        errand::JobId::generate().as_str()
-    )
-}
+mod common;
+use common::Database;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_runs_jobs_on_postgres_with_one_outcome_each() {
