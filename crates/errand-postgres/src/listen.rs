@@ -147,7 +147,7 @@ pub(crate) fn payload(origin: &str, events: &[JobEvent]) -> Option<String> {
     let min = events.iter().map(|e| e.id).min()?;
     let max = events.iter().map(|e| e.id).max()?;
     let inline = serde_json::to_string(events).expect("events serialize");
-    if inline.len() + origin.len() + 1 <= MAX_INLINE {
+    if inline.len() + origin.len() < MAX_INLINE {
         Some(format!("{origin}|{inline}"))
     } else {
         Some(format!("{origin}:{min}:{max}"))
