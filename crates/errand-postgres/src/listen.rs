@@ -201,3 +201,51 @@ fn publish(events: Vec<JobEvent>, feed: &broadcast::Sender<Arc<JobEvent>>, seen:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use errand_core::{EventKind, JobId, JobStatus, Timestamp};
+
+    fn event(id: i64, data: serde_json::Value) -> JobEvent {
+        JobEvent {
+            id,
+            job_id: JobId::from("j"),
+            seq: id,
+            kind: EventKind::Progress,
+            status: JobStatus::Running,
+            app: "a".into(),
+            command: "c".into(),
+            data,
+            at: Timestamp::from_micros(0),
+        }
+    }
+
+    #[test]
+    fn small_event_sets_travel_inline_and_large_ones_by_range() {
+        let small = vec![
+            event(7, serde_json::json!({"n": 1})),
+            event(9, serde_json::json!({})),
+        ];
+        let inline = payload("me", &small).unwrap();
+        let (origin, json) = inline.split_once('|').unwrap();
+        assert_eq!(origin, "me");
+        let back: Vec<JobEvent> = serde_json::from_str(json).unwrap();
+        assert_eq!(back, small);
+
+        let large = vec![
+            event(3, serde_json::json!({"blob": "x".repeat(MAX_INLINE)})),
+            event(5, serde_json::json!(1)),
+        ];
+        assert_eq!(payload("me", &large).unwrap(), "me:3:5");
+        assert_eq!(payload("me", &[]), None);
+    }
+
+    #[test]
+    fn an_event_is_published_once() {
+        let mut seen = Seen::default();
+        assert!(seen.first(1));
+        assert!(!seen.first(1));
+        assert!(seen.first(2));
+    }
+}
