@@ -203,13 +203,11 @@ async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
     let mut wait = Duration::from_millis(50);
     let give_up = tokio::time::Instant::now() + shared.config.lease;
     loop {
-        let result = shared
-            .store
-            .finish(vec![(fence.clone(), outcome.clone())])
+        match shared
+            .completer
+            .finish(fence.clone(), outcome.clone())
             .await
-            .and_then(|mut results| results.pop().expect("one result per outcome"));
-        // `result` is Ok(()) once recorded.
-        match result {
+        {
             Ok(_) => {
                 tracing::debug!(outcome = label, "recorded");
                 return;

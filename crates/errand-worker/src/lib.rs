@@ -12,10 +12,12 @@
 //!   store's change feed with a periodic poll as the guarantee, and shuts
 //!   down gracefully.
 //! - `execute`: one attempt: timeout, cancel, grace period, panic → outcome.
+//! - `completer`: records outcomes in batches, one store call for many.
 //! - `running`: the attempts in flight and how to stop each.
 //! - `services`: the heartbeat and reaper loops.
 
 pub mod command;
+mod completer;
 pub mod context;
 mod execute;
 pub mod registry;

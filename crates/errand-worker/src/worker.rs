@@ -98,6 +98,7 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub config: WorkerConfig,
     pub running: Running,
+    pub completer: Arc<crate::completer::Completer>,
 }
 
 pub struct Worker {
@@ -112,6 +113,7 @@ impl Worker {
                 registry: Arc::new(registry),
                 config,
                 running: Running::default(),
+                completer: Arc::new(crate::completer::Completer::new()),
             }),
         }
     }
@@ -151,6 +153,7 @@ impl Worker {
         register(&shared).await?;
         tracing::info!(worker_id = %config.worker_id, commands = ?shared.registry.names(), max_tasks = config.max_tasks, "worker started");
 
+        let completer = tokio::spawn(shared.completer.clone().run(shared.store.clone()));
         let services_stop = CancellationToken::new();
         let fatal = CancellationToken::new();
         let services = services::start(shared.clone(), services_stop.clone(), fatal.clone());
@@ -196,6 +199,8 @@ impl Worker {
         drain(&shared, &mut tasks).await;
         services_stop.cancel();
         services.join_all().await;
+        // Every attempt has recorded its outcome; the completer is idle.
+        completer.abort();
         if let Err(err) = shared.store.deregister_worker(&config.worker_id).await {
             tracing::warn!(error = %err, "could not deregister the worker");
         }
