@@ -67,6 +67,10 @@ struct ServeArgs {
     /// On SIGINT/SIGTERM, how long running jobs may take to finish.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout_secs: u64,
+    /// A worker that cannot reach its store this long exits non-zero, for
+    /// its supervisor to restart it.
+    #[arg(long, default_value_t = 60)]
+    store_unavailable_limit_secs: u64,
 }
 
 #[derive(clap::Args)]
@@ -98,6 +102,10 @@ struct WorkerArgs {
     /// On SIGINT/SIGTERM, how long running jobs may take to finish.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout_secs: u64,
+    /// A worker that cannot reach its store this long exits non-zero, for
+    /// its supervisor to restart it.
+    #[arg(long, default_value_t = 60)]
+    store_unavailable_limit_secs: u64,
 }
 
 #[tokio::main]
@@ -139,6 +147,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             max_tasks: args.max_tasks,
             queues: args.queues,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            store_unavailable_limit: Duration::from_secs(args.store_unavailable_limit_secs),
             ..WorkerConfig::default()
         };
         let in_process = Worker::new(store, errand::demo::registry()?, config);
@@ -157,13 +166,28 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         auth = state.config.api_token.is_some(),
         "errand is serving on http://{}/api", listener.local_addr()?
     );
-    errand_server::serve(listener, state).await?;
-    // Responses are finished; now let the worker drain.
-    worker_shutdown.cancel();
-    if let Some(worker) = worker {
-        worker.await??;
+    let shutdown = state.shutdown.clone();
+    let mut server = tokio::spawn(errand_server::serve(listener, state));
+    let Some(mut worker) = worker else {
+        return Ok(server.await??);
+    };
+    tokio::select! {
+        served = &mut server => {
+            served??;
+            // Responses are finished; now let the worker drain.
+            worker_shutdown.cancel();
+            worker.await??;
+            Ok(())
+        }
+        stopped = &mut worker => {
+            // The worker gave up (its store was unreachable too long): do
+            // not go on serving without it; exit non-zero for a restart.
+            shutdown.cancel();
+            let _ = server.await;
+            stopped??;
+            anyhow::bail!("the in-process worker stopped")
+        }
     }
-    Ok(())
 }
 
 async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
@@ -201,6 +225,7 @@ async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(args.poll_ms),
         reap_interval: Duration::from_millis(args.heartbeat_ms),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+        store_unavailable_limit: Duration::from_secs(args.store_unavailable_limit_secs),
         ..WorkerConfig::default()
     };
     if let Some(id) = args.worker_id {

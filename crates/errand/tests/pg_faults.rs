@@ -229,6 +229,24 @@ async fn a_database_restart_loses_nothing_and_submits_fail_fast_meanwhile() {
     processes
         .0
         .push(worker(&db, "survivor", logs.path().join("worker.log")));
+    // A worker told to give up after one second without its store.
+    let mut quitter = Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "worker",
+            "--store",
+            &db.url,
+            "--worker-id",
+            "quitter",
+            "--queue",
+            "unused",
+        ])
+        .args(["--poll-ms", "200", "--store-unavailable-limit-secs", "1"])
+        .env("ERRAND_LOG", "info")
+        .env("ERRAND_PG_POOL_SIZE", "2")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.path().join("quitter.log")).unwrap())
+        .spawn()
+        .unwrap();
     submit_sleeps(&db, 20, 0.3).await;
     let client = reqwest::Client::new();
     wait_until("the server is ready", Duration::from_secs(30), async || {
@@ -267,6 +285,22 @@ async fn a_database_restart_loses_nothing_and_submits_fail_fast_meanwhile() {
         .unwrap();
     assert_eq!(ready.status(), 503);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let gave_up = Instant::now();
+    let quit = loop {
+        if let Some(status) = quitter.try_wait().unwrap() {
+            break status;
+        }
+        if gave_up.elapsed() > Duration::from_secs(60) {
+            panic!("the quitter never gave up");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !quit.success(),
+        "a worker without its store past its limit exits non-zero"
+    );
+    let log = std::fs::read_to_string(logs.path().join("quitter.log")).unwrap();
+    assert!(log.contains("unreachable"), "{log}");
     cluster.ctl("start");
 
     // Back: the server and the worker reconnect on their own.

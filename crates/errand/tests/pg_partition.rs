@@ -214,10 +214,9 @@ async fn a_cut_off_workers_late_outcome_is_rejected() {
         if status == "running" && worker.as_deref() == Some("cut-off") {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the cut-off worker never started the job"
-        );
+        if started.elapsed() > Duration::from_secs(60) {
+            panic!("the cut-off worker never started the job");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -240,10 +239,9 @@ async fn a_cut_off_workers_late_outcome_is_rejected() {
             assert_eq!(attempt, 2, "the cut-off attempt counted");
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the rescuer never completed the job"
-        );
+        if started.elapsed() > Duration::from_secs(60) {
+            panic!("the rescuer never completed the job");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -256,10 +254,9 @@ async fn a_cut_off_workers_late_outcome_is_rejected() {
         if text.contains("outcome rejected") || text.contains("lost the lease") {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the cut-off worker never noticed:\n{text}"
-        );
+        if started.elapsed() > Duration::from_secs(120) {
+            panic!("the cut-off worker never noticed:\n{text}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
