@@ -42,6 +42,9 @@ pub struct PgOptions {
     /// How long a call waits for a connection before it fails as
     /// unavailable (so requests during an outage answer promptly).
     pub connect_timeout: Duration,
+    /// LISTEN for other processes' events. Off, they are found by the
+    /// polling fallback (once a second) alone.
+    pub notifications: bool,
 }
 
 impl Default for PgOptions {
@@ -50,6 +53,7 @@ impl Default for PgOptions {
             clock: Arc::new(SystemClock),
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            notifications: true,
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct PgStore {
     origin: String,
     seen: Arc<std::sync::Mutex<listen::Seen>>,
     _listener: CancelOnDrop,
+    _poller: CancelOnDrop,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -129,14 +134,39 @@ impl PgStore {
         }
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let origin = uuid::Uuid::now_v7().simple().to_string();
+        let (pool_for_listener, feed_for_listener, origin_for_listener) =
+            (pool.clone(), feed.clone(), origin.clone());
         let seen = Arc::new(std::sync::Mutex::new(listen::Seen::default()));
-        let listener = tokio::spawn(listen::run(
-            config,
+        let newest: i64 = pool
+            .get()
+            .await
+            .map_err(rows::pool)?
+            .query_one("SELECT coalesce(max(id), 0) FROM errand_events", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        seen.lock().expect("never poisoned").start_at(newest);
+        let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = tokio::spawn(listen::poll(
             pool.clone(),
             feed.clone(),
-            origin.clone(),
             seen.clone(),
+            listening.clone(),
         ));
+        let seen_for_listener = seen.clone();
+        let listener = tokio::spawn(async move {
+            if options.notifications {
+                listen::run(
+                    config,
+                    pool_for_listener,
+                    feed_for_listener,
+                    origin_for_listener,
+                    seen_for_listener,
+                    listening,
+                )
+                .await;
+            }
+        });
         Ok(Self {
             pool,
             clock: options.clock,
@@ -145,6 +175,7 @@ impl PgStore {
             origin,
             seen,
             _listener: CancelOnDrop(listener),
+            _poller: CancelOnDrop(poller),
         })
     }
 

@@ -9,6 +9,7 @@
 //! their poll.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,17 +33,50 @@ pub(crate) async fn run(
     feed: broadcast::Sender<Arc<JobEvent>>,
     origin: String,
     seen: Arc<Mutex<Seen>>,
+    listening: Arc<AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&config, &pool, &feed, &origin, &seen).await {
+        match listen_once(&config, &pool, &feed, &origin, &seen, &listening).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(err) => {
                 tracing::warn!(error = %err, retry_in = ?backoff, "change-feed listener lost its connection")
             }
         }
+        listening.store(false, Ordering::SeqCst);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How often the fallback reads new events while notifications fail.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The fallback: while `listening` is false (no LISTEN connection, or its
+/// test notifications stopped arriving), reads the events written since
+/// the newest one published and publishes those not seen yet, once a
+/// second: one query a second per process, not per client.
+pub(crate) async fn poll(
+    pool: Pool,
+    feed: broadcast::Sender<Arc<JobEvent>>,
+    seen: Arc<Mutex<Seen>>,
+    listening: Arc<AtomicBool>,
+) {
+    let mut ticks = tokio::time::interval(POLL_EVERY);
+    loop {
+        ticks.tick().await;
+        if listening.load(Ordering::SeqCst) {
+            continue;
+        }
+        let after = seen.lock().expect("never poisoned").newest();
+        let events = match pool.get().await {
+            Ok(client) => read::feed(&client, after, 1000).await,
+            Err(err) => Err(crate::rows::pool(err)),
+        };
+        match events {
+            Ok(events) => publish(events, &feed, &seen),
+            Err(err) => tracing::debug!(error = %err, "polling for events failed"),
+        }
     }
 }
 
@@ -52,11 +86,24 @@ pub(crate) async fn run(
 pub(crate) struct Seen {
     ids: HashSet<i64>,
     order: VecDeque<i64>,
+    /// The highest id published: where the polling fallback reads from.
+    newest: i64,
 }
 
 impl Seen {
     /// True the first time `id` is offered.
+    pub(crate) fn newest(&self) -> i64 {
+        self.newest
+    }
+
+    /// Starts the polling fallback's cursor at the store's newest event,
+    /// so it never replays history.
+    pub(crate) fn start_at(&mut self, id: i64) {
+        self.newest = self.newest.max(id);
+    }
+
     pub(crate) fn first(&mut self, id: i64) -> bool {
+        self.newest = self.newest.max(id);
         if !self.ids.insert(id) {
             return false;
         }
@@ -76,6 +123,7 @@ async fn listen_once(
     feed: &broadcast::Sender<Arc<JobEvent>>,
     origin: &str,
     seen: &Mutex<Seen>,
+    listening: &AtomicBool,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
     let (tx, mut notifications) = mpsc::unbounded_channel();
@@ -101,6 +149,7 @@ async fn listen_once(
             .await
             .map_err(|e| e.to_string())?;
         tracing::debug!("listening for errand events");
+        listening.store(true, Ordering::SeqCst);
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut pings_sent = 0u64;
         let mut pings_seen = 0u64;
@@ -113,6 +162,7 @@ async fn listen_once(
                     if payload.starts_with("ping:") {
                         if payload == format!("ping:{origin}:{pings_sent}") {
                             pings_seen = pings_sent;
+                            listening.store(true, Ordering::SeqCst);
                         }
                         continue;
                     }
@@ -120,6 +170,7 @@ async fn listen_once(
                 }
                 _ = ping.tick() => {
                     if pings_sent > pings_seen + 1 {
+                        listening.store(false, Ordering::SeqCst);
                         tracing::warn!("PostgreSQL notifications are not arriving (a pooler in transaction mode?): \
                             new jobs are found by polling only, and SSE streams see other hosts' events late");
                     }

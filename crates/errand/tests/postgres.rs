@@ -109,3 +109,35 @@ async fn another_instance_sees_every_event_through_listen_notify() {
     .await;
     assert!(extra.is_err(), "an event was delivered twice: {extra:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_the_polling_fallback_still_delivers_every_event() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let writer = db.store().await;
+    let deaf = db
+        .store_with(errand_postgres::PgOptions {
+            notifications: false,
+            ..errand_postgres::PgOptions::default()
+        })
+        .await;
+    let mut feed = deaf.subscribe();
+    let id = writer
+        .submit(NewJob::new("demo", "echo", json!({})))
+        .await
+        .unwrap()
+        .job_id;
+    writer.cancel(&id).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+            .await
+            .expect("the poll finds the other instance's events")
+            .unwrap();
+        if event.job_id == id {
+            seen.push((event.seq, event.status));
+        }
+    }
+    assert_eq!(seen, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
+}

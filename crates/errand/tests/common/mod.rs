@@ -44,6 +44,12 @@ impl Database {
         })
     }
 
+    pub async fn store_with(&self, options: PgOptions) -> PgStore {
+        let mut config: PgConfig = self.admin_url.parse().unwrap();
+        config.dbname(&self.name);
+        PgStore::connect_with(config, options).await.unwrap()
+    }
+
     pub async fn store(&self) -> PgStore {
         let mut config: PgConfig = self.admin_url.parse().unwrap();
         config.dbname(&self.name);
