@@ -241,11 +241,16 @@ impl Store for PgStore {
         }
         let now = self.clock.now();
         in_transaction!(self, |tx, events| {
-            let mut receipts = Vec::with_capacity(jobs.len());
-            for job in &jobs {
-                receipts.push(write::submit(&tx, now, job, &mut events).await?);
+            if jobs.iter().all(|j| j.idempotency_key.is_none()) {
+                write::submit_many(&tx, now, &jobs, &mut events).await?
+            } else {
+                // Keys must be checked one by one, in order.
+                let mut receipts = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    receipts.push(write::submit(&tx, now, job, &mut events).await?);
+                }
+                receipts
             }
-            receipts
         })
     }
 

@@ -136,6 +136,91 @@ pub(crate) async fn submit(
     })
 }
 
+/// Inserts many jobs (none with an idempotency key) and their first events
+/// in one statement: a batch costs one round trip, not one per job.
+pub(crate) async fn submit_many(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    jobs: &[NewJob],
+    events: &mut Vec<JobEvent>,
+) -> Result<Vec<SubmitReceipt>, StoreError> {
+    let ids: Vec<JobId> = jobs.iter().map(|_| JobId::generate()).collect();
+    let run_ats: Vec<Timestamp> = jobs.iter().map(|j| j.run_at.unwrap_or(now)).collect();
+    let data: Vec<Value> = run_ats
+        .iter()
+        .map(|at| json!({"status": "new", "reason": "submitted", "run_at": at}))
+        .collect();
+    let id_texts: Vec<&str> = ids.iter().map(JobId::as_str).collect();
+    let apps: Vec<&str> = jobs.iter().map(|j| j.app.as_str()).collect();
+    let commands: Vec<&str> = jobs.iter().map(|j| j.command.as_str()).collect();
+    let inputs: Vec<&Value> = jobs.iter().map(|j| &j.input).collect();
+    let contexts: Vec<Option<&Value>> = jobs.iter().map(|j| j.context.as_ref()).collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.retry.max_attempts as i32).collect();
+    let retries: Vec<Value> = jobs
+        .iter()
+        .map(|j| serde_json::to_value(&j.retry).expect("policies serialize"))
+        .collect();
+    let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let run_at_values: Vec<chrono::DateTime<chrono::Utc>> =
+        run_ats.iter().map(|at| ts(*at)).collect();
+    let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_secs).collect();
+    let parents: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|j| j.parent_id.as_ref().map(JobId::as_str))
+        .collect();
+    let now_at = ts(now);
+    let rows = tx
+        .query(
+            "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
+                 $5::jsonb[], $6::int[], $7::jsonb[], $8::int[], $9::text[], $10::timestamptz[], \
+                 $11::float8[], $12::text[], $13::jsonb[]) \
+                 AS t(id, app, command, input, context, max_attempts, retry, priority, queue, \
+                      run_at, timeout_secs, parent_id, data)), \
+             j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, max_attempts, \
+                 retry, priority, queue, run_at, timeout_secs, parent_id, created, updated, event_seq) \
+                 SELECT id, app, command, input, context, 'new', max_attempts, retry, priority, queue, \
+                 run_at, timeout_secs, parent_id, $14, $14, 1 FROM t RETURNING seq, id), \
+             e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+                 SELECT j.seq, 1, 'status', 'new', t.data, $14 FROM j JOIN t ON t.id = j.id \
+                 RETURNING id, job_seq) \
+             SELECT j.id, e.id FROM j JOIN e ON e.job_seq = j.seq",
+            &[
+                &id_texts, &apps, &commands, &inputs, &contexts, &max_attempts, &retries,
+                &priorities, &queues, &run_at_values, &timeouts, &parents, &data, &now_at,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let event_ids: std::collections::HashMap<String, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut receipts = Vec::with_capacity(jobs.len());
+    for ((job, job_id), data) in jobs.iter().zip(ids).zip(data) {
+        let id = *event_ids
+            .get(job_id.as_str())
+            .ok_or_else(|| StoreError::Backend(format!("job {job_id} was not inserted")))?;
+        events.push(JobEvent {
+            id,
+            job_id: job_id.clone(),
+            seq: 1,
+            kind: EventKind::Status,
+            status: JobStatus::New,
+            app: job.app.clone(),
+            command: job.command.clone(),
+            data,
+            at: now,
+        });
+        receipts.push(SubmitReceipt {
+            job_id,
+            created: true,
+            status: JobStatus::New,
+        });
+    }
+    // Events in id order, as a store-wide feed reads them.
+    events.sort_by_key(|e| e.id);
+    Ok(receipts)
+}
+
 pub(crate) async fn claim(
     tx: &Transaction<'_>,
     now: Timestamp,
