@@ -208,15 +208,26 @@ impl PgStore {
 }
 
 /// Runs `$body` in a transaction on a pooled connection and commits it with
-/// the events it recorded.
+/// the events it recorded. On an error the transaction is rolled back
+/// before the call returns: a rollback left to the dropped transaction runs
+/// later, and until then its row locks make other workers' claims skip
+/// the rows (SKIP LOCKED).
 macro_rules! in_transaction {
     ($store:expr, |$tx:ident, $events:ident| $body:expr) => {{
         let mut client = $store.client().await?;
         let $tx = client.transaction().await.map_err(db)?;
         let mut $events: Vec<JobEvent> = Vec::new();
-        let value = $body;
-        $store.commit($tx, $events).await?;
-        Ok(value)
+        let outcome: Result<_, StoreError> = async { Ok($body) }.await;
+        match outcome {
+            Ok(value) => {
+                $store.commit($tx, $events).await?;
+                Ok(value)
+            }
+            Err(err) => {
+                let _ = $tx.rollback().await;
+                Err(err)
+            }
+        }
     }};
 }
 

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
-use errand_store::{CommandInfo, CommandStats, JobPage, ListParams, StoreError, WorkerInfo};
+use errand_store::{
+    CommandInfo, CommandStats, JobPage, ListCondition, ListParams, StoreError, WorkerInfo,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
@@ -27,42 +29,19 @@ pub(crate) async fn list(client: &Client, params: &ListParams) -> Result<JobPage
     let limit = params.effective_limit().map_err(StoreError::Invalid)?;
     let mut clauses: Vec<String> = Vec::new();
     let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    let mut filter = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+    for condition in params.conditions().map_err(StoreError::Invalid)? {
+        let (column, value): (&str, Box<dyn ToSql + Sync + Send>) = match condition {
+            ListCondition::App(app) => ("j.app =", Box::new(app)),
+            ListCondition::Command(name) => ("j.command =", Box::new(name)),
+            ListCondition::Status(status) => ("j.status =", Box::new(status.as_str())),
+            ListCondition::Queue(queue) => ("j.queue =", Box::new(queue)),
+            ListCondition::Parent(id) => ("j.parent_id =", Box::new(id.into_string())),
+            ListCondition::CreatedAfter(at) => ("j.created >", Box::new(ts(at))),
+            ListCondition::CreatedBefore(at) => ("j.created <", Box::new(ts(at))),
+            ListCondition::SeqBelow(seq) => ("j.seq <", Box::new(seq)),
+        };
         values.push(value);
-        clauses.push(clause.replace('?', &format!("${}", values.len())));
-    };
-    if let Some(app) = &params.app {
-        filter("j.app = ?", Box::new(app.clone()));
-    }
-    if let Some(command) = &params.command {
-        match command.split_once('.') {
-            Some((app, name)) if params.app.is_none() => {
-                filter("j.app = ?", Box::new(app.to_owned()));
-                filter("j.command = ?", Box::new(name.to_owned()));
-            }
-            _ => filter("j.command = ?", Box::new(command.clone())),
-        }
-    }
-    if let Some(status) = params.status {
-        filter("j.status = ?", Box::new(status.as_str()));
-    }
-    if let Some(queue) = &params.queue {
-        filter("j.queue = ?", Box::new(queue.clone()));
-    }
-    if let Some(parent) = &params.parent_id {
-        filter("j.parent_id = ?", Box::new(parent.as_str().to_owned()));
-    }
-    if let Some(after) = params.created_after {
-        filter("j.created > ?", Box::new(ts(after)));
-    }
-    if let Some(before) = params.created_before {
-        filter("j.created < ?", Box::new(ts(before)));
-    }
-    if let Some(cursor) = &params.cursor {
-        let seq: i64 = cursor.parse().map_err(|_| {
-            StoreError::Invalid(format!("cursor {cursor:?} is not one we gave out"))
-        })?;
-        filter("j.seq < ?", Box::new(seq));
+        clauses.push(format!("{column} ${}", values.len()));
     }
     let filter_sql = if clauses.is_empty() {
         String::new()

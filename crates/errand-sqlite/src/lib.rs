@@ -329,6 +329,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn only_transactions_that_wrote_are_counted_as_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("c.db"), SqliteOptions::default()).unwrap();
+        let params = ClaimParams {
+            worker_id: "w".into(),
+            queues: vec![DEFAULT_QUEUE.into()],
+            commands: None,
+            limit: 5,
+            lease: std::time::Duration::from_secs(30),
+        };
+        assert!(store.claim(params.clone()).await.unwrap().is_empty());
+        assert_eq!(store.commits(), 0, "an empty claim wrote nothing");
+        store
+            .submit(NewJob::new("t", "c", serde_json::json!({})))
+            .await
+            .unwrap();
+        assert_eq!(store.commits(), 1);
+        assert_eq!(store.claim(params).await.unwrap().len(), 1);
+        assert_eq!(store.commits(), 2);
+    }
+
     #[test]
     fn a_database_from_a_newer_errand_is_refused() {
         let dir = tempfile::tempdir().unwrap();

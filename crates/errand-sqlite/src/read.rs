@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
-use errand_store::{CommandInfo, CommandStats, JobPage, ListParams, StoreError, WorkerInfo};
+use errand_store::{
+    CommandInfo, CommandStats, JobPage, ListCondition, ListParams, StoreError, WorkerInfo,
+};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use crate::rows::{
@@ -26,43 +28,19 @@ pub(crate) fn list(conn: &Connection, params: &ListParams) -> Result<JobPage, St
     let limit = params.effective_limit().map_err(StoreError::Invalid)?;
     let mut clauses: Vec<&str> = Vec::new();
     let mut values: Vec<Box<dyn ToSql>> = Vec::new();
-    let mut filter = |clause: &'static str, value: Box<dyn ToSql>| {
+    for condition in params.conditions().map_err(StoreError::Invalid)? {
+        let (clause, value): (&str, Box<dyn ToSql>) = match condition {
+            ListCondition::App(app) => ("app = ?", Box::new(app)),
+            ListCondition::Command(name) => ("command = ?", Box::new(name)),
+            ListCondition::Status(status) => ("status = ?", Box::new(status.as_str())),
+            ListCondition::Queue(queue) => ("queue = ?", Box::new(queue)),
+            ListCondition::Parent(id) => ("parent_id = ?", Box::new(id.into_string())),
+            ListCondition::CreatedAfter(at) => ("created > ?", Box::new(at.as_micros())),
+            ListCondition::CreatedBefore(at) => ("created < ?", Box::new(at.as_micros())),
+            ListCondition::SeqBelow(seq) => ("seq < ?", Box::new(seq)),
+        };
         clauses.push(clause);
         values.push(value);
-    };
-    if let Some(app) = &params.app {
-        filter("app = ?", Box::new(app.clone()));
-    }
-    if let Some(command) = &params.command {
-        // Accept both `name` and `app.name`.
-        match command.split_once('.') {
-            Some((app, name)) if params.app.is_none() => {
-                filter("app = ?", Box::new(app.to_owned()));
-                filter("command = ?", Box::new(name.to_owned()));
-            }
-            _ => filter("command = ?", Box::new(command.clone())),
-        }
-    }
-    if let Some(status) = params.status {
-        filter("status = ?", Box::new(status.as_str()));
-    }
-    if let Some(queue) = &params.queue {
-        filter("queue = ?", Box::new(queue.clone()));
-    }
-    if let Some(parent) = &params.parent_id {
-        filter("parent_id = ?", Box::new(parent.as_str().to_owned()));
-    }
-    if let Some(after) = params.created_after {
-        filter("created > ?", Box::new(after.as_micros()));
-    }
-    if let Some(before) = params.created_before {
-        filter("created < ?", Box::new(before.as_micros()));
-    }
-    if let Some(cursor) = &params.cursor {
-        let seq: i64 = cursor.parse().map_err(|_| {
-            StoreError::Invalid(format!("cursor {cursor:?} is not one we gave out"))
-        })?;
-        filter("seq < ?", Box::new(seq));
     }
     let filter_sql = if clauses.is_empty() {
         String::new()

@@ -219,6 +219,54 @@ impl ListParams {
     }
 }
 
+/// One condition of a list query, with the parameters' meaning decided
+/// once for every store: `command` may be `name` or `app.name`, and the
+/// cursor is the `seq` of the last job of the previous page.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ListCondition {
+    App(String),
+    Command(String),
+    Status(JobStatus),
+    Queue(String),
+    Parent(JobId),
+    CreatedAfter(Timestamp),
+    CreatedBefore(Timestamp),
+    /// Jobs inserted before this one (the page cursor).
+    SeqBelow(i64),
+}
+
+impl ListParams {
+    /// The conditions the list must meet, or why the request is invalid.
+    pub fn conditions(&self) -> Result<Vec<ListCondition>, String> {
+        use ListCondition::*;
+        let mut conditions = Vec::new();
+        if let Some(app) = &self.app {
+            conditions.push(App(app.clone()));
+        }
+        if let Some(command) = &self.command {
+            match command.split_once('.') {
+                Some((app, name)) if self.app.is_none() => {
+                    conditions.push(App(app.to_owned()));
+                    conditions.push(Command(name.to_owned()));
+                }
+                _ => conditions.push(Command(command.clone())),
+            }
+        }
+        conditions.extend(self.status.map(Status));
+        conditions.extend(self.queue.clone().map(Queue));
+        conditions.extend(self.parent_id.clone().map(Parent));
+        conditions.extend(self.created_after.map(CreatedAfter));
+        conditions.extend(self.created_before.map(CreatedBefore));
+        if let Some(cursor) = &self.cursor {
+            let seq = cursor
+                .parse()
+                .map_err(|_| format!("cursor {cursor:?} is not one we gave out"))?;
+            conditions.push(SeqBelow(seq));
+        }
+        Ok(conditions)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobPage {
     pub jobs: Vec<errand_core::Job>,

@@ -82,3 +82,68 @@ impl Completer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use errand_sqlite::{SqliteOptions, SqliteStore};
+    use errand_store::{ClaimParams, NewJob, DEFAULT_QUEUE};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outcomes_that_wait_together_are_recorded_in_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("c.db"), SqliteOptions::default()).unwrap());
+        let jobs = (0..20)
+            .map(|i| NewJob::new("t", "c", serde_json::json!(i)))
+            .collect();
+        store.submit_batch(jobs).await.unwrap();
+        let claimed = store
+            .claim(ClaimParams {
+                worker_id: "w".into(),
+                queues: vec![DEFAULT_QUEUE.into()],
+                commands: None,
+                limit: 20,
+                lease: Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        let completer = Arc::new(Completer::new());
+        let mut attempts = tokio::task::JoinSet::new();
+        for job in claimed {
+            let completer = completer.clone();
+            attempts.spawn(async move {
+                let fence = Fence {
+                    job_id: job.job_id,
+                    attempt: job.attempt,
+                    worker_id: "w".into(),
+                };
+                completer
+                    .finish(
+                        fence,
+                        Outcome::Completed {
+                            result: serde_json::json!("ok"),
+                        },
+                    )
+                    .await
+            });
+        }
+        // All twenty wait before the completer starts.
+        while completer.receiver.lock().unwrap().as_ref().unwrap().len() < 20 {
+            tokio::task::yield_now().await;
+        }
+        let commits_before = store.commits();
+        tokio::spawn(completer.clone().run(store.clone()));
+        while let Some(result) = attempts.join_next().await {
+            assert_eq!(result.unwrap(), Ok(()));
+        }
+        assert_eq!(
+            store.commits() - commits_before,
+            1,
+            "one store call, one transaction"
+        );
+        let stats = store.stats().await.unwrap();
+        assert_eq!(stats[0].counts["completed"], 20);
+    }
+}

@@ -627,3 +627,24 @@ pub async fn progress_is_stored_clamped_and_logged(t: TestStore) {
     );
     assert_eq!(events[3].data["line"], json!("chunk 3 done"));
 }
+
+pub async fn a_refused_change_leaves_the_job_free_at_once(t: TestStore) {
+    // A refused request must release whatever it locked before it answers:
+    // a claim right after it finds the job.
+    for _ in 0..20 {
+        let id = t.store.submit(new_job("a")).await.unwrap().job_id;
+        assert!(matches!(
+            t.store.retry(&id).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let job = claim_one(&t, "w").await;
+        assert_eq!(job.job_id, id);
+        t.store
+            .finish(vec![(
+                fence(&job, "w"),
+                Outcome::Completed { result: json!(1) },
+            )])
+            .await
+            .unwrap();
+    }
+}

@@ -109,6 +109,7 @@ macro_rules! store_contract_tests {
             cancel_of_a_finished_job_is_a_conflict,
             retry_resets_attempts_and_keeps_history,
             retry_of_a_running_or_completed_job_is_a_conflict,
+            a_refused_change_leaves_the_job_free_at_once,
             release_returns_the_job_without_counting_the_attempt,
             progress_is_stored_clamped_and_logged,
             list_filters_by_every_field,
