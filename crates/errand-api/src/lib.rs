@@ -84,6 +84,35 @@ pub struct JobList {
     pub next_cursor: Option<String>,
 }
 
+/// `GET /api/commands/jobs` query parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// `name` or `app.name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_filter: Option<String>,
+    /// new, running, completed, failed or canceled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_filter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
+    /// 1 to 1000, default 50.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
 /// `DELETE /api/commands/jobs/{job_id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CancelResponse {

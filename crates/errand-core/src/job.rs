@@ -92,6 +92,8 @@ pub mod error_kind {
     pub const UNKNOWN_COMMAND: &str = "unknown_command";
     /// The input does not decode into the command's input type.
     pub const INVALID_INPUT: &str = "invalid_input";
+    /// An external program's stdout is not JSON, or longer than allowed.
+    pub const INVALID_OUTPUT: &str = "invalid_output";
     /// The job was canceled while it ran.
     pub const CANCELED: &str = "canceled";
 }

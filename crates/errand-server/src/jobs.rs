@@ -198,25 +198,6 @@ pub async fn get_job(
     Ok(Json(state.store.get(&job_id).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListQuery {
-    /// `name` or `app.name`.
-    pub command_filter: Option<String>,
-    /// new, running, completed, failed or canceled.
-    pub status_filter: Option<String>,
-    pub app: Option<String>,
-    pub queue: Option<String>,
-    pub parent_id: Option<String>,
-    /// RFC 3339.
-    pub created_after: Option<String>,
-    /// RFC 3339.
-    pub created_before: Option<String>,
-    /// 1 to 1000, default 50.
-    pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|text| {
         Timestamp::parse_rfc3339(&text).ok_or_else(|| {

@@ -11,6 +11,8 @@
 //! - [`worker`]: the [`Worker`] loop: claims for free slots, wakes on the
 //!   store's change feed with a periodic poll as the guarantee, and shuts
 //!   down gracefully.
+//! - [`external`]: [`ExternalProgram`], a command that is a program in any
+//!   language (SPEC §6): JSON on stdin and stdout, events on stderr.
 //! - `execute`: one attempt: timeout, cancel, grace period, panic → outcome.
 //! - `completer`: records outcomes in batches, one store call for many.
 //! - `running`: the attempts in flight and how to stop each.
@@ -20,6 +22,7 @@ pub mod command;
 mod completer;
 pub mod context;
 mod execute;
+pub mod external;
 pub mod registry;
 mod running;
 mod services;
@@ -27,5 +30,6 @@ pub mod worker;
 
 pub use command::{Command, CommandOptions, HandlerError, ResultExt};
 pub use context::JobContext;
+pub use external::ExternalProgram;
 pub use registry::{DynCommand, RegisteredCommand, Registry, RegistryError};
 pub use worker::{ClaimFilter, Worker, WorkerConfig, WorkerError};

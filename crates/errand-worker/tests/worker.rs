@@ -4,78 +4,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use errand_core::{error_kind, EventKind, Job, JobId, JobStatus, RetryPolicy, WaitStrategy};
-use errand_sqlite::{SqliteOptions, SqliteStore};
-use errand_store::{NewJob, Store};
+use errand_core::{error_kind, EventKind, JobId, JobStatus, RetryPolicy, WaitStrategy};
+use errand_store::NewJob;
 use errand_worker::{
-    ClaimFilter, Command, CommandOptions, HandlerError, JobContext, Registry, RegistryError,
-    Worker, WorkerConfig, WorkerError,
+    ClaimFilter, Command, CommandOptions, HandlerError, JobContext, Registry, RegistryError, WorkerConfig,
 };
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-struct Harness {
-    store: Arc<dyn Store>,
-    shutdown: CancellationToken,
-    worker: Option<JoinHandle<Result<(), WorkerError>>>,
-    _dir: tempfile::TempDir,
-}
-
-fn fast_config() -> WorkerConfig {
-    WorkerConfig {
-        lease: Duration::from_secs(2),
-        heartbeat_interval: Duration::from_millis(100),
-        poll_interval: Duration::from_millis(50),
-        reap_interval: Duration::from_millis(100),
-        cancel_grace: Duration::from_millis(300),
-        shutdown_timeout: Duration::from_secs(5),
-        progress_interval: Duration::ZERO,
-        ..WorkerConfig::default()
-    }
-}
-
-impl Harness {
-    async fn start(registry: Registry, config: WorkerConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(dir.path().join("errand.db"), SqliteOptions::default()).unwrap(),
-        );
-        let shutdown = CancellationToken::new();
-        let worker = Worker::new(store.clone(), registry, config);
-        let worker = Some(tokio::spawn(worker.run(shutdown.clone())));
-        Self {
-            store,
-            shutdown,
-            worker,
-            _dir: dir,
-        }
-    }
-
-    async fn submit(&self, job: NewJob) -> JobId {
-        self.store.submit(job).await.unwrap().job_id
-    }
-
-    /// Polls until the job reaches `status` (tests never time how fast).
-    async fn wait_for(&self, id: &JobId, status: JobStatus) -> Job {
-        for _ in 0..2000 {
-            let job = self.store.get(id).await.unwrap();
-            if job.status == status {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "job {id} never became {status}: {:?}",
-            self.store.get(id).await.unwrap()
-        );
-    }
-
-    async fn stop(&mut self) -> Result<(), WorkerError> {
-        self.shutdown.cancel();
-        self.worker.take().unwrap().await.unwrap()
-    }
-}
+mod common;
+use common::{fast_config, Harness};
 
 fn options() -> CommandOptions {
     CommandOptions::default()

@@ -18,9 +18,13 @@
 //! # Layout
 //! - [`queue`]: [`Queue`], the embedding API.
 //! - [`url`]: store URLs (`sqlite://path?synchronous=full`).
+//! - [`client`]: [`client::Client`], for a remote `errand serve`.
+//! - [`config`]: `errand.toml` and the effective [`config::Settings`].
 //! - [`demo`]: the built-in `demo.*` commands.
 //! - `bench` (in the binary): `errand bench`.
 
+pub mod client;
+pub mod config;
 pub mod demo;
 pub mod queue;
 pub mod url;

@@ -1,0 +1,409 @@
+//! `errand.toml`: the configuration file, and the effective settings that
+//! flags and `ERRAND_*` variables override (flags > environment > file >
+//! defaults; the binary applies the first two).
+//!
+//! ```toml
+//! store = "sqlite://errand.db"
+//!
+//! [worker]
+//! max_tasks = 8
+//!
+//! [commands."media.transcribe"]
+//! argv = ["python3", "transcribe.py"]
+//! timeout_secs = 600
+//! max_concurrency = 1
+//! ```
+//!
+//! Relative paths in the file (a command's `cwd`) are relative to the
+//! file's folder, and a command runs there unless it says otherwise.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use errand_core::RetryPolicy;
+use errand_worker::{CommandOptions, ExternalProgram, Registry, RegistryError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The file looked for in the working directory when none is named.
+pub const DEFAULT_FILE: &str = "errand.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("command {name:?} in {path}: {reason}")]
+    Command {
+        path: String,
+        name: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Every setting, with its default; also the shape of `errand.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `sqlite://PATH[?synchronous=full]` or `postgres://...`.
+    pub store: String,
+    /// The server the client subcommands talk to.
+    pub url: String,
+    /// The server requires it; the client subcommands send it.
+    pub api_token: Option<String>,
+    pub serve: ServeSettings,
+    pub worker: WorkerSettings,
+    /// External-program commands by full name (`app.name`).
+    pub commands: BTreeMap<String, ExternalCommand>,
+    /// The file these settings were read from, if any.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            store: "sqlite://errand.db".into(),
+            url: "http://127.0.0.1:5055".into(),
+            api_token: None,
+            serve: ServeSettings::default(),
+            worker: WorkerSettings::default(),
+            commands: BTreeMap::new(),
+            file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    pub bind: String,
+    /// Serve the API only; workers run elsewhere.
+    pub no_worker: bool,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Origins allowed by CORS (`*` for any); CORS is off when empty.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:5055".into(),
+            no_worker: false,
+            body_limit: 1024 * 1024,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// For `errand worker` and the worker inside `errand serve`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub max_tasks: usize,
+    pub queues: Vec<String>,
+    /// Run only these commands (full names); all known ones when empty.
+    pub commands: Vec<String>,
+    /// Also claim jobs of commands this worker does not know, failing them.
+    pub claim_unknown: bool,
+    pub worker_id: Option<String>,
+    pub heartbeat_ms: u64,
+    pub lease_ms: u64,
+    pub poll_ms: u64,
+    pub shutdown_timeout_secs: u64,
+    pub store_unavailable_limit_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            max_tasks: 5,
+            queues: vec![errand_store::DEFAULT_QUEUE.into()],
+            commands: Vec::new(),
+            claim_unknown: false,
+            worker_id: None,
+            heartbeat_ms: 5000,
+            lease_ms: 15000,
+            poll_ms: 1000,
+            shutdown_timeout_secs: 30,
+            store_unavailable_limit_secs: 60,
+        }
+    }
+}
+
+/// A command that is an external program (SPEC §6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalCommand {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    pub description: Option<String>,
+    /// Set for the program, over the worker's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Start from an empty environment instead of the worker's.
+    #[serde(default)]
+    pub clear_env: bool,
+    /// Where it runs; relative to the configuration file's folder, which is
+    /// also the default.
+    pub cwd: Option<PathBuf>,
+    pub timeout_secs: Option<f64>,
+    /// Between SIGTERM and SIGKILL when a job is canceled or times out.
+    #[serde(default = "default_kill_grace")]
+    pub kill_grace_secs: f64,
+    /// More output on stdout fails the job.
+    #[serde(default = "default_max_output")]
+    pub max_output_bytes: usize,
+    /// At most this many at once per worker.
+    pub max_concurrency: Option<usize>,
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// The input's JSON Schema; any JSON when absent.
+    pub input_schema: Option<Value>,
+}
+
+fn default_kill_grace() -> f64 {
+    5.0
+}
+
+fn default_max_output() -> usize {
+    1024 * 1024
+}
+
+impl Settings {
+    /// Reads `path`, or `./errand.toml` when it exists, or nothing.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match path {
+            Some(path) => path.to_owned(),
+            None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
+            None => return Ok(Self::default()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut settings = Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        settings.file = Some(std::path::absolute(&path).unwrap_or(path));
+        Ok(settings)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The folder relative paths in the file are resolved against.
+    fn base_dir(&self) -> Option<&Path> {
+        self.file.as_deref().and_then(Path::parent)
+    }
+
+    /// Adds the external commands to `registry`.
+    pub fn register_commands(&self, registry: &mut Registry) -> Result<(), ConfigError> {
+        for (full_name, command) in &self.commands {
+            let invalid = |reason: String| ConfigError::Command {
+                path: self
+                    .file
+                    .as_ref()
+                    .map_or("the configuration".into(), |p| p.display().to_string()),
+                name: full_name.clone(),
+                reason,
+            };
+            let Some((app, name)) = full_name.split_once('.') else {
+                return Err(invalid("name it APP.NAME, e.g. \"media.transcribe\"".into()));
+            };
+            if command.argv.is_empty() {
+                return Err(invalid("argv is empty".into()));
+            }
+            let seconds = |what: &str, secs: f64| {
+                Duration::try_from_secs_f64(secs)
+                    .map_err(|_| invalid(format!("{what} must be a non-negative number")))
+            };
+            let timeout = command
+                .timeout_secs
+                .map(|secs| seconds("timeout_secs", secs))
+                .transpose()?;
+            let mut program = ExternalProgram::new(command.argv.clone());
+            program.env = command.env.clone();
+            program.clear_env = command.clear_env;
+            program.kill_grace = seconds("kill_grace_secs", command.kill_grace_secs)?;
+            program.max_output_bytes = command.max_output_bytes;
+            program.cwd = match (&command.cwd, self.base_dir()) {
+                (Some(cwd), Some(base)) => Some(base.join(cwd)),
+                (Some(cwd), None) => Some(cwd.clone()),
+                (None, base) => base.map(Path::to_owned),
+            };
+            let options = CommandOptions {
+                description: command.description.clone(),
+                timeout,
+                retry: command.retry.clone(),
+                queue: command
+                    .queue
+                    .clone()
+                    .unwrap_or_else(|| errand_store::DEFAULT_QUEUE.into()),
+                priority: command.priority,
+                max_concurrency: command.max_concurrency,
+            };
+            let schema = command
+                .input_schema
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            registry.register_dyn(app, name, schema, options, Arc::new(program))?;
+        }
+        Ok(())
+    }
+
+    /// The built-in demo commands, the configured external ones, narrowed
+    /// to `worker.commands` when that is set.
+    pub fn registry(&self) -> Result<Registry, ConfigError> {
+        let mut all = crate::demo::registry()?;
+        self.register_commands(&mut all)?;
+        if self.worker.commands.is_empty() {
+            return Ok(all);
+        }
+        let mut chosen = Registry::new();
+        for name in &self.worker.commands {
+            let command = all.get_full(name).ok_or_else(|| ConfigError::Command {
+                path: "worker.commands".into(),
+                name: name.clone(),
+                reason: format!("no such command; known: {}", all.names().join(", ")),
+            })?;
+            chosen.register_dyn(
+                &command.app,
+                &command.name,
+                command.input_schema.clone(),
+                command.options.clone(),
+                command.handler(),
+            )?;
+        }
+        Ok(chosen)
+    }
+
+    /// These settings as TOML, with secrets replaced by `[redacted]`: the
+    /// API token, a password in the store URL, and command environment
+    /// values whose names look secret.
+    pub fn redacted_toml(&self) -> String {
+        const REDACTED: &str = "[redacted]";
+        let mut shown = self.clone();
+        if shown.api_token.is_some() {
+            shown.api_token = Some(REDACTED.into());
+        }
+        if let Ok(mut url) = ::url::Url::parse(&shown.store) {
+            if url.password().is_some() && url.set_password(Some(REDACTED)).is_ok() {
+                shown.store = url.to_string();
+            }
+        }
+        for command in shown.commands.values_mut() {
+            for (name, value) in command.env.iter_mut() {
+                let name = name.to_ascii_uppercase();
+                if ["TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL"]
+                    .iter()
+                    .any(|word| name.contains(word))
+                {
+                    *value = REDACTED.into();
+                }
+            }
+        }
+        let mut text = String::new();
+        if let Some(file) = &self.file {
+            text.push_str(&format!("# read from {}\n", file.display()));
+        }
+        text.push_str(&toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# {e}\n")));
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(Settings::parse("").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let error = Settings::parse("[worker]\nmax_taks = 3\n").unwrap_err();
+        assert!(error.to_string().contains("max_taks"), "{error}");
+    }
+
+    #[test]
+    fn external_commands_register_with_their_options() {
+        let mut settings = Settings::parse(
+            r#"
+            [commands."media.transcribe"]
+            argv = ["python3", "transcribe.py"]
+            cwd = "handlers"
+            timeout_secs = 600
+            max_concurrency = 1
+            queue = "media"
+            retry = { max_attempts = 5, wait_strategy = "fixed", wait_time = 2 }
+            input_schema = { type = "object", required = ["path"] }
+            "#,
+        )
+        .unwrap();
+        settings.file = Some(PathBuf::from("/etc/errand/errand.toml"));
+        let registry = settings.registry().unwrap();
+        let command = registry.get("media", "transcribe").unwrap();
+        assert_eq!(command.options.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(command.options.max_concurrency, Some(1));
+        assert_eq!(command.options.queue, "media");
+        assert_eq!(command.options.retry.max_attempts, 5);
+        assert_eq!(command.input_schema["required"][0], "path");
+        assert!(registry.get("demo", "echo").is_some());
+    }
+
+    #[test]
+    fn a_badly_named_command_is_refused() {
+        let settings = Settings::parse("[commands.transcribe]\nargv = [\"x\"]\n").unwrap();
+        let error = settings.registry().unwrap_err().to_string();
+        assert!(error.contains("APP.NAME"), "{error}");
+    }
+
+    #[test]
+    fn worker_commands_narrow_the_registry() {
+        let mut settings = Settings::default();
+        settings.worker.commands = vec!["demo.echo".into()];
+        assert_eq!(settings.registry().unwrap().names(), vec!["demo.echo"]);
+        settings.worker.commands = vec!["demo.nope".into()];
+        assert!(settings.registry().is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let settings = Settings::parse(
+            r#"
+            store = "postgres://errand:hunter2@db/errand"
+            api_token = "s3cret"
+            [commands."a.b"]
+            argv = ["x"]
+            env = { OPENAI_API_KEY = "sk-123", MODEL = "small" }
+            "#,
+        )
+        .unwrap();
+        let shown = settings.redacted_toml();
+        for secret in ["hunter2", "s3cret", "sk-123"] {
+            assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+        }
+        assert!(shown.contains("small"), "{shown}");
+        // What is printed reads back as a configuration.
+        assert!(Settings::parse(&shown).is_ok(), "{shown}");
+    }
+}
