@@ -16,6 +16,7 @@
 
 mod listen;
 mod migrations;
+pub use migrations::SCHEMA_VERSION;
 mod read;
 mod rows;
 mod write;

@@ -5,6 +5,9 @@ use tokio_postgres::Client;
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_jobs.sql")];
 
+/// The schema version this build brings a database to.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
 /// Any constant unique to errand: the lock key of its migrations.
 const MIGRATION_LOCK: i64 = 0x6572_7261_6e64; // "errand"
 

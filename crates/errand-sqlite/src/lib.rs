@@ -15,6 +15,7 @@
 //! surviving power loss (SPEC §3.1).
 
 mod migrations;
+pub use migrations::SCHEMA_VERSION;
 mod read;
 mod readers;
 mod rows;

@@ -5,6 +5,9 @@ use rusqlite::Connection;
 /// Each entry moves the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_jobs.sql")];
 
+/// The schema version this build brings a database to.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
 /// Brings the database to the newest schema in one transaction, tracked by
 /// SQLite's `user_version`. Refuses a database newer than this binary.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<MigrationOutcome> {

@@ -350,7 +350,10 @@ impl ProcessGroup {
     async fn terminate(&self, grace: Duration, leader: &mut Child) {
         self.signal(Signal::SIGTERM);
         if tokio::time::timeout(grace, leader.wait()).await.is_err() {
-            tracing::warn!(?grace, "the program ignored SIGTERM; killing its process group");
+            tracing::warn!(
+                ?grace,
+                "the program ignored SIGTERM; killing its process group"
+            );
             self.kill();
             let _ = leader.wait().await;
         }
@@ -404,16 +407,25 @@ mod tests {
             StderrLine::parse(r#"{"log": "fetched 3 files"}"#),
             StderrLine::Log("fetched 3 files".into())
         );
-        assert_eq!(StderrLine::parse("Traceback (most recent call last):"), StderrLine::Plain);
+        assert_eq!(
+            StderrLine::parse("Traceback (most recent call last):"),
+            StderrLine::Plain
+        );
         assert_eq!(StderrLine::parse(r#"{"other": 1}"#), StderrLine::Plain);
-        assert_eq!(StderrLine::parse(r#"{"progress": "soon"}"#), StderrLine::Plain);
+        assert_eq!(
+            StderrLine::parse(r#"{"progress": "soon"}"#),
+            StderrLine::Plain
+        );
         assert_eq!(StderrLine::parse("{not json"), StderrLine::Plain);
     }
 
     #[test]
     fn stdout_must_be_json_or_empty() {
         assert_eq!(parse_result(b" \n").unwrap(), Value::Null);
-        assert_eq!(parse_result(b"{\"ok\": true}\n").unwrap(), json!({"ok": true}));
+        assert_eq!(
+            parse_result(b"{\"ok\": true}\n").unwrap(),
+            json!({"ok": true})
+        );
         let error = parse_result(b"hello world").unwrap_err();
         assert_eq!(error.kind, error_kind::INVALID_OUTPUT);
         assert!(!error.retryable);

@@ -26,7 +26,13 @@ fn job(input: Value) -> NewJob {
 async fn start(program: ExternalProgram) -> Harness {
     let mut registry = Registry::new();
     registry
-        .register_dyn("ext", "run", json!({}), CommandOptions::default(), Arc::new(program))
+        .register_dyn(
+            "ext",
+            "run",
+            json!({}),
+            CommandOptions::default(),
+            Arc::new(program),
+        )
         .unwrap();
     Harness::start(registry, fast_config()).await
 }
@@ -45,7 +51,10 @@ fn alive(pid: i32) -> bool {
 async fn read_pids(path: &std::path::Path) -> Vec<i32> {
     for _ in 0..500 {
         if let Ok(text) = std::fs::read_to_string(path) {
-            let pids: Vec<i32> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            let pids: Vec<i32> = text
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
             if pids.len() >= 2 {
                 return pids;
             }
@@ -62,7 +71,10 @@ async fn wait_gone(pids: &[i32]) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("processes still alive: {:?}", pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>());
+    panic!(
+        "processes still alive: {:?}",
+        pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -95,7 +107,9 @@ async fn input_on_stdin_result_on_stdout_events_on_stderr() {
         .map(|e| &e.data)
         .collect();
     assert!(
-        progress.iter().any(|p| p["fraction"] == json!(0.5) && p["message"] == json!("half way")),
+        progress
+            .iter()
+            .any(|p| p["fraction"] == json!(0.5) && p["message"] == json!("half way")),
         "{progress:?}"
     );
     let logs: Vec<&Value> = events
@@ -116,8 +130,16 @@ async fn a_failing_program_says_why_with_its_last_stderr_line() {
     let job = harness.wait_for(&id, JobStatus::Failed).await;
     let error = job.error.unwrap();
     assert!(!error.retryable);
-    assert!(error.message.contains("exited with code 3"), "{}", error.message);
-    assert!(error.message.contains("no such file: a.wav"), "{}", error.message);
+    assert!(
+        error.message.contains("exited with code 3"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("no such file: a.wav"),
+        "{}",
+        error.message
+    );
     harness.stop().await.unwrap();
 }
 
@@ -130,7 +152,11 @@ async fn stdout_past_the_cap_fails_the_job_and_stops_the_program() {
     let job = harness.wait_for(&id, JobStatus::Failed).await;
     let error = job.error.unwrap();
     assert_eq!(error.kind, error_kind::INVALID_OUTPUT);
-    assert!(error.message.contains("more than 10000 bytes"), "{}", error.message);
+    assert!(
+        error.message.contains("more than 10000 bytes"),
+        "{}",
+        error.message
+    );
     harness.stop().await.unwrap();
 }
 
@@ -178,6 +204,9 @@ async fn a_missing_program_fails_the_job_with_its_name() {
     let id = harness.submit(job(json!({}))).await;
     let job = harness.wait_for(&id, JobStatus::Failed).await;
     let message = job.error.unwrap().message;
-    assert!(message.contains("cannot start /nonexistent/errand-handler"), "{message}");
+    assert!(
+        message.contains("cannot start /nonexistent/errand-handler"),
+        "{message}"
+    );
     harness.stop().await.unwrap();
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use errand_core::{error_kind, EventKind, JobId, JobStatus, RetryPolicy, WaitStrategy};
 use errand_store::NewJob;
 use errand_worker::{
-    ClaimFilter, Command, CommandOptions, HandlerError, JobContext, Registry, RegistryError, WorkerConfig,
+    ClaimFilter, Command, CommandOptions, HandlerError, JobContext, Registry, RegistryError,
+    WorkerConfig,
 };
 use serde_json::{json, Value};
 

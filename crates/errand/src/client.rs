@@ -162,13 +162,10 @@ impl Client {
     async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol {
-                url,
-                reason: error_chain(&e),
-            })
+        response.json().await.map_err(|e| ClientError::Protocol {
+            url,
+            reason: error_chain(&e),
+        })
     }
 
     pub async fn submit(&self, job: &SubmitRequest) -> Result<SubmitResponse, ClientError> {
@@ -205,8 +202,11 @@ impl Client {
     }
 
     pub async fn list(&self, query: &ListQuery) -> Result<JobList, ClientError> {
-        self.call(self.request(Method::GET, &["commands", "jobs"]).query(query))
-            .await
+        self.call(
+            self.request(Method::GET, &["commands", "jobs"])
+                .query(query),
+        )
+        .await
     }
 
     pub async fn cancel(&self, job_id: &str) -> Result<CancelResponse, ClientError> {
@@ -255,25 +255,22 @@ impl Client {
         }
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        Ok(response
-            .bytes_stream()
-            .eventsource()
-            .map(move |event| {
-                let protocol = |reason: String| ClientError::Protocol {
-                    url: url.clone(),
-                    reason,
-                };
-                let event = event.map_err(|e| protocol(e.to_string()))?;
-                if event.event == "status" && is_snapshot(&event.data) {
-                    serde_json::from_str(&event.data)
-                        .map(|job| StreamEvent::Snapshot(Box::new(job)))
-                        .map_err(|e| protocol(e.to_string()))
-                } else {
-                    serde_json::from_str(&event.data)
-                        .map(StreamEvent::Event)
-                        .map_err(|e| protocol(e.to_string()))
-                }
-            }))
+        Ok(response.bytes_stream().eventsource().map(move |event| {
+            let protocol = |reason: String| ClientError::Protocol {
+                url: url.clone(),
+                reason,
+            };
+            let event = event.map_err(|e| protocol(e.to_string()))?;
+            if event.event == "status" && is_snapshot(&event.data) {
+                serde_json::from_str(&event.data)
+                    .map(|job| StreamEvent::Snapshot(Box::new(job)))
+                    .map_err(|e| protocol(e.to_string()))
+            } else {
+                serde_json::from_str(&event.data)
+                    .map(StreamEvent::Event)
+                    .map_err(|e| protocol(e.to_string()))
+            }
+        }))
     }
 }
 
@@ -302,9 +299,15 @@ mod tests {
     #[test]
     fn routes_live_under_api_whatever_the_base_path() {
         let client = Client::new("http://h:1", None).unwrap();
-        assert_eq!(client.url(&["commands", "jobs"]).as_str(), "http://h:1/api/commands/jobs");
+        assert_eq!(
+            client.url(&["commands", "jobs"]).as_str(),
+            "http://h:1/api/commands/jobs"
+        );
         let proxied = Client::new("https://h/errand", None).unwrap();
-        assert_eq!(proxied.url(&["workers"]).as_str(), "https://h/errand/api/workers");
+        assert_eq!(
+            proxied.url(&["workers"]).as_str(),
+            "https://h/errand/api/workers"
+        );
     }
 
     #[test]
@@ -318,7 +321,13 @@ mod tests {
 
     #[test]
     fn only_http_urls() {
-        assert!(matches!(Client::new("ftp://h", None), Err(ClientError::BadUrl { .. })));
-        assert!(matches!(Client::new("nonsense", None), Err(ClientError::BadUrl { .. })));
+        assert!(matches!(
+            Client::new("ftp://h", None),
+            Err(ClientError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new("nonsense", None),
+            Err(ClientError::BadUrl { .. })
+        ));
     }
 }

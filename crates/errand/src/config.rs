@@ -226,7 +226,9 @@ impl Settings {
                 reason,
             };
             let Some((app, name)) = full_name.split_once('.') else {
-                return Err(invalid("name it APP.NAME, e.g. \"media.transcribe\"".into()));
+                return Err(invalid(
+                    "name it APP.NAME, e.g. \"media.transcribe\"".into(),
+                ));
             };
             if command.argv.is_empty() {
                 return Err(invalid("argv is empty".into()));

@@ -24,6 +24,14 @@ pub enum StoreUrl {
 }
 
 impl StoreUrl {
+    /// The schema version [`open`](Self::open) brings this store to.
+    pub fn schema_version(&self) -> usize {
+        match self {
+            Self::Sqlite { .. } => errand_sqlite::SCHEMA_VERSION,
+            Self::Postgres { .. } => errand_postgres::SCHEMA_VERSION,
+        }
+    }
+
     pub fn parse(url: &str) -> Result<Self, Error> {
         let bad = |why: &str| Error::BadUrl(format!("{url:?}: {why}"));
         let (scheme, rest) = url

@@ -71,4 +71,3 @@ impl Harness {
         self.worker.take().unwrap().await.unwrap()
     }
 }
-

@@ -1,0 +1,122 @@
+//! `errand serve` and `errand worker`: the long-running processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use errand::config::Settings;
+use errand::url::StoreUrl;
+use errand::{ClaimFilter, Store, SystemClock, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    StoreUrl::parse(&settings.store)?
+        .open(Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("cannot open the store {}", settings.store))
+}
+
+fn worker_config(settings: &Settings) -> WorkerConfig {
+    let worker = &settings.worker;
+    let mut config = WorkerConfig {
+        queues: worker.queues.clone(),
+        max_tasks: worker.max_tasks,
+        claim_filter: if worker.claim_unknown {
+            ClaimFilter::All
+        } else {
+            ClaimFilter::Registered
+        },
+        heartbeat_interval: Duration::from_millis(worker.heartbeat_ms),
+        lease: Duration::from_millis(worker.lease_ms),
+        poll_interval: Duration::from_millis(worker.poll_ms),
+        reap_interval: Duration::from_millis(worker.heartbeat_ms),
+        shutdown_timeout: Duration::from_secs(worker.shutdown_timeout_secs),
+        store_unavailable_limit: Duration::from_secs(worker.store_unavailable_limit_secs),
+        ..WorkerConfig::default()
+    };
+    if let Some(id) = &worker.worker_id {
+        config.worker_id = id.clone();
+    }
+    config
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Bad configuration is reported before anything starts.
+    let registry = (!settings.serve.no_worker)
+        .then(|| settings.registry())
+        .transpose()?;
+    let store = open_store(&settings).await?;
+    let config = errand_server::ServerConfig {
+        api_token: settings.api_token.clone(),
+        body_limit: settings.serve.body_limit,
+        cors_origins: settings.serve.cors_origins.clone(),
+        ..errand_server::ServerConfig::default()
+    };
+    let state = errand_server::AppState::new(store.clone(), config);
+    tokio::spawn(stop_on_signal(state.shutdown.clone()));
+    let worker_shutdown = CancellationToken::new();
+    let mut worker = None;
+    if let Some(registry) = registry {
+        let in_process = Worker::new(store, registry, worker_config(&settings));
+        // Published before the first request, so submits of its commands
+        // are accepted from the start.
+        in_process.register().await?;
+        worker = Some(tokio::spawn(in_process.run(worker_shutdown.clone())));
+    }
+    let bind = &settings.serve.bind;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        store = %settings.store,
+        worker = !settings.serve.no_worker,
+        auth = state.config.api_token.is_some(),
+        "errand is serving on http://{}/api", listener.local_addr()?
+    );
+    let shutdown = state.shutdown.clone();
+    let mut server = tokio::spawn(errand_server::serve(listener, state));
+    let Some(mut worker) = worker else {
+        return Ok(server.await??);
+    };
+    tokio::select! {
+        served = &mut server => {
+            served??;
+            // Responses are finished; now let the worker drain.
+            worker_shutdown.cancel();
+            worker.await??;
+            Ok(())
+        }
+        stopped = &mut worker => {
+            // The worker gave up (its store was unreachable too long): do
+            // not go on serving without it; exit non-zero for a restart.
+            shutdown.cancel();
+            let _ = server.await;
+            stopped??;
+            anyhow::bail!("the in-process worker stopped")
+        }
+    }
+}
+
+pub async fn worker(settings: Settings) -> anyhow::Result<()> {
+    let registry = settings.registry()?;
+    let store = open_store(&settings).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    Worker::new(store, registry, worker_config(&settings))
+        .run(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Fires `shutdown` on the first SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
