@@ -65,6 +65,7 @@ pub struct Settings {
     pub serve: ServeSettings,
     pub worker: WorkerSettings,
     /// External-program commands by full name (`app.name`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub commands: BTreeMap<String, ExternalCommand>,
     /// The file these settings were read from, if any.
     #[serde(skip)]
@@ -307,7 +308,8 @@ impl Settings {
             shown.api_token = Some(REDACTED.into());
         }
         if let Ok(mut url) = ::url::Url::parse(&shown.store) {
-            if url.password().is_some() && url.set_password(Some(REDACTED)).is_ok() {
+            // Brackets would be percent-encoded in a URL.
+            if url.password().is_some() && url.set_password(Some("redacted")).is_ok() {
                 shown.store = url.to_string();
             }
         }

@@ -56,9 +56,15 @@ impl Server {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("errand.toml"), CONFIG).unwrap();
+        Self::start_in(dir, &[])
+    }
+
+    /// `errand serve ARGS` with `dir` as its working directory.
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Self {
         let port = common::free_port();
         let process = Command::new(ERRAND)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(args)
             .current_dir(dir.path())
             .env_remove("ERRAND_URL")
             .env_remove("ERRAND_API_TOKEN")
@@ -557,4 +563,50 @@ fn follow_draws_a_progress_bar_that_advances_and_ends_with_the_result() {
     );
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert_eq!(seen.last(), Some(&100), "{seen:?}\n{screen}");
+}
+
+#[test]
+fn the_example_python_and_shell_handlers_run_as_documented() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "python3 is missing");
+        eprintln!("SKIPPED: the example Python handler needs python3");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/external/errand.toml");
+    let store = format!("sqlite://{}", dir.path().join("examples.db").display());
+    let config = config.to_str().unwrap();
+    let server = Server::start_in(dir, &["--config", config, "--store", &store]);
+
+    let out = server.errand(&[
+        "submit",
+        "media.transcribe",
+        "--input",
+        r#"{"path": "talk.mp3", "chunks": 3, "secs_per_chunk": 0, "simulate_outage": true}"#,
+        "--wait",
+        "--json",
+    ]);
+    let job = json(&out);
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["attempt"], 2, "the outage (exit 75) was retried: {job}");
+    assert_eq!(job["result"]["text"], "chunk1 chunk2 chunk3");
+    // The schema from errand.toml is enforced by the server.
+    let out = server.errand(&[
+        "submit",
+        "media.transcribe",
+        "--input",
+        r#"{"language": "xx"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(REJECTED), "{}", text(&out.stderr));
+
+    let out = server.errand(&[
+        "submit",
+        "demo_sh.count",
+        "--input",
+        r#"{"to": 3}"#,
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["counted"], 3);
 }
