@@ -294,11 +294,21 @@ impl Store for PgStore {
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let now = self.clock.now();
         in_transaction!(self, |tx, events| {
-            let mut results = Vec::with_capacity(outcomes.len());
-            for (fence, outcome) in &outcomes {
-                results.push(write::finish_one(&tx, now, fence, outcome, &mut events).await?);
+            // In job id order (bytewise, as heartbeats lock them with
+            // COLLATE "C"), so the two never
+            // deadlock; the answers keep the callers' order.
+            let mut order: Vec<usize> = (0..outcomes.len()).collect();
+            order.sort_by(|a, b| outcomes[*a].0.job_id.cmp(&outcomes[*b].0.job_id));
+            let mut results: Vec<Option<Result<(), StoreError>>> =
+                (0..outcomes.len()).map(|_| None).collect();
+            for i in order {
+                let (fence, outcome) = &outcomes[i];
+                results[i] = Some(write::finish_one(&tx, now, fence, outcome, &mut events).await?);
             }
             results
+                .into_iter()
+                .map(|r| r.expect("every outcome was recorded"))
+                .collect::<Vec<_>>()
         })
     }
 

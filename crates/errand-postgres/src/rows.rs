@@ -116,10 +116,18 @@ pub(crate) fn db(err: tokio_postgres::Error) -> StoreError {
         })
         || std::error::Error::source(&err)
             .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some());
+    // tokio-postgres says only "db error"; the server's message says what.
+    let message = match err.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(&err) {
+            Some(source) => format!("{err}: {source}"),
+            None => err.to_string(),
+        },
+    };
     if transient {
-        StoreError::Unavailable(err.to_string())
+        StoreError::Unavailable(message)
     } else {
-        StoreError::Backend(err.to_string())
+        StoreError::Backend(message)
     }
 }
 

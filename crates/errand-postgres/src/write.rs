@@ -319,9 +319,14 @@ pub(crate) async fn heartbeat(
     let lease_until = ts(now.plus(params.lease));
     let renewed = tx
         .query(
-            "UPDATE errand_jobs SET lease_until = $1 WHERE status = 'running' AND worker_id = $2 \
+            // Rows are locked in id order, as `finish` takes them: two
+            // transactions locking the same jobs in different orders
+            // deadlock (seen under load with batched completions).
+            "WITH locked AS (SELECT id FROM errand_jobs WHERE status = 'running' AND worker_id = $2 \
              AND (id, attempt) IN (SELECT * FROM unnest($3::text[], $4::int[])) \
-             RETURNING id, cancel_requested",
+             ORDER BY id COLLATE \"C\" FOR UPDATE) \
+             UPDATE errand_jobs j SET lease_until = $1 FROM locked WHERE j.id = locked.id \
+             RETURNING j.id, j.cancel_requested",
             &[&lease_until, &params.worker_id, &ids, &attempts],
         )
         .await

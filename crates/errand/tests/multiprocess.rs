@@ -62,6 +62,18 @@ async fn submit(client: &reqwest::Client, base: &str, body: Value) -> String {
         .to_owned()
 }
 
+/// The last lines of each process's log, to see why a check failed.
+fn log_tails(dir: &std::path::Path, files: &[&str]) -> String {
+    let mut out = String::new();
+    for file in files {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(15)..];
+        out.push_str(&format!("==== {file}\n{}\n", tail.join("\n")));
+    }
+    out
+}
+
 async fn job(client: &reqwest::Client, base: &str, id: &str) -> Value {
     client
         .get(format!("{base}/api/commands/jobs/{id}"))
@@ -206,7 +218,12 @@ async fn two_servers_and_three_workers_share_one_database_exactly() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(running["status"], "running");
+    assert_eq!(
+        running["status"],
+        "running",
+        "{}",
+        log_tails(logs.path(), &["w0.log", "w1.log", "w2.log"])
+    );
     assert!(running["worker_id"]
         .as_str()
         .unwrap()

@@ -6,7 +6,7 @@ use errand_core::{error_kind, JobStatus, Progress};
 use serde_json::json;
 
 use super::*;
-use crate::{HeartbeatParams, Outcome, StoreError};
+use crate::{Fence, HeartbeatParams, Outcome, StoreError};
 
 /// Lets `job`'s lease run out and reaps it.
 async fn expire(t: &TestStore) -> Vec<errand_core::JobId> {
@@ -232,4 +232,48 @@ pub async fn live_leases_are_not_reaped(t: TestStore) {
     claim_one(&t, "w").await;
     t.clock.advance(LEASE - Duration::from_secs(1));
     assert!(t.store.reap_expired().await.unwrap().is_empty());
+}
+
+/// A worker's heartbeat and its batched completions touch the same jobs at
+/// the same time, each listing them in its own order; neither may fail the
+/// other (on PostgreSQL, rows locked in different orders deadlock).
+pub async fn heartbeats_and_batched_finishes_of_the_same_jobs_never_collide(t: TestStore) {
+    const JOBS: usize = 12;
+    for round in 0..15 {
+        for _ in 0..JOBS {
+            t.store.submit(new_job("a")).await.unwrap();
+        }
+        let claimed = t.store.claim(claim_params("w", JOBS)).await.unwrap();
+        assert_eq!(claimed.len(), JOBS);
+        let mut fences: Vec<Fence> = claimed.iter().map(|job| fence(job, "w")).collect();
+        // The two calls take the jobs in opposite orders.
+        fences.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        let heartbeat = HeartbeatParams {
+            worker_id: "w".into(),
+            running: fences.clone(),
+            lease: LEASE,
+        };
+        let outcomes = fences
+            .iter()
+            .rev()
+            .map(|f| {
+                (
+                    f.clone(),
+                    Outcome::Completed {
+                        result: json!(round),
+                    },
+                )
+            })
+            .collect();
+        let store = t.store.clone();
+        let beating = tokio::spawn(async move {
+            for _ in 0..3 {
+                store.heartbeat(heartbeat.clone()).await?;
+            }
+            Ok::<_, StoreError>(())
+        });
+        let finished = t.store.finish(outcomes).await.unwrap();
+        beating.await.unwrap().unwrap();
+        assert!(finished.iter().all(Result::is_ok), "{finished:?}");
+    }
 }

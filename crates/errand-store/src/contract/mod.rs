@@ -101,6 +101,7 @@ macro_rules! store_contract_tests {
             stale_worker_cannot_report_progress_or_log,
             wrong_worker_is_fenced_out,
             heartbeat_renews_leases_and_reports_cancel_and_loss,
+            heartbeats_and_batched_finishes_of_the_same_jobs_never_collide,
             expired_lease_is_reaped_and_counts_the_attempt,
             expired_lease_on_last_attempt_fails_the_job,
             live_leases_are_not_reaped,
