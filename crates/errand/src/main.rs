@@ -4,8 +4,6 @@
 mod admin;
 mod args;
 mod bench;
-mod bench_target;
-mod fanout;
 mod run;
 mod terminal;
 

@@ -1,0 +1,218 @@
+//! `errand bench`: throughput and latency of a store and the worker runtime,
+//! each run on a fresh store, with exact delivery checked on every run.
+//!
+//! - `workloads`: enqueue, enqueue-batch, drain, latency, depth.
+//! - `http`: submits through the real HTTP server.
+//! - `fanout`: one job's events to many SSE clients.
+//! - `target`: a fresh store per run, and the plain-insert baseline.
+//! - `usage`: CPU time and peak memory.
+//! - `report`: the table, JSON lines, or Markdown.
+
+mod fanout;
+mod http;
+mod report;
+mod target;
+mod usage;
+mod workloads;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use target::Target;
+use usage::Usage;
+
+/// Every workload, in the order `all` runs them (drain before
+/// latency-load, which offers half of drain's measured capacity).
+const WORKLOADS: &[&str] = &[
+    "enqueue",
+    "enqueue-batch",
+    "drain",
+    "latency-idle",
+    "latency-load",
+    "depth",
+    "http-submit",
+    "sse-fanout",
+];
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// enqueue, enqueue-batch, drain, latency-idle, latency-load, depth,
+    /// http-submit, sse-fanout, or all.
+    workload: String,
+    /// Store URL; each run gets a fresh file (next to this one) or a fresh
+    /// PostgreSQL database. Default: SQLite in a temporary directory.
+    #[arg(long)]
+    store: Option<String>,
+    /// Jobs per run (throughput workloads).
+    #[arg(long, default_value_t = 100_000)]
+    jobs: usize,
+    /// Runs per workload; the median is reported, with min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Worker slots for drain, depth and latency-load.
+    #[arg(long, default_value_t = 256)]
+    max_tasks: usize,
+    /// Concurrent submitters for enqueue; connections for http-submit.
+    #[arg(long, default_value_t = 64)]
+    submitters: usize,
+    /// SSE clients for sse-fanout.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// How long latency-load offers its load.
+    #[arg(long, default_value_t = 10)]
+    load_secs: u64,
+    /// Jobs queued for the deep half of depth (the shallow half has 10,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    depth: usize,
+    /// Print one JSON object per workload instead of a table.
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    /// Print a Markdown section (machine, settings, command, table) for
+    /// docs/benchmarks.md.
+    #[arg(long)]
+    markdown: bool,
+}
+
+/// One run's measurements.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunResult {
+    pub jobs_per_sec: f64,
+    /// How many jobs (or events) the rate counts.
+    pub jobs: usize,
+    pub commits_per_job: f64,
+    pub latencies_ms: Vec<f64>,
+    pub lost: usize,
+    pub duplicated: usize,
+    /// Set by a workload that times only part of its run; else the
+    /// whole run's.
+    pub cpu_secs: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Jobs drained in each half of `depth`.
+const DEPTH_MEASURED: usize = 10_000;
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let workloads: Vec<&str> = match args.workload.as_str() {
+        "all" => WORKLOADS.to_vec(),
+        one if WORKLOADS.contains(&one) => vec![one],
+        other => bail!(
+            "unknown workload {other:?}: use one of {} or all",
+            WORKLOADS.join(", ")
+        ),
+    };
+    if args.runs == 0 || args.jobs == 0 {
+        bail!("--runs and --jobs must be at least 1");
+    }
+    let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
+    let target = Target::from_arg(args.store.as_deref(), scratch.path())?;
+    let mut baselines: Vec<f64> = Vec::new();
+    for _ in 0..args.runs {
+        baselines.push(target.baseline(args.jobs).await?);
+    }
+    let mut out = report::Report::new(&target, &args, report::median(&mut baselines));
+    out.begin();
+    let mut drain_capacity = None;
+    for workload in workloads {
+        let rows: Vec<(String, Vec<RunResult>)> = match workload {
+            "depth" => vec![
+                (
+                    format!("depth-{}", short_count(DEPTH_MEASURED)),
+                    runs(&target, &args, workload, DEPTH_MEASURED, None).await?,
+                ),
+                (
+                    format!("depth-{}", short_count(args.depth)),
+                    runs(&target, &args, workload, args.depth, None).await?,
+                ),
+            ],
+            "latency-load" => {
+                let capacity = match drain_capacity {
+                    Some(capacity) => capacity,
+                    None => calibrate(&target, &args).await?,
+                };
+                let rate = capacity / 2.0;
+                let label = format!("latency-load ({rate:.0}/s)");
+                vec![(label, runs(&target, &args, workload, 0, Some(rate)).await?)]
+            }
+            _ => vec![(
+                workload.to_owned(),
+                runs(&target, &args, workload, 0, None).await?,
+            )],
+        };
+        for (label, results) in rows {
+            if workload == "drain" {
+                let mut rates: Vec<f64> = results.iter().map(|r| r.jobs_per_sec).collect();
+                drain_capacity = Some(report::median(&mut rates));
+            }
+            out.row(&label, &results);
+        }
+    }
+    out.end();
+    if out.failed() {
+        bail!("a run lost or duplicated jobs (see the lost column)");
+    }
+    Ok(())
+}
+
+fn short_count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}m", n / 1_000_000),
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+/// `args.runs` runs of `workload`, each on a fresh store.
+async fn runs(
+    target: &Target,
+    args: &BenchArgs,
+    workload: &str,
+    queued: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Vec<RunResult>> {
+    let mut results = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let (store, fresh) = target.fresh(workload).await?;
+        let before = Usage::now();
+        let result = match workload {
+            "enqueue" => workloads::enqueue(store.clone(), args.jobs, args.submitters).await,
+            "enqueue-batch" => workloads::enqueue_batch(store.clone(), args.jobs).await,
+            "drain" => workloads::drain(store.clone(), args.jobs, args.jobs, args.max_tasks).await,
+            "depth" => {
+                workloads::drain(store.clone(), queued, DEPTH_MEASURED, args.max_tasks).await
+            }
+            "latency-idle" => {
+                // One job every 10 ms into an idle worker.
+                workloads::latency(store.clone(), 100.0, Duration::from_secs(5), 5).await
+            }
+            "latency-load" => {
+                let rate = rate.expect("latency-load has a rate");
+                let duration = Duration::from_secs(args.load_secs);
+                workloads::latency(store.clone(), rate, duration, args.max_tasks).await
+            }
+            "http-submit" => http::http_submit(store.clone(), args.jobs, args.submitters).await,
+            "sse-fanout" => fanout::sse_fanout(store.clone(), args.subscribers).await,
+            other => unreachable!("checked above: {other}"),
+        };
+        let after = Usage::now();
+        drop(store);
+        fresh.remove().await;
+        let mut result = result.with_context(|| format!("{workload} failed"))?;
+        if result.cpu_secs == 0.0 {
+            result.cpu_secs = after.cpu_secs_since(&before);
+        }
+        result.peak_rss_mib = after.peak_rss_mib;
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// Drain capacity for latency-load when drain did not run before it.
+async fn calibrate(target: &Target, args: &BenchArgs) -> anyhow::Result<f64> {
+    let jobs = args.jobs.min(20_000);
+    let (store, fresh) = target.fresh("calibrate").await?;
+    let result = workloads::drain(store.clone(), jobs, jobs, args.max_tasks).await;
+    drop(store);
+    fresh.remove().await;
+    Ok(result?.jobs_per_sec)
+}
