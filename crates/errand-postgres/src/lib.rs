@@ -192,9 +192,8 @@ impl PgStore {
         events: Vec<JobEvent>,
     ) -> Result<(), StoreError> {
         if let Some(payload) = listen::payload(&self.origin, &events) {
-            tx.execute("SELECT pg_notify('errand_events', $1)", &[&payload])
-                .await
-                .map_err(db)?;
+            let notify = rows::prepared(&tx, "SELECT pg_notify('errand_events', $1)").await?;
+            tx.execute(&notify, &[&payload]).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -295,15 +294,22 @@ impl Store for PgStore {
         let now = self.clock.now();
         in_transaction!(self, |tx, events| {
             // In job id order (bytewise, as heartbeats lock them with
-            // COLLATE "C"), so the two never
-            // deadlock; the answers keep the callers' order.
+            // COLLATE "C"), so the two never deadlock; the answers keep
+            // the callers' order. Pipelined: tokio-postgres sends every
+            // statement before the first answer is back, so a batch costs
+            // about one round trip, not one per job; the server still runs
+            // them in this order.
             let mut order: Vec<usize> = (0..outcomes.len()).collect();
             order.sort_by(|a, b| outcomes[*a].0.job_id.cmp(&outcomes[*b].0.job_id));
+            let answers = futures::future::join_all(order.iter().map(|&i| {
+                let (fence, outcome) = &outcomes[i];
+                write::finish_one(&tx, now, fence, outcome)
+            }))
+            .await;
             let mut results: Vec<Option<Result<(), StoreError>>> =
                 (0..outcomes.len()).map(|_| None).collect();
-            for i in order {
-                let (fence, outcome) = &outcomes[i];
-                results[i] = Some(write::finish_one(&tx, now, fence, outcome, &mut events).await?);
+            for (i, answer) in order.into_iter().zip(answers) {
+                results[i] = Some(answer?.map(|event| events.push(event)));
             }
             results
                 .into_iter()
@@ -369,11 +375,11 @@ impl Store for PgStore {
     }
 
     async fn get(&self, job_id: &JobId) -> Result<Job, StoreError> {
-        read::get(&**self.client().await?, job_id).await
+        read::get(&*self.client().await?, job_id).await
     }
 
     async fn list(&self, params: ListParams) -> Result<JobPage, StoreError> {
-        read::list(&**self.client().await?, &params).await
+        read::list(&*self.client().await?, &params).await
     }
 
     async fn events(
@@ -382,15 +388,15 @@ impl Store for PgStore {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<JobEvent>, StoreError> {
-        read::events(&**self.client().await?, job_id, after_seq, limit).await
+        read::events(&*self.client().await?, job_id, after_seq, limit).await
     }
 
     async fn feed(&self, after_id: i64, limit: usize) -> Result<Vec<JobEvent>, StoreError> {
-        read::feed(&**self.client().await?, after_id, limit).await
+        read::feed(&*self.client().await?, after_id, limit).await
     }
 
     async fn stats(&self) -> Result<Vec<CommandStats>, StoreError> {
-        read::stats(&**self.client().await?, self.clock.now()).await
+        read::stats(&*self.client().await?, self.clock.now()).await
     }
 
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
@@ -418,11 +424,11 @@ impl Store for PgStore {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
-        read::workers(&**self.client().await?, self.clock.now()).await
+        read::workers(&*self.client().await?, self.clock.now()).await
     }
 
     async fn commands(&self) -> Result<Vec<CommandInfo>, StoreError> {
-        read::commands(&**self.client().await?).await
+        read::commands(&*self.client().await?).await
     }
 
     fn subscribe(&self) -> ChangeFeed {

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::ClientWrapper as Client;
 use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
 use errand_store::{
     CommandInfo, CommandStats, JobPage, ListCondition, ListParams, StoreError, WorkerInfo,
 };
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
 
-use crate::rows::{self, db, ts, JOB_COLUMNS};
+use crate::rows::{self, db, prepared, ts, JOB_COLUMNS};
 use crate::write::WORKER_TTL;
 
 const EVENT_COLUMNS: &str =
@@ -18,7 +18,7 @@ const EVENT_COLUMNS: &str =
 pub(crate) async fn get(client: &Client, job_id: &JobId) -> Result<Job, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM errand_jobs j WHERE j.id = $1");
     let row = client
-        .query_opt(&sql, &[&job_id.as_str()])
+        .query_opt(&prepared(client, &sql).await?, &[&job_id.as_str()])
         .await
         .map_err(db)?
         .ok_or_else(|| StoreError::NotFound(job_id.clone()))?;
@@ -57,7 +57,10 @@ pub(crate) async fn list(client: &Client, params: &ListParams) -> Result<JobPage
         .iter()
         .map(|v| v.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    let rows = client.query(&sql, &refs).await.map_err(db)?;
+    let rows = client
+        .query(&prepared(client, &sql).await?, &refs)
+        .await
+        .map_err(db)?;
     let mut jobs = Vec::with_capacity(rows.len());
     let mut last_seq = 0i64;
     for row in rows.iter().take(limit) {
@@ -79,7 +82,10 @@ pub(crate) async fn events(
          WHERE j.id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
     );
     let rows = client
-        .query(&sql, &[&job_id.as_str(), &after_seq, &(limit as i64)])
+        .query(
+            &prepared(client, &sql).await?,
+            &[&job_id.as_str(), &after_seq, &(limit as i64)],
+        )
         .await
         .map_err(db)?;
     if rows.is_empty() {
@@ -98,7 +104,10 @@ pub(crate) async fn feed(
          WHERE e.id > $1 ORDER BY e.id LIMIT $2"
     );
     let rows = client
-        .query(&sql, &[&after_id, &(limit as i64)])
+        .query(
+            &prepared(client, &sql).await?,
+            &[&after_id, &(limit as i64)],
+        )
         .await
         .map_err(db)?;
     rows.iter().map(rows::event).collect()
@@ -114,7 +123,10 @@ pub(crate) async fn events_between(
         "SELECT {EVENT_COLUMNS} FROM errand_events e JOIN errand_jobs j ON e.job_seq = j.seq \
          WHERE e.id BETWEEN $1 AND $2 ORDER BY e.id"
     );
-    let rows = client.query(&sql, &[&from, &to]).await.map_err(db)?;
+    let rows = client
+        .query(&prepared(client, &sql).await?, &[&from, &to])
+        .await
+        .map_err(db)?;
     rows.iter().map(rows::event).collect()
 }
 
@@ -124,7 +136,7 @@ pub(crate) async fn stats(
 ) -> Result<Vec<CommandStats>, StoreError> {
     let rows = client
         .query(
-            "SELECT app, command, status, count(*) FROM errand_jobs GROUP BY app, command, status",
+&prepared(client, "SELECT app, command, status, count(*) FROM errand_jobs GROUP BY app, command, status").await?,
             &[],
         )
         .await
@@ -146,9 +158,13 @@ pub(crate) async fn stats(
     for ((app, command), counts) in by_command {
         let mut run_times: Vec<f64> = client
             .query(
-                "SELECT EXTRACT(EPOCH FROM (finished - started))::float8 FROM errand_jobs \
+                &prepared(
+                    client,
+                    "SELECT EXTRACT(EPOCH FROM (finished - started))::float8 FROM errand_jobs \
                  WHERE app = $1 AND command = $2 AND status IN ('completed', 'failed') \
                  AND started IS NOT NULL ORDER BY finished DESC LIMIT 1000",
+                )
+                .await?,
                 &[&app, &command],
             )
             .await
@@ -159,8 +175,12 @@ pub(crate) async fn stats(
         run_times.sort_by(f64::total_cmp);
         let oldest: Option<f64> = client
             .query_one(
-                "SELECT EXTRACT(EPOCH FROM ($3 - min(run_at)))::float8 FROM errand_jobs \
+                &prepared(
+                    client,
+                    "SELECT EXTRACT(EPOCH FROM ($3 - min(run_at)))::float8 FROM errand_jobs \
                  WHERE app = $1 AND command = $2 AND status = 'new' AND run_at <= $3",
+                )
+                .await?,
                 &[&app, &command, &now_at],
             )
             .await
@@ -191,10 +211,10 @@ pub(crate) async fn workers(
     let cutoff = ts(now.minus(WORKER_TTL));
     let rows = client
         .query(
-            "SELECT w.id, w.host, w.pid, w.queues, w.commands, w.slots, w.started, w.last_heartbeat, \
+&prepared(client, "SELECT w.id, w.host, w.pid, w.queues, w.commands, w.slots, w.started, w.last_heartbeat, \
              coalesce((SELECT array_agg(j.id ORDER BY j.seq) FROM errand_jobs j \
                        WHERE j.status = 'running' AND j.worker_id = w.id), '{}') AS running \
-             FROM errand_workers w WHERE w.last_heartbeat >= $1 ORDER BY w.started",
+             FROM errand_workers w WHERE w.last_heartbeat >= $1 ORDER BY w.started").await?,
             &[&cutoff],
         )
         .await
@@ -222,8 +242,12 @@ pub(crate) async fn workers(
 pub(crate) async fn commands(client: &Client) -> Result<Vec<CommandInfo>, StoreError> {
     let rows = client
         .query(
-            "SELECT app, name, description, input_schema, defaults, worker_id, updated \
+            &prepared(
+                client,
+                "SELECT app, name, description, input_schema, defaults, worker_id, updated \
              FROM errand_commands ORDER BY app, name",
+            )
+            .await?,
             &[],
         )
         .await

@@ -2,15 +2,15 @@
 //! job is an UPDATE whose WHERE clause is the compare-and-set, and its
 //! event is inserted by the same statement.
 
+use deadpool_postgres::Transaction;
 use errand_core::{
     error_kind, EventKind, Job, JobError, JobEvent, JobId, JobStatus, Progress, Timestamp,
 };
 use errand_store::*;
 use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
 
-use crate::rows::{self, db, ts, JOB_COLUMNS};
+use crate::rows::{self, db, prepared, ts, JOB_COLUMNS};
 
 /// How long a worker may stay silent before it no longer counts as alive.
 pub(crate) const WORKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -40,7 +40,10 @@ async fn transition(
     let kind_text = kind.as_str();
     let mut params: Params = vec![&now_at, &kind_text, &data];
     params.extend_from_slice(extra);
-    let rows = tx.query(&sql, &params).await.map_err(db)?;
+    let rows = tx
+        .query(&prepared(tx, &sql).await?, &params)
+        .await
+        .map_err(db)?;
     rows.iter()
         .map(|row| {
             let job = rows::job(row)?;
@@ -75,7 +78,9 @@ pub(crate) async fn submit(
     let (now_at, run_at_at) = (ts(now), ts(run_at));
     let row = tx
         .query_opt(
-            "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, \
+            &prepared(
+                tx,
+                "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, \
                  max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
                  parent_id, created, updated, event_seq) \
                VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1) \
@@ -83,6 +88,8 @@ pub(crate) async fn submit(
              e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
                SELECT j.seq, 1, 'status', 'new', $15, $14 FROM j RETURNING id) \
              SELECT e.id FROM e",
+            )
+            .await?,
             &[
                 &job_id.as_str(),
                 &job.app,
@@ -107,7 +114,11 @@ pub(crate) async fn submit(
         // The idempotency key is taken: answer with that job.
         let existing = tx
             .query_one(
-                "SELECT id, status FROM errand_jobs WHERE idempotency_key = $1",
+                &prepared(
+                    tx,
+                    "SELECT id, status FROM errand_jobs WHERE idempotency_key = $1",
+                )
+                .await?,
                 &[&job.idempotency_key],
             )
             .await
@@ -172,7 +183,7 @@ pub(crate) async fn submit_many(
     let now_at = ts(now);
     let rows = tx
         .query(
-            "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
+&prepared(tx, "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
                  $5::jsonb[], $6::int[], $7::jsonb[], $8::int[], $9::text[], $10::timestamptz[], \
                  $11::float8[], $12::text[], $13::jsonb[]) \
                  AS t(id, app, command, input, context, max_attempts, retry, priority, queue, \
@@ -184,7 +195,7 @@ pub(crate) async fn submit_many(
              e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
                  SELECT j.seq, 1, 'status', 'new', t.data, $14 FROM j JOIN t ON t.id = j.id \
                  RETURNING id, job_seq) \
-             SELECT j.id, e.id FROM j JOIN e ON e.job_seq = j.seq",
+             SELECT j.id, e.id FROM j JOIN e ON e.job_seq = j.seq").await?,
             &[
                 &id_texts, &apps, &commands, &inputs, &contexts, &max_attempts, &retries,
                 &priorities, &queues, &run_at_values, &timeouts, &parents, &data, &now_at,
@@ -262,7 +273,7 @@ pub(crate) async fn claim(
         let kind = EventKind::Status.as_str();
         let rows = tx
             .query(
-                &sql,
+                &prepared(tx, &sql).await?,
                 &[
                     &now_at,
                     &kind,
@@ -309,7 +320,11 @@ pub(crate) async fn heartbeat(
     let now_at = ts(now);
     let known = tx
         .execute(
-            "UPDATE errand_workers SET last_heartbeat = $1 WHERE id = $2",
+            &prepared(
+                tx,
+                "UPDATE errand_workers SET last_heartbeat = $1 WHERE id = $2",
+            )
+            .await?,
             &[&now_at, &params.worker_id],
         )
         .await
@@ -349,13 +364,13 @@ pub(crate) async fn heartbeat(
 
 const FENCE: &str = "j.id = $4 AND j.status = 'running' AND j.attempt = $5 AND j.worker_id = $6";
 
+/// One outcome: its event, or why the attempt was refused (fenced out).
 pub(crate) async fn finish_one(
     tx: &Transaction<'_>,
     now: Timestamp,
     fence: &Fence,
     outcome: &Outcome,
-    events: &mut Vec<JobEvent>,
-) -> Result<Result<(), StoreError>, StoreError> {
+) -> Result<Result<JobEvent, StoreError>, StoreError> {
     let attempt = fence.attempt as i32;
     let id = fence.job_id.as_str();
     let (set, kind, data, value): (&str, EventKind, Value, Option<Value>) = match outcome {
@@ -405,10 +420,7 @@ pub(crate) async fn finish_one(
     }
     let changed = transition(tx, now, set, FENCE, &extra, kind, data).await?;
     match changed.into_iter().next() {
-        Some((_, event)) => {
-            events.push(event);
-            Ok(Ok(()))
-        }
+        Some((_, event)) => Ok(Ok(event)),
         None => Ok(Err(fenced_out(tx, fence).await?)),
     }
 }
@@ -416,7 +428,7 @@ pub(crate) async fn finish_one(
 async fn fenced_out(tx: &Transaction<'_>, fence: &Fence) -> Result<StoreError, StoreError> {
     let exists = tx
         .query_opt(
-            "SELECT 1 FROM errand_jobs WHERE id = $1",
+            &prepared(tx, "SELECT 1 FROM errand_jobs WHERE id = $1").await?,
             &[&fence.job_id.as_str()],
         )
         .await
@@ -504,7 +516,11 @@ pub(crate) async fn append_log(
 async fn current_status(tx: &Transaction<'_>, job_id: &JobId) -> Result<JobStatus, StoreError> {
     let row = tx
         .query_opt(
-            "SELECT status FROM errand_jobs WHERE id = $1 FOR UPDATE",
+            &prepared(
+                tx,
+                "SELECT status FROM errand_jobs WHERE id = $1 FOR UPDATE",
+            )
+            .await?,
             &[&job_id.as_str()],
         )
         .await
@@ -645,9 +661,13 @@ pub(crate) async fn reap_expired(
     let now_at = ts(now);
     let expired = tx
         .query(
-            "SELECT id, attempt, max_attempts, cancel_requested FROM errand_jobs \
+            &prepared(
+                tx,
+                "SELECT id, attempt, max_attempts, cancel_requested FROM errand_jobs \
              WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT 1000 \
              FOR UPDATE SKIP LOCKED",
+            )
+            .await?,
             &[&now_at],
         )
         .await
@@ -707,7 +727,7 @@ pub(crate) async fn reap_expired(
     }
     let cutoff = ts(now.minus(WORKER_TTL));
     tx.execute(
-        "DELETE FROM errand_workers WHERE last_heartbeat < $1",
+        &prepared(tx, "DELETE FROM errand_workers WHERE last_heartbeat < $1").await?,
         &[&cutoff],
     )
     .await
@@ -718,14 +738,18 @@ pub(crate) async fn reap_expired(
 pub(crate) async fn prune(tx: &Transaction<'_>, before: Timestamp) -> Result<u64, StoreError> {
     let before = ts(before);
     tx.execute(
-        "DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
+        &prepared(
+            tx,
+            "DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
          WHERE finished < $1 AND status IN ('completed', 'failed', 'canceled'))",
+        )
+        .await?,
         &[&before],
     )
     .await
     .map_err(db)?;
     tx.execute(
-        "DELETE FROM errand_jobs WHERE finished < $1 AND status IN ('completed', 'failed', 'canceled')",
+&prepared(tx, "DELETE FROM errand_jobs WHERE finished < $1 AND status IN ('completed', 'failed', 'canceled')").await?,
         &[&before],
     )
     .await
@@ -746,9 +770,9 @@ pub(crate) async fn register_worker(
     let (queues, names) = (json!(worker.queues), json!(names));
     let (pid, slots) = (i64::from(worker.pid), worker.slots as i64);
     tx.execute(
-        "INSERT INTO errand_workers (id, host, pid, queues, commands, slots, started, last_heartbeat) \
+&prepared(tx, "INSERT INTO errand_workers (id, host, pid, queues, commands, slots, started, last_heartbeat) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, \
-         queues = $4, commands = $5, slots = $6, last_heartbeat = $7",
+         queues = $4, commands = $5, slots = $6, last_heartbeat = $7").await?,
         &[&worker.worker_id, &worker.host, &pid, &queues, &names, &slots, &now_at],
     )
     .await
@@ -756,9 +780,9 @@ pub(crate) async fn register_worker(
     for command in &worker.commands {
         let defaults = serde_json::to_value(&command.defaults).expect("defaults serialize");
         tx.execute(
-            "INSERT INTO errand_commands (app, name, description, input_schema, defaults, worker_id, updated) \
+&prepared(tx, "INSERT INTO errand_commands (app, name, description, input_schema, defaults, worker_id, updated) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app, name) DO UPDATE SET \
-             description = $3, input_schema = $4, defaults = $5, worker_id = $6, updated = $7",
+             description = $3, input_schema = $4, defaults = $5, worker_id = $6, updated = $7").await?,
             &[&command.app, &command.name, &command.description, &command.input_schema, &defaults, &worker.worker_id, &now_at],
         )
         .await

@@ -43,9 +43,10 @@ pub struct BenchArgs {
     /// PostgreSQL database. Default: SQLite in a temporary directory.
     #[arg(long)]
     store: Option<String>,
-    /// Jobs per run (throughput workloads).
-    #[arg(long, default_value_t = 100_000)]
-    jobs: usize,
+    /// Jobs per run (throughput workloads). [default: 100000 on SQLite,
+    /// 10000 on PostgreSQL, whose every statement is a network round trip]
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Runs per workload; the median is reported, with min and max.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -73,6 +74,12 @@ pub struct BenchArgs {
     markdown: bool,
 }
 
+impl BenchArgs {
+    fn jobs(&self) -> usize {
+        self.jobs.expect("set from the store's default in run")
+    }
+}
+
 /// One run's measurements.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RunResult {
@@ -92,23 +99,29 @@ pub(crate) struct RunResult {
 /// Jobs drained in each half of `depth`.
 const DEPTH_MEASURED: usize = 10_000;
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let workloads: Vec<&str> = match args.workload.as_str() {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    let workloads: Vec<&'static str> = match args.workload.as_str() {
         "all" => WORKLOADS.to_vec(),
-        one if WORKLOADS.contains(&one) => vec![one],
-        other => bail!(
-            "unknown workload {other:?}: use one of {} or all",
-            WORKLOADS.join(", ")
-        ),
+        one => match WORKLOADS.iter().find(|w| **w == one) {
+            Some(known) => vec![*known],
+            None => bail!(
+                "unknown workload {one:?}: use one of {} or all",
+                WORKLOADS.join(", ")
+            ),
+        },
     };
-    if args.runs == 0 || args.jobs == 0 {
-        bail!("--runs and --jobs must be at least 1");
-    }
     let scratch = tempfile::tempdir().context("cannot make a scratch directory")?;
     let target = Target::from_arg(args.store.as_deref(), scratch.path())?;
+    args.jobs = Some(args.jobs.unwrap_or(match target {
+        Target::Sqlite { .. } => 100_000,
+        Target::Postgres { .. } => 10_000,
+    }));
+    if args.runs == 0 || args.jobs() == 0 {
+        bail!("--runs and --jobs must be at least 1");
+    }
     let mut baselines: Vec<f64> = Vec::new();
     for _ in 0..args.runs {
-        baselines.push(target.baseline(args.jobs).await?);
+        baselines.push(target.baseline(args.jobs()).await?);
     }
     let mut out = report::Report::new(&target, &args, report::median(&mut baselines));
     out.begin();
@@ -175,9 +188,11 @@ async fn runs(
         let (store, fresh) = target.fresh(workload).await?;
         let before = Usage::now();
         let result = match workload {
-            "enqueue" => workloads::enqueue(store.clone(), args.jobs, args.submitters).await,
-            "enqueue-batch" => workloads::enqueue_batch(store.clone(), args.jobs).await,
-            "drain" => workloads::drain(store.clone(), args.jobs, args.jobs, args.max_tasks).await,
+            "enqueue" => workloads::enqueue(store.clone(), args.jobs(), args.submitters).await,
+            "enqueue-batch" => workloads::enqueue_batch(store.clone(), args.jobs()).await,
+            "drain" => {
+                workloads::drain(store.clone(), args.jobs(), args.jobs(), args.max_tasks).await
+            }
             "depth" => {
                 workloads::drain(store.clone(), queued, DEPTH_MEASURED, args.max_tasks).await
             }
@@ -190,7 +205,7 @@ async fn runs(
                 let duration = Duration::from_secs(args.load_secs);
                 workloads::latency(store.clone(), rate, duration, args.max_tasks).await
             }
-            "http-submit" => http::http_submit(store.clone(), args.jobs, args.submitters).await,
+            "http-submit" => http::http_submit(store.clone(), args.jobs(), args.submitters).await,
             "sse-fanout" => fanout::sse_fanout(store.clone(), args.subscribers).await,
             other => unreachable!("checked above: {other}"),
         };
@@ -209,7 +224,7 @@ async fn runs(
 
 /// Drain capacity for latency-load when drain did not run before it.
 async fn calibrate(target: &Target, args: &BenchArgs) -> anyhow::Result<f64> {
-    let jobs = args.jobs.min(20_000);
+    let jobs = args.jobs().min(20_000);
     let (store, fresh) = target.fresh("calibrate").await?;
     let result = workloads::drain(store.clone(), jobs, jobs, args.max_tasks).await;
     drop(store);

@@ -103,7 +103,7 @@ impl Report {
             format,
             store: target.name(),
             describe: target.describe(),
-            jobs: args.jobs,
+            jobs: args.jobs.unwrap_or_default(),
             runs: args.runs,
             baseline,
             failed: false,
