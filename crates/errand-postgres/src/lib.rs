@@ -395,6 +395,10 @@ impl Store for PgStore {
         read::feed(&*self.client().await?, after_id, limit).await
     }
 
+    async fn feed_head(&self) -> Result<i64, StoreError> {
+        read::feed_head(&*self.client().await?).await
+    }
+
     async fn stats(&self) -> Result<Vec<CommandStats>, StoreError> {
         read::stats(&*self.client().await?, self.clock.now()).await
     }

@@ -94,23 +94,94 @@ pub(crate) async fn events(
     rows.iter().map(rows::event).collect()
 }
 
+/// Events after `after_id`, up to the settled head (see [`feed_head`]).
 pub(crate) async fn feed(
     client: &Client,
     after_id: i64,
     limit: usize,
 ) -> Result<Vec<JobEvent>, StoreError> {
+    let head = feed_head(client).await?;
+    if head <= after_id {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM errand_events e JOIN errand_jobs j ON e.job_seq = j.seq \
-         WHERE e.id > $1 ORDER BY e.id LIMIT $2"
+         WHERE e.id > $1 AND e.id <= $3 ORDER BY e.id LIMIT $2"
     );
     let rows = client
         .query(
             &prepared(client, &sql).await?,
-            &[&after_id, &(limit as i64)],
+            &[&after_id, &(limit as i64), &head],
         )
         .await
         .map_err(db)?;
     rows.iter().map(rows::event).collect()
+}
+
+/// The highest event id that is settled: every id up to it is committed
+/// or never will be.
+///
+/// Ids come from a sequence in the order transactions ask for them, but
+/// transactions commit in their own order, so a reader can see id 11
+/// while 10 is still to commit; resuming after 11 would lose 10. So: read
+/// how far the sequence has gone, then wait for every transaction in this
+/// database that was writing at that moment to end. Any transaction that
+/// took an id by then is among them, because errand writes a job row
+/// (which gives the transaction its id, `backend_xid`) before it inserts
+/// an event.
+pub(crate) async fn feed_head(client: &Client) -> Result<i64, StoreError> {
+    let row = client
+        .query_one(
+            &prepared(
+                client,
+                "SELECT last_value, is_called FROM errand_events_id_seq",
+            )
+            .await?,
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    let (last, called): (i64, bool) = (row.get(0), row.get(1));
+    let allocated = if called { last } else { last - 1 };
+    let writing: Vec<String> = client
+        .query(
+            &prepared(
+                client,
+                "SELECT backend_xid::text FROM pg_stat_activity \
+                 WHERE datname = current_database() AND backend_xid IS NOT NULL \
+                 AND pid <> pg_backend_pid()",
+            )
+            .await?,
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if writing.is_empty() {
+        return Ok(allocated);
+    }
+    let still = prepared(
+        client,
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_xid::text = ANY($1)",
+    )
+    .await?;
+    // errand's transactions last milliseconds; a long one elsewhere in the
+    // database holds the head back for as long as it runs.
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let running: i64 = client
+            .query_one(&still, &[&writing])
+            .await
+            .map_err(db)?
+            .get(0);
+        if running == 0 {
+            return Ok(allocated);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Events with ids in `[from, to]`, for the change-feed listener.

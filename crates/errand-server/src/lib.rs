@@ -17,6 +17,7 @@ mod auth;
 mod body;
 mod catalog;
 mod error;
+mod feed;
 mod info;
 mod jobs;
 mod metrics;

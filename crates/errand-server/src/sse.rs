@@ -276,11 +276,12 @@ pub async fn global_feed(
     let filter = FeedFilter::new(query)?;
     let slot = slot(&state, client)?;
     let resume_after = last_event_id(&headers)?;
-    let feed = state.store.subscribe();
+    // Joined before any catch-up read, so nothing falls between the two.
+    let ordered = state.ordered.subscribe(&state.store, &state.shutdown);
     let (tx, rx) = mpsc::channel(256);
     let pump_state = state.clone();
     tokio::spawn(async move {
-        pump_feed(pump_state, Arc::new(filter), resume_after, feed, tx).await;
+        pump_feed(pump_state, Arc::new(filter), resume_after, ordered, tx).await;
         drop(slot);
     });
     Ok(stream(&state, rx))
@@ -290,7 +291,7 @@ async fn pump_feed(
     state: AppState,
     filter: Arc<FeedFilter>,
     resume_after: Option<i64>,
-    mut feed: errand_store::ChangeFeed,
+    mut ordered: crate::feed::OrderedEvents,
     tx: Sender,
 ) {
     if !send(
@@ -310,15 +311,28 @@ async fn pump_feed(
         },
         None => None,
     };
+    // After reading the store, the broadcast may already be past where the
+    // read stopped (it started, or lagged, meanwhile): read the store once
+    // more before the next broadcast event, so no id in between is skipped.
+    let mut read_since = resume_after.is_some();
     loop {
         let received = tokio::select! {
             () = state.shutdown.cancelled() => return,
             // The client went away: free its slot now, not at the next event.
             () = tx.closed() => return,
-            received = feed.recv() => received,
+            received = ordered.recv() => received,
         };
         match received {
             Ok(event) => {
+                if let (true, Some(last)) = (read_since, last_id) {
+                    read_since = false;
+                    if event.id > last {
+                        match catch_up_feed(&state, &filter, last, &tx).await {
+                            Some(id) => last_id = Some(id),
+                            None => return,
+                        }
+                    }
+                }
                 if last_id.is_some_and(|last| event.id <= last) {
                     continue;
                 }
@@ -333,6 +347,7 @@ async fn pump_feed(
                     Some(id) => last_id = Some(id),
                     None => return,
                 }
+                read_since = true;
             }
             Err(RecvError::Closed) => return,
         }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open SSE streams by client address.
     pub streams: Arc<StreamCounts>,
+    /// Every job's events in id order, for `/api/events`.
+    pub ordered: Arc<crate::feed::OrderedFeed>,
 }
 
 /// Counts open SSE streams per client, to bound what one client can hold.
@@ -103,6 +105,7 @@ impl AppState {
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
             streams: Arc::default(),
+            ordered: Arc::default(),
         }
     }
 }

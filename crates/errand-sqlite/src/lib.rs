@@ -264,6 +264,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn feed_head(&self) -> Result<i64, StoreError> {
+        self.readers.run(read::feed_head).await
+    }
+
     async fn stats(&self) -> Result<Vec<CommandStats>, StoreError> {
         let now = self.clock.now();
         self.readers.run(move |conn| read::stats(conn, now)).await

@@ -113,6 +113,18 @@ pub(crate) fn feed(
         .map_err(backend)
 }
 
+/// One writer assigns event ids in commit order, so whatever a reader sees
+/// is settled; pruned ids count too (they are never reused).
+pub(crate) fn feed_head(conn: &Connection) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "SELECT max(coalesce((SELECT max(id) FROM events), 0), \
+         coalesce((SELECT value FROM meta WHERE key = 'events_floor'), 0))",
+    )
+    .map_err(backend)?
+    .query_row([], |row| row.get(0))
+    .map_err(backend)
+}
+
 /// How many recent run times per command the percentiles are taken over.
 const RUN_TIME_SAMPLE: i64 = 1000;
 

@@ -71,8 +71,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<JobEvent>, StoreError>;
 
-    /// All jobs' events with `id > after_id`, oldest first.
+    /// All jobs' events with `id > after_id`, oldest first, up to the
+    /// settled head: an event is returned only once no event with a lower
+    /// id can still commit, so a reader that resumes after the last id it
+    /// saw never misses one (PostgreSQL commits out of id order).
     async fn feed(&self, after_id: i64, limit: usize) -> Result<Vec<JobEvent>, StoreError>;
+
+    /// The settled head of the feed: the highest event id that `feed` may
+    /// return now (0 when there is none). Every event committed later has
+    /// a higher id.
+    async fn feed_head(&self) -> Result<i64, StoreError>;
 
     async fn stats(&self) -> Result<Vec<CommandStats>, StoreError>;
 

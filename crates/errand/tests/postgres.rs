@@ -141,3 +141,93 @@ async fn without_notifications_the_polling_fallback_still_delivers_every_event()
     }
     assert_eq!(seen, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
 }
+
+/// Reads `/api/events` until `count` events came; their (id, job id).
+async fn global_events(
+    http: &reqwest::Client,
+    url: &str,
+    last_event_id: Option<i64>,
+    count: usize,
+) -> Vec<(i64, String)> {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let mut request = http.get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let mut stream = request.send().await.unwrap().bytes_stream().eventsource();
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let event = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("the feed stalled after {} events", seen.len()))
+            .expect("the stream stays open")
+            .unwrap();
+        let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        seen.push((
+            event.id.parse().unwrap(),
+            data["job_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    seen
+}
+
+/// Concurrent writers commit out of event-id order on PostgreSQL; the
+/// global feed must still send every event once, in id order, and resume
+/// from any id it sent without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_feed_is_in_id_order_and_resumes_exactly_under_concurrent_writers() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let served: Arc<dyn Store> = Arc::new(db.store().await);
+    let other: Arc<dyn Store> = Arc::new(db.store().await);
+    let state =
+        errand_server::AppState::new(served.clone(), errand_server::ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/events", listener.local_addr().unwrap());
+    tokio::spawn(errand_server::serve(listener, state.clone()));
+    let http = reqwest::Client::new();
+
+    const JOBS: usize = 300;
+    let reading = tokio::spawn(global_events_owned(http.clone(), url.clone(), None, JOBS));
+    // Let the stream start before the writers do.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..12 {
+        let store = if w % 2 == 0 {
+            served.clone()
+        } else {
+            other.clone()
+        };
+        writers.spawn(async move {
+            for i in 0..JOBS / 12 {
+                store
+                    .submit(NewJob::new("demo", "echo", json!({"w": w, "i": i})))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let live = reading.await.unwrap();
+    assert!(live.windows(2).all(|w| w[0].0 < w[1].0), "not in id order");
+    let jobs: std::collections::HashSet<&String> = live.iter().map(|(_, job)| job).collect();
+    assert_eq!(jobs.len(), JOBS, "every job's event exactly once");
+
+    // A client that dropped after the 100th event resumes with the rest.
+    let resumed = global_events(&http, &url, Some(live[99].0), JOBS - 100).await;
+    assert_eq!(resumed, live[100..].to_vec());
+    state.shutdown.cancel();
+}
+
+async fn global_events_owned(
+    http: reqwest::Client,
+    url: String,
+    last_event_id: Option<i64>,
+    count: usize,
+) -> Vec<(i64, String)> {
+    global_events(&http, &url, last_event_id, count).await
+}

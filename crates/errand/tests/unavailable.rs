@@ -95,6 +95,10 @@ impl Store for Unplugged {
         self.check()?;
         self.inner.feed(after_id, limit).await
     }
+    async fn feed_head(&self) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.feed_head().await
+    }
     async fn stats(&self) -> Result<Vec<CommandStats>, StoreError> {
         self.check()?;
         self.inner.stats().await

@@ -118,6 +118,7 @@ macro_rules! store_contract_tests {
             list_rejects_bad_limits_and_cursors,
             events_are_sequenced_per_job_and_resume_after_seq,
             feed_orders_all_events_and_resumes_after_id,
+            feed_head_is_where_the_feed_ends_and_outlives_prune,
             prune_removes_old_finished_jobs_and_their_events,
             change_feed_delivers_committed_events,
             stats_count_statuses_and_time_runs,

@@ -234,6 +234,28 @@ pub async fn feed_orders_all_events_and_resumes_after_id(t: TestStore) {
     assert_eq!(rest, feed[1..].to_vec());
 }
 
+pub async fn feed_head_is_where_the_feed_ends_and_outlives_prune(t: TestStore) {
+    assert_eq!(t.store.feed_head().await.unwrap(), 0, "an empty store");
+    let id = t.store.submit(new_job("a")).await.unwrap().job_id;
+    t.store.cancel(&id).await.unwrap();
+    let head = t.store.feed_head().await.unwrap();
+    let feed = t.store.feed(0, 100).await.unwrap();
+    assert_eq!(head, feed.last().unwrap().id);
+    assert!(t.store.feed(head, 100).await.unwrap().is_empty());
+    let later = t.store.submit(new_job("b")).await.unwrap().job_id;
+    let after = t.store.feed(head, 100).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].job_id, later);
+    // Pruned events still count: the head never goes back, so a reader
+    // resuming from it never sees an id twice.
+    let head = t.store.feed_head().await.unwrap();
+    t.clock.advance(Duration::from_secs(3600));
+    t.store.cancel(&later).await.unwrap();
+    t.clock.advance(Duration::from_secs(3600));
+    assert!(t.store.prune(t.clock.now()).await.unwrap() >= 2);
+    assert!(t.store.feed_head().await.unwrap() > head);
+}
+
 pub async fn change_feed_delivers_committed_events(t: TestStore) {
     let mut changes = t.store.subscribe();
     let id = t.store.submit(new_job("a")).await.unwrap().job_id;
