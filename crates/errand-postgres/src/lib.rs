@@ -14,14 +14,15 @@
 //! - `rows`: row ↔ type conversions and error mapping.
 //! - `migrations`: the embedded schema, applied under an advisory lock.
 
+mod coalesce;
 mod listen;
 mod migrations;
+mod publish;
 pub use migrations::SCHEMA_VERSION;
 mod read;
 mod rows;
 mod write;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 use tokio_util_shim::CancelOnDrop;
 
+use crate::publish::Publisher;
 use crate::rows::{db, pool};
 
 #[derive(Clone, Debug)]
@@ -66,19 +68,18 @@ pub use tokio_postgres::Config as PgConfig;
 pub struct PgStore {
     pool: Pool,
     clock: Arc<dyn Clock>,
-    feed: broadcast::Sender<Arc<JobEvent>>,
-    commits: AtomicU64,
-    /// Names this process in notifications, so it skips its own.
-    origin: String,
-    seen: Arc<std::sync::Mutex<listen::Seen>>,
+    publisher: Arc<Publisher>,
+    /// Single submits, written together when they arrive together.
+    submissions: tokio::sync::mpsc::Sender<coalesce::Submission>,
     _listener: CancelOnDrop,
     _poller: CancelOnDrop,
+    _coalescer: CancelOnDrop,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
-            .field("origin", &self.origin)
+            .field("origin", &self.publisher.origin())
             .finish()
     }
 }
@@ -168,15 +169,17 @@ impl PgStore {
                 .await;
             }
         });
+        let publisher = Arc::new(Publisher::new(feed, origin, seen));
+        let (submissions, waiting) = tokio::sync::mpsc::channel(4 * 1024);
+        let coalescer = tokio::spawn(coalesce::run(waiting, pool.clone(), publisher.clone()));
         Ok(Self {
             pool,
             clock: options.clock,
-            feed,
-            commits: AtomicU64::new(0),
-            origin,
-            seen,
+            publisher,
+            submissions,
             _listener: CancelOnDrop(listener),
             _poller: CancelOnDrop(poller),
+            _coalescer: CancelOnDrop(coalescer),
         })
     }
 
@@ -184,26 +187,12 @@ impl PgStore {
         self.pool.get().await.map_err(pool)
     }
 
-    /// Announces the events to other processes, commits, then publishes
-    /// them on this process's feed.
     async fn commit(
         &self,
         tx: deadpool_postgres::Transaction<'_>,
         events: Vec<JobEvent>,
     ) -> Result<(), StoreError> {
-        if let Some(payload) = listen::payload(&self.origin, &events) {
-            let notify = rows::prepared(&tx, "SELECT pg_notify('errand_events', $1)").await?;
-            tx.execute(&notify, &[&payload]).await.map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        for event in events {
-            let first = self.seen.lock().expect("never poisoned").first(event.id);
-            if first {
-                let _ = self.feed.send(Arc::new(event));
-            }
-        }
-        Ok(())
+        self.publisher.commit(tx, events).await
     }
 }
 
@@ -236,6 +225,16 @@ impl Store for PgStore {
     async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError> {
         job.validate().map_err(StoreError::Invalid)?;
         let now = self.clock.now();
+        if job.idempotency_key.is_none() {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let submission = coalesce::Submission { job, now, reply };
+            let closed = || StoreError::Unavailable("the store is closing".into());
+            self.submissions
+                .send(submission)
+                .await
+                .map_err(|_| closed())?;
+            return answer.await.map_err(|_| closed())?;
+        }
         in_transaction!(self, |tx, events| write::submit(
             &tx,
             now,
@@ -436,11 +435,11 @@ impl Store for PgStore {
     }
 
     fn subscribe(&self) -> ChangeFeed {
-        self.feed.subscribe()
+        self.publisher.feed.subscribe()
     }
 
     fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.publisher.commits()
     }
 
     fn clock(&self) -> Arc<dyn Clock> {

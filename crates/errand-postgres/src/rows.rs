@@ -124,8 +124,14 @@ pub(crate) fn db(err: tokio_postgres::Error) -> StoreError {
             None => err.to_string(),
         },
     };
+    // Class 22, data exceptions: what a client sent cannot be stored as it
+    // is (jsonb refuses \u0000, text refuses NUL bytes). The client's
+    // mistake, not the store's.
+    let refused_data = err.code().is_some_and(|code| code.code().starts_with("22"));
     if transient {
         StoreError::Unavailable(message)
+    } else if refused_data {
+        StoreError::Invalid(message)
     } else {
         StoreError::Backend(message)
     }

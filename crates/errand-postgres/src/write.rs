@@ -147,6 +147,87 @@ pub(crate) async fn submit(
     })
 }
 
+/// A job without an idempotency key, in one statement on its own (no
+/// `BEGIN`/`COMMIT` around it): the job row, its event, and the
+/// notification other processes listen for, whose payload is the event
+/// with the id the insert gave it. One round trip instead of four.
+pub(crate) async fn submit_alone(
+    client: &deadpool_postgres::ClientWrapper,
+    now: Timestamp,
+    job: &NewJob,
+    origin: &str,
+) -> Result<(SubmitReceipt, JobEvent), StoreError> {
+    debug_assert!(job.idempotency_key.is_none());
+    let job_id = JobId::generate();
+    let run_at = job.run_at.unwrap_or(now);
+    let data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
+    let mut event = JobEvent {
+        id: 0,
+        job_id: job_id.clone(),
+        seq: 1,
+        kind: EventKind::Status,
+        status: JobStatus::New,
+        app: job.app.clone(),
+        command: job.command.clone(),
+        data: data.clone(),
+        at: now,
+    };
+    // The event as listeners decode it; the statement adds its id.
+    let mut announced = serde_json::to_value(&event).expect("events serialize");
+    announced
+        .as_object_mut()
+        .expect("an event is an object")
+        .remove("id");
+    let retry = serde_json::to_value(&job.retry).expect("policies serialize");
+    let max_attempts = job.retry.max_attempts as i32;
+    let parent = job.parent_id.as_ref().map(JobId::as_str);
+    let (now_at, run_at_at) = (ts(now), ts(run_at));
+    let row = client
+        .query_one(
+            &prepared(
+                client,
+                "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, \
+                 max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
+                 parent_id, created, updated, event_seq) \
+               VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, NULL, $12, $13, $13, 1) \
+               RETURNING seq), \
+             e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+               SELECT j.seq, 1, 'status', 'new', $14, $13 FROM j RETURNING id) \
+             SELECT e.id, pg_notify('errand_events', \
+               $15 || '|' || jsonb_build_array($16::jsonb || jsonb_build_object('id', e.id))::text) \
+             FROM e",
+            )
+            .await?,
+            &[
+                &job_id.as_str(),
+                &job.app,
+                &job.command,
+                &job.input,
+                &job.context,
+                &max_attempts,
+                &retry,
+                &job.priority,
+                &job.queue,
+                &run_at_at,
+                &job.timeout_secs,
+                &parent,
+                &now_at,
+                &data,
+                &origin,
+                &announced,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    event.id = row.get(0);
+    let receipt = SubmitReceipt {
+        job_id,
+        created: true,
+        status: JobStatus::New,
+    };
+    Ok((receipt, event))
+}
+
 /// Inserts many jobs (none with an idempotency key) and their first events
 /// in one statement: a batch costs one round trip, not one per job.
 pub(crate) async fn submit_many(

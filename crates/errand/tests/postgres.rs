@@ -93,10 +93,13 @@ async fn another_instance_sees_every_event_through_listen_notify() {
             .expect("the other instance's events arrive")
             .unwrap();
         if event.job_id == id {
-            seen.push((event.seq, event.status));
+            seen.push((*event).clone());
         }
     }
-    assert_eq!(seen, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
+    let order: Vec<(i64, JobStatus)> = seen.iter().map(|e| (e.seq, e.status)).collect();
+    assert_eq!(order, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
+    // Announced exactly as stored (the submit's notification is built in SQL).
+    assert_eq!(seen, writer.events(&id, 0, 10).await.unwrap());
     // Nothing twice.
     let extra = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
@@ -136,10 +139,13 @@ async fn without_notifications_the_polling_fallback_still_delivers_every_event()
             .expect("the poll finds the other instance's events")
             .unwrap();
         if event.job_id == id {
-            seen.push((event.seq, event.status));
+            seen.push((*event).clone());
         }
     }
-    assert_eq!(seen, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
+    let order: Vec<(i64, JobStatus)> = seen.iter().map(|e| (e.seq, e.status)).collect();
+    assert_eq!(order, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
+    // Announced exactly as stored (the submit's notification is built in SQL).
+    assert_eq!(seen, writer.events(&id, 0, 10).await.unwrap());
 }
 
 /// Reads `/api/events` until `count` events came; their (id, job id).
