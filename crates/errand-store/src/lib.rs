@@ -7,10 +7,13 @@
 //! - [`error`]: [`StoreError`], typed so callers can tell a fenced stale
 //!   worker ([`StoreError::LeaseLost`]) from an illegal request
 //!   ([`StoreError::Conflict`]) or an unreachable database.
+//! - [`observed`]: [`Observed`], a store seen through a hook (counting
+//!   calls, unplugging it in tests).
 //! - `contract` (feature `contract`): the test suite, and the
 //!   [`store_contract_tests!`] macro that runs it against a store.
 
 pub mod error;
+pub mod observed;
 pub mod params;
 pub mod store;
 
@@ -18,6 +21,7 @@ pub mod store;
 pub mod contract;
 
 pub use error::StoreError;
+pub use observed::Observed;
 pub use params::*;
 pub use store::{ChangeFeed, Store};
 

@@ -23,7 +23,10 @@ use usage::Usage;
 
 /// Every workload, in the order `all` runs them (drain before
 /// latency-load, which offers half of drain's measured capacity).
+/// `idle` watches an idle worker for 10 s: store calls per second, RSS.
 const WORKLOADS: &[&str] = &[
+    // First, so its memory figure is not the high-water mark of the rest.
+    "idle",
     "enqueue",
     "enqueue-batch",
     "drain",
@@ -36,8 +39,8 @@ const WORKLOADS: &[&str] = &[
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// enqueue, enqueue-batch, drain, latency-idle, latency-load, depth,
-    /// http-submit, sse-fanout, or all.
+    /// idle, enqueue, enqueue-batch, drain, latency-idle, latency-load,
+    /// depth, http-submit, sse-fanout, or all.
     workload: String,
     /// Store URL; each run gets a fresh file (next to this one) or a fresh
     /// PostgreSQL database. Default: SQLite in a temporary directory.
@@ -127,6 +130,18 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     out.begin();
     let mut drain_capacity = None;
     for workload in workloads {
+        if workload == "idle" {
+            let mut results = Vec::with_capacity(args.runs);
+            for _ in 0..args.runs {
+                let (store, fresh) = target.fresh(workload).await?;
+                let result = workloads::idle(store.clone(), Duration::from_secs(10)).await;
+                drop(store);
+                fresh.remove().await;
+                results.push(result?);
+            }
+            out.idle(&results);
+            continue;
+        }
         let rows: Vec<(String, Vec<RunResult>)> = match workload {
             "depth" => vec![
                 (

@@ -31,6 +31,8 @@ pub(crate) struct Report {
     runs: usize,
     baseline: f64,
     failed: bool,
+    /// Printed after the table, which it does not fit.
+    idle_line: Option<String>,
 }
 
 /// One workload's medians.
@@ -107,6 +109,7 @@ impl Report {
             runs: args.runs,
             baseline,
             failed: false,
+            idle_line: None,
         }
     }
 
@@ -211,7 +214,45 @@ impl Report {
         }
     }
 
+    /// The idle worker's line: store calls per second (and by operation),
+    /// resident memory; medians of the runs.
+    pub(crate) fn idle(&mut self, runs: &[super::workloads::IdleResult]) {
+        let calls = median(&mut runs.iter().map(|r| r.calls_per_sec).collect::<Vec<_>>());
+        let rss = median(&mut runs.iter().map(|r| r.rss_mib).collect::<Vec<_>>());
+        let middle = runs
+            .iter()
+            .find(|r| r.calls_per_sec == calls)
+            .expect("the median is one of the runs");
+        let by_operation = middle
+            .by_operation
+            .iter()
+            .map(|(op, rate)| format!("{op} {rate:.1}/s"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.format {
+            Format::Json => println!(
+                "{}",
+                json!({"workload": "idle", "store": self.store, "store_calls_per_sec": calls,
+                       "rss_mib": rss, "runs": runs.len(),
+                       "by_operation": middle.by_operation.iter().map(|(op, r)| json!({"operation": op, "per_sec": r})).collect::<Vec<_>>()})
+            ),
+            Format::Table => {
+                self.idle_line = Some(format!(
+                    "idle worker (10 s): {calls:.1} store calls/s ({by_operation}); RSS {rss:.1} MiB"
+                ))
+            }
+            Format::Markdown => self.idle_line = Some(format!(
+                "Idle worker, default settings, 10 s on an empty store: **{calls:.1} store calls/s** \
+                 ({by_operation}); **RSS {rss:.1} MiB** (the whole bench process, before any \
+                 other workload)."
+            )),
+        }
+    }
+
     pub(crate) fn end(&self) {
+        if let Some(line) = &self.idle_line {
+            println!("\n{line}");
+        }
         if self.format == Format::Markdown {
             println!(
                 "\nCPU is the errand process's (user + system) per job; a PostgreSQL \

@@ -310,3 +310,55 @@ pub(crate) async fn latency(
         ..RunResult::default()
     })
 }
+
+/// An idle worker (default settings) on an empty store: the store calls it
+/// makes per second, by operation, and the process's resident memory.
+pub(crate) struct IdleResult {
+    pub calls_per_sec: f64,
+    pub by_operation: Vec<(&'static str, f64)>,
+    pub rss_mib: f64,
+}
+
+pub(crate) async fn idle(store: Arc<dyn Store>, watch: Duration) -> anyhow::Result<IdleResult> {
+    let calls: Arc<Mutex<std::collections::BTreeMap<&'static str, u64>>> = Arc::default();
+    let counter = calls.clone();
+    let observed: Arc<dyn Store> = Arc::new(errand_store::Observed::new(store, move |op| {
+        *counter.lock().unwrap().entry(op).or_insert(0) += 1;
+        Ok(())
+    }));
+    let registry = Tally::default().registry(false)?;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(observed, registry, WorkerConfig::default()).run(shutdown.clone()),
+    );
+    // Past start-up (registering, the first claim), then count.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    calls.lock().unwrap().clear();
+    tokio::time::sleep(watch).await;
+    let counted = calls.lock().unwrap().clone();
+    let rss_mib = resident_mib();
+    shutdown.cancel();
+    worker.await??;
+    let secs = watch.as_secs_f64();
+    Ok(IdleResult {
+        calls_per_sec: counted.values().sum::<u64>() as f64 / secs,
+        by_operation: counted
+            .into_iter()
+            .map(|(op, n)| (op, n as f64 / secs))
+            .collect(),
+        rss_mib,
+    })
+}
+
+/// The process's resident memory now (VmRSS), in MiB.
+fn resident_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

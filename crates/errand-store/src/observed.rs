@@ -1,0 +1,135 @@
+//! A store seen through a hook: [`Observed`] calls the hook with each
+//! operation's name before passing the call on, and fails the call with
+//! the hook's error if it returns one. For counting what a component asks
+//! of its store (`errand bench idle`), or for unplugging a store in tests.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use errand_core::{Clock, Job, JobEvent, JobId, Progress, Timestamp};
+
+use crate::*;
+
+pub type Hook = dyn Fn(&'static str) -> Result<(), StoreError> + Send + Sync;
+
+pub struct Observed {
+    inner: Arc<dyn Store>,
+    hook: Box<Hook>,
+}
+
+impl Observed {
+    pub fn new(
+        inner: Arc<dyn Store>,
+        hook: impl Fn(&'static str) -> Result<(), StoreError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            inner,
+            hook: Box::new(hook),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Observed {
+    async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError> {
+        (self.hook)("submit")?;
+        self.inner.submit(job).await
+    }
+    async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<SubmitReceipt>, StoreError> {
+        (self.hook)("submit_batch")?;
+        self.inner.submit_batch(jobs).await
+    }
+    async fn claim(&self, params: ClaimParams) -> Result<Vec<Job>, StoreError> {
+        (self.hook)("claim")?;
+        self.inner.claim(params).await
+    }
+    async fn heartbeat(&self, params: HeartbeatParams) -> Result<HeartbeatReply, StoreError> {
+        (self.hook)("heartbeat")?;
+        self.inner.heartbeat(params).await
+    }
+    async fn finish(
+        &self,
+        outcomes: Vec<(Fence, Outcome)>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        (self.hook)("finish")?;
+        self.inner.finish(outcomes).await
+    }
+    async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError> {
+        (self.hook)("report_progress")?;
+        self.inner.report_progress(fence, progress).await
+    }
+    async fn append_log(&self, fence: &Fence, line: String) -> Result<(), StoreError> {
+        (self.hook)("append_log")?;
+        self.inner.append_log(fence, line).await
+    }
+    async fn cancel(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        (self.hook)("cancel")?;
+        self.inner.cancel(job_id).await
+    }
+    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        (self.hook)("retry")?;
+        self.inner.retry(job_id).await
+    }
+    async fn reap_expired(&self) -> Result<Vec<JobId>, StoreError> {
+        (self.hook)("reap_expired")?;
+        self.inner.reap_expired().await
+    }
+    async fn get(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        (self.hook)("get")?;
+        self.inner.get(job_id).await
+    }
+    async fn list(&self, params: ListParams) -> Result<JobPage, StoreError> {
+        (self.hook)("list")?;
+        self.inner.list(params).await
+    }
+    async fn events(
+        &self,
+        job_id: &JobId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<JobEvent>, StoreError> {
+        (self.hook)("events")?;
+        self.inner.events(job_id, after_seq, limit).await
+    }
+    async fn feed(&self, after_id: i64, limit: usize) -> Result<Vec<JobEvent>, StoreError> {
+        (self.hook)("feed")?;
+        self.inner.feed(after_id, limit).await
+    }
+    async fn feed_head(&self) -> Result<i64, StoreError> {
+        (self.hook)("feed_head")?;
+        self.inner.feed_head().await
+    }
+    async fn stats(&self) -> Result<Vec<CommandStats>, StoreError> {
+        (self.hook)("stats")?;
+        self.inner.stats().await
+    }
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+        (self.hook)("prune")?;
+        self.inner.prune(before).await
+    }
+    async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError> {
+        (self.hook)("register_worker")?;
+        self.inner.register_worker(worker).await
+    }
+    async fn deregister_worker(&self, worker_id: &str) -> Result<(), StoreError> {
+        (self.hook)("deregister_worker")?;
+        self.inner.deregister_worker(worker_id).await
+    }
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        (self.hook)("workers")?;
+        self.inner.workers().await
+    }
+    async fn commands(&self) -> Result<Vec<CommandInfo>, StoreError> {
+        (self.hook)("commands")?;
+        self.inner.commands().await
+    }
+    fn subscribe(&self) -> ChangeFeed {
+        self.inner.subscribe()
+    }
+    fn commits(&self) -> u64 {
+        self.inner.commits()
+    }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock()
+    }
+}
