@@ -16,6 +16,7 @@
 mod auth;
 mod body;
 mod catalog;
+mod dashboard;
 mod error;
 mod feed;
 mod info;
@@ -60,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(metrics::render))
+        .merge(dashboard::routes())
         .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             ApiError::MethodNotAllowed(format!("{method} {}", uri.path()))

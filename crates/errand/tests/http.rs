@@ -876,3 +876,91 @@ async fn cors_is_off_by_default_and_answers_configured_origins() {
         .unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+/// The dashboard's pages render from the store, and Cancel works both as
+/// a plain form (303 back to the page) and through htmx (the new panel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_pages_render_and_cancel_from_the_job_page() {
+    let s = server(ServerConfig::default(), true).await;
+    let long = s.submit("sleep", json!({"secs": 60, "steps": 60})).await;
+    s.wait_for(&long, "running").await;
+    let html = |path: &'static str| {
+        let client = s.client.clone();
+        let url = s.url(path);
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            let status = response.status();
+            let kind = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (status, kind, response.text().await.unwrap())
+        }
+    };
+    let (status, kind, jobs) = html("/ui").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(jobs.contains(&long[long.len() - 12..]), "the job is listed");
+    assert!(jobs.contains("demo.sleep") && jobs.contains("running"));
+    let (_, _, filtered) = html("/ui?status=completed").await;
+    assert!(
+        !filtered.contains(&long[long.len() - 12..]),
+        "the filter applies"
+    );
+    for page in ["/ui/workers", "/ui/stats"] {
+        let (status, _, body) = html(page).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(body.contains("demo.sleep"), "{page}");
+    }
+    let (status, kind, script) = html("/ui/assets/htmx-2.0.11.min.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("text/javascript") && script.contains("htmx"));
+
+    let page_path = format!("/ui/jobs/{long}");
+    let page = s
+        .client
+        .get(s.url(&page_path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Cancel") && page.contains("hx-confirm"),
+        "{page}"
+    );
+    assert!(page.contains("Event log"));
+    // Through htmx: the panel comes back with what happened.
+    let panel = s
+        .client
+        .post(s.url(&format!("{page_path}/cancel")))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(panel.status(), StatusCode::OK);
+    let panel = panel.text().await.unwrap();
+    assert!(
+        panel.contains("Cancel requested") && !panel.contains("<html"),
+        "{panel}"
+    );
+    s.wait_for(&long, "canceled").await;
+    // As a plain form, on a job that has ended: back to its page, which
+    // now offers Retry.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let again = no_redirects
+        .post(s.url(&format!("{page_path}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert_eq!(again.headers()["location"], page_path.as_str());
+    let root = no_redirects.get(s.url("/")).send().await.unwrap();
+    assert_eq!(root.headers()["location"], "/ui");
+    let (status, _, _) = html("/ui/jobs/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

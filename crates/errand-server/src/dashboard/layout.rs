@@ -1,0 +1,93 @@
+//! The frame of every page: head, navigation, and small shared pieces
+//! (status badges, relative times, JSON blocks).
+
+use errand_core::{JobStatus, Timestamp};
+use maud::{html, Markup, DOCTYPE};
+use serde_json::Value;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Jobs,
+    Workers,
+    Stats,
+}
+
+pub fn page(title: &str, section: Section, body: Markup) -> Markup {
+    let link = |href: &str, label: &str, this: Section| {
+        html! {
+            a href=(href) aria-current=[(section == this).then_some("page")] { (label) }
+        }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · errand" }
+                link rel="stylesheet" href="/ui/assets/errand.css";
+                script src="/ui/assets/htmx-2.0.11.min.js" defer {}
+                script src="/ui/assets/htmx-ext-sse-2.2.4.min.js" defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/ui" { "errand" }
+                    nav.main aria-label="Main" {
+                        (link("/ui", "Jobs", Section::Jobs))
+                        (link("/ui/workers", "Workers", Section::Workers))
+                        (link("/ui/stats", "Stats", Section::Stats))
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+pub fn status_badge(status: JobStatus) -> Markup {
+    html! { span class={ "status " (status.as_str()) } { (status.as_str()) } }
+}
+
+/// `3s ago`, `5m ago`, `in 2h`, with the exact time on hover.
+pub fn relative(at: Timestamp, now: Timestamp) -> Markup {
+    let micros = now.as_micros() - at.as_micros();
+    let secs = micros.unsigned_abs() / 1_000_000;
+    let amount = match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86_399 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    };
+    let text = if micros >= 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    };
+    html! { time datetime=(at.to_rfc3339()) title=(at.to_rfc3339()) { (text) } }
+}
+
+/// Pretty JSON in a collapsible block, open when it is short.
+pub fn json_block(label: &str, value: &Value) -> Markup {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let short = text.lines().count() <= 12;
+    html! {
+        details open[short] {
+            summary { (label) }
+            pre { code { (text) } }
+        }
+    }
+}
+
+/// A progress bar with its percentage, for tables and the job page.
+pub fn progress_bar(fraction: Option<f64>, label: &str) -> Markup {
+    match fraction {
+        Some(f) => {
+            let percent = (f.clamp(0.0, 1.0) * 100.0).round();
+            html! {
+                progress max="100" value=(percent) aria-label=(label) { (percent) "%" }
+                " " span.muted { (percent) "%" }
+            }
+        }
+        None => html! {},
+    }
+}

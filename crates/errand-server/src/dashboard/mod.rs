@@ -1,0 +1,41 @@
+//! The web dashboard (SPEC §8), server-rendered with maud, under `/ui`
+//! (`/` redirects there; bare paths such as `/workers` are the API's).
+//!
+//! - `layout`: the page frame and shared pieces.
+//! - `jobs`: the jobs table, the job page, Cancel and Retry.
+//! - `info`: workers and stats.
+//! - `assets`: the stylesheet and vendored htmx, compiled in.
+//!
+//! This is the first increment: pages and actions. Live updates over SSE,
+//! the submit form, the throughput chart and the login page come next
+//! (docs/dashboard.md).
+
+mod assets;
+mod info;
+pub(crate) mod jobs;
+mod layout;
+
+use axum::response::Redirect;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::AppState;
+use jobs::Action;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui", get(jobs::list))
+        .route("/ui/jobs/{job_id}", get(jobs::show))
+        .route(
+            "/ui/jobs/{job_id}/cancel",
+            post(|state, path, headers| jobs::act(state, path, headers, Action::Cancel)),
+        )
+        .route(
+            "/ui/jobs/{job_id}/retry",
+            post(|state, path, headers| jobs::act(state, path, headers, Action::Retry)),
+        )
+        .route("/ui/workers", get(info::workers))
+        .route("/ui/stats", get(info::stats))
+        .route("/ui/assets/{name}", get(assets::asset))
+}
