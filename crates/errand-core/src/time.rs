@@ -53,6 +53,24 @@ impl Timestamp {
         Self(self.0.saturating_sub(micros))
     }
 
+    /// `self` as people say it from `now`: `3s ago`, `5m ago`, `in 2h`,
+    /// `4d ago` (for tables and pages, not for machines).
+    pub fn relative_to(self, now: Timestamp) -> String {
+        let micros = now.0.saturating_sub(self.0);
+        let secs = micros.unsigned_abs() / 1_000_000;
+        let amount = match secs {
+            0..=59 => format!("{secs}s"),
+            60..=3599 => format!("{}m", secs / 60),
+            3600..=86_399 => format!("{}h", secs / 3600),
+            _ => format!("{}d", secs / 86_400),
+        };
+        if micros >= 0 {
+            format!("{amount} ago")
+        } else {
+            format!("in {amount}")
+        }
+    }
+
     /// The time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0).max(0) as u64)

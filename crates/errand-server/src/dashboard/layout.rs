@@ -50,20 +50,7 @@ pub fn status_badge(status: JobStatus) -> Markup {
 
 /// `3s ago`, `5m ago`, `in 2h`, with the exact time on hover.
 pub fn relative(at: Timestamp, now: Timestamp) -> Markup {
-    let micros = now.as_micros() - at.as_micros();
-    let secs = micros.unsigned_abs() / 1_000_000;
-    let amount = match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m", secs / 60),
-        3600..=86_399 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86_400),
-    };
-    let text = if micros >= 0 {
-        format!("{amount} ago")
-    } else {
-        format!("in {amount}")
-    };
-    html! { time datetime=(at.to_rfc3339()) title=(at.to_rfc3339()) { (text) } }
+    html! { time datetime=(at.to_rfc3339()) title=(at.to_rfc3339()) { (at.relative_to(now)) } }
 }
 
 /// Pretty JSON in a collapsible block, open when it is short.

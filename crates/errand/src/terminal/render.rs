@@ -31,19 +31,7 @@ pub fn paint(style: Style, text: impl std::fmt::Display) -> String {
 
 /// `3s ago`, `5m ago`, `in 2h`: how people read times in a table.
 pub fn relative(at: Timestamp, now: Timestamp) -> String {
-    let micros = now.as_micros() - at.as_micros();
-    let secs = micros.unsigned_abs() / 1_000_000;
-    let amount = match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m", secs / 60),
-        3600..=86_399 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86_400),
-    };
-    if micros >= 0 {
-        format!("{amount} ago")
-    } else {
-        format!("in {amount}")
-    }
+    at.relative_to(now)
 }
 
 /// Seconds as people say them: `850ms`, `12.3s`, `4m05s`.
