@@ -964,3 +964,66 @@ async fn dashboard_pages_render_and_cancel_from_the_job_page() {
     let (status, _, _) = html("/ui/jobs/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// With a token set, a browser is sent to log in; the token typed once
+/// becomes a cookie that the dashboard and the API (SSE included) accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_logs_in_with_the_token_and_keeps_a_cookie() {
+    let config = ServerConfig {
+        api_token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    };
+    let s = server(config, false).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let away = browser.get(s.url("/ui/stats")).send().await.unwrap();
+    assert_eq!(away.status(), StatusCode::SEE_OTHER);
+    assert_eq!(away.headers()["location"], "/ui/login?next=%2Fui%2Fstats");
+    let form = browser
+        .get(s.url("/ui/login?next=/ui/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    assert!(form.text().await.unwrap().contains("type=\"password\""));
+    // A program still gets the JSON 401.
+    let (status, body) = s.get("/api/commands/jobs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    let login = |token: &'static str, next: &'static str| {
+        browser
+            .post(s.url("/ui/login"))
+            .form(&[("token", token), ("next", next)])
+            .send()
+    };
+    let wrong = login("guess", "/ui/stats").await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    assert!(wrong.text().await.unwrap().contains("not right"));
+    // Somewhere else than the dashboard is not a place to be sent.
+    let right = login("s3cret", "https://evil.example/").await.unwrap();
+    assert_eq!(right.status(), StatusCode::SEE_OTHER);
+    assert_eq!(right.headers()["location"], "/ui");
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("s3cret"),
+        "the cookie does not show the token as is"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    for path in ["/ui/stats", "/api/commands/jobs", "/api/events"] {
+        let response = browser
+            .get(s.url(path))
+            .header("cookie", &pair)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path} with the cookie");
+    }
+}

@@ -4,16 +4,18 @@
 //! - `layout`: the page frame and shared pieces.
 //! - `jobs`: the jobs table, the job page, Cancel and Retry.
 //! - `info`: workers and stats.
+//! - `login`: the token, typed once, kept in a cookie.
 //! - `assets`: the stylesheet and vendored htmx, compiled in.
 //!
 //! This is the first increment: pages and actions. Live updates over SSE,
-//! the submit form, the throughput chart and the login page come next
+//! the submit form and the throughput chart come next
 //! (docs/dashboard.md).
 
 mod assets;
 mod info;
 pub(crate) mod jobs;
 mod layout;
+mod login;
 
 use axum::response::Redirect;
 use axum::routing::{get, post};
@@ -38,4 +40,6 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/workers", get(info::workers))
         .route("/ui/stats", get(info::stats))
         .route("/ui/assets/{name}", get(assets::asset))
+        .route("/ui/login", get(login::show).post(login::submit))
+        .route("/ui/logout", post(login::logout))
 }
