@@ -1027,3 +1027,76 @@ async fn the_dashboard_logs_in_with_the_token_and_keeps_a_cookie() {
         assert_eq!(response.status(), StatusCode::OK, "{path} with the cookie");
     }
 }
+
+/// The submit form is generated from the command's schema, refuses bad
+/// input with the message next to the field, and submits good input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_submit_form_follows_the_schema_and_shows_422_by_field() {
+    let s = server(ServerConfig::default(), false).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let chooser = browser
+        .get(s.url("/ui/submit"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(chooser.contains("demo.sleep") && chooser.contains("demo.echo"));
+    let form = browser
+        .get(s.url("/ui/submit?command=demo.sleep"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("name=\"input.secs\"") && form.contains("type=\"number\""),
+        "{form}"
+    );
+    assert!(
+        form.contains("<label for=\"field-secs\">secs *</label>"),
+        "required is marked: {form}"
+    );
+
+    let post = |pairs: Vec<(&'static str, &'static str)>| {
+        browser.post(s.url("/ui/submit")).form(&pairs).send()
+    };
+    // Not a number: refused before the API, next to the field.
+    let bad = post(vec![("command", "demo.sleep"), ("input.secs", "soon")])
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = bad.text().await.unwrap();
+    let at = page.find("id=\"field-secs\"").expect("the field is there");
+    let message = page.find("is not a number").expect("the message is there");
+    assert!(message > at, "the message follows its field");
+    assert!(page.contains("value=\"soon\""), "what was typed is kept");
+    // Missing: the API's own 422, placed at the field it names.
+    let missing = post(vec![("command", "demo.sleep"), ("input.steps", "2")])
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = missing.text().await.unwrap();
+    assert!(page.contains("is a required property"), "{page}");
+    assert!(page.find("required property").unwrap() > page.find("id=\"field-secs\"").unwrap());
+
+    let good = post(vec![
+        ("command", "demo.sleep"),
+        ("input.secs", "0.1"),
+        ("input.steps", "1"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(good.status(), StatusCode::SEE_OTHER);
+    let location = good.headers()["location"].to_str().unwrap().to_owned();
+    let id = location
+        .strip_prefix("/ui/jobs/")
+        .expect("sent to the job's page");
+    let (_, job) = s.get(&format!("/api/commands/jobs/{id}")).await;
+    assert_eq!(job["input"], json!({"secs": 0.1, "steps": 1}));
+}

@@ -8,6 +8,7 @@ use serde_json::Value;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Jobs,
+    Submit,
     Workers,
     Stats,
 }
@@ -34,6 +35,7 @@ pub fn page(title: &str, section: Section, body: Markup) -> Markup {
                     a.brand href="/ui" { "errand" }
                     nav.main aria-label="Main" {
                         (link("/ui", "Jobs", Section::Jobs))
+                        (link("/ui/submit", "Submit", Section::Submit))
                         (link("/ui/workers", "Workers", Section::Workers))
                         (link("/ui/stats", "Stats", Section::Stats))
                     }

@@ -3,12 +3,13 @@
 //!
 //! - `layout`: the page frame and shared pieces.
 //! - `jobs`: the jobs table, the job page, Cancel and Retry.
+//! - `submit`: a form generated from a command's input JSON Schema.
 //! - `info`: workers and stats.
 //! - `login`: the token, typed once, kept in a cookie.
 //! - `assets`: the stylesheet and vendored htmx, compiled in.
 //!
 //! This is the first increment: pages and actions. Live updates over SSE,
-//! the submit form and the throughput chart come next
+//! and the throughput chart come next
 //! (docs/dashboard.md).
 
 mod assets;
@@ -16,6 +17,7 @@ mod info;
 pub(crate) mod jobs;
 mod layout;
 mod login;
+mod submit;
 
 use axum::response::Redirect;
 use axum::routing::{get, post};
@@ -37,6 +39,7 @@ pub fn routes() -> Router<AppState> {
             "/ui/jobs/{job_id}/retry",
             post(|state, path, headers| jobs::act(state, path, headers, Action::Retry)),
         )
+        .route("/ui/submit", get(submit::show).post(submit::submit))
         .route("/ui/workers", get(info::workers))
         .route("/ui/stats", get(info::stats))
         .route("/ui/assets/{name}", get(assets::asset))

@@ -1,0 +1,360 @@
+//! The submit form: pick a command, fill in a form generated from its
+//! input JSON Schema, and get the API's own validation, each message next
+//! to the field it names.
+
+use std::collections::HashMap;
+
+use axum::extract::{Form, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use errand_api::SubmitRequest;
+use errand_store::CommandInfo;
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::layout::{page, Section};
+use crate::error::ApiError;
+use crate::jobs::build_job;
+use crate::state::AppState;
+
+/// Form fields for the input are named `input.FIELD`; an input without
+/// declared properties is one JSON text area, `input_json`.
+const FIELD: &str = "input.";
+const RAW: &str = "input_json";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Chosen {
+    #[serde(default)]
+    command: String,
+}
+
+pub async fn show(State(state): State<AppState>, Query(chosen): Query<Chosen>) -> Response {
+    let commands = match state.store.commands().await {
+        Ok(commands) => commands,
+        Err(err) => return super::jobs::trouble(&err),
+    };
+    render(
+        &commands,
+        &chosen.command,
+        &HashMap::new(),
+        &Problems::default(),
+        StatusCode::OK,
+    )
+}
+
+/// What was wrong, by field (`None`: about the whole submit).
+#[derive(Default)]
+struct Problems(HashMap<Option<String>, String>);
+
+fn full_name(command: &CommandInfo) -> String {
+    format!("{}.{}", command.app, command.name)
+}
+
+fn render(
+    commands: &[CommandInfo],
+    chosen: &str,
+    values: &HashMap<String, String>,
+    problems: &Problems,
+    status: StatusCode,
+) -> Response {
+    let mut names: Vec<String> = commands.iter().map(full_name).collect();
+    names.sort();
+    names.dedup();
+    let command = commands.iter().find(|c| full_name(c) == chosen);
+    let body = html! {
+        h1 { "Submit a job" }
+        form.filters method="get" action="/ui/submit" {
+            label {
+                "Command"
+                select name="command" onchange="this.form.submit()" {
+                    option value="" { "choose…" }
+                    @for name in &names { option value=(name) selected[name == chosen] { (name) } }
+                }
+            }
+            noscript { button type="submit" { "Choose" } }
+        }
+        @if let Some(command) = command {
+            form.panel method="post" action="/ui/submit" {
+                @if let Some(description) = &command.description { p.muted { (description) } }
+                @if let Some(problem) = problems.0.get(&None) { p.error-box role="alert" { (problem) } }
+                input type="hidden" name="command" value=(chosen);
+                (fields(&command.input_schema, values, problems))
+                div.actions { button type="submit" { "Submit" } }
+            }
+        }
+    };
+    (status, page("Submit", Section::Submit, body)).into_response()
+}
+
+fn properties(schema: &Value) -> Option<&Map<String, Value>> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .filter(|p| !p.is_empty())
+}
+
+fn fields(schema: &Value, values: &HashMap<String, String>, problems: &Problems) -> Markup {
+    let Some(properties) = properties(schema) else {
+        let problem = problems.0.get(&Some(String::new()));
+        return html! {
+            label for="input_json" { "Input (JSON)" }
+            textarea #input_json name=(RAW) rows="8" aria-invalid=[problem.map(|_| "true")] {
+                (values.get(RAW).map_or("{}", String::as_str))
+            }
+            @if let Some(problem) = problem { p.error-box role="alert" { (problem) } }
+        };
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    html! {
+        dl.fields {
+            @for (name, property) in properties {
+                @let id = format!("field-{name}");
+                @let key = format!("{FIELD}{name}");
+                @let is_required = required.contains(&name.as_str());
+                @let problem = problems.0.get(&Some(name.clone()));
+                @let default = property.get("default").map(|d| match d { Value::String(s) => s.clone(), other => other.to_string() });
+                @let value = values.get(&key).cloned().or(default).unwrap_or_default();
+                dt { label for=(id) { (name) @if is_required { " *" } } }
+                dd {
+                    (input(&id, &key, property, &value, is_required, problem.is_some()))
+                    @if let Some(description) = property.get("description").and_then(Value::as_str) {
+                        br; small.muted { (description) }
+                    }
+                    @if let Some(problem) = problem { p.error-box role="alert" { (problem) } }
+                }
+            }
+        }
+    }
+}
+
+fn input(
+    id: &str,
+    key: &str,
+    property: &Value,
+    value: &str,
+    required: bool,
+    invalid: bool,
+) -> Markup {
+    let invalid = invalid.then_some("true");
+    if let Some(choices) = property.get("enum").and_then(Value::as_array) {
+        return html! {
+            select #(id) name=(key) required[required] aria-invalid=[invalid] {
+                @if !required { option value="" { "—" } }
+                @for choice in choices {
+                    @let text = match choice { Value::String(s) => s.clone(), other => other.to_string() };
+                    option value=(text) selected[text == value] { (text) }
+                }
+            }
+        };
+    }
+    match property.get("type").and_then(Value::as_str) {
+        Some("boolean") => html! {
+            input #(id) type="checkbox" name=(key) value="true" checked[value == "true"] aria-invalid=[invalid];
+        },
+        Some(kind @ ("integer" | "number")) => html! {
+            input #(id) type="number" name=(key) value=(value) step=(if kind == "integer" { "1" } else { "any" })
+                required[required] aria-invalid=[invalid];
+        },
+        Some("string") => html! {
+            input #(id) type="text" name=(key) value=(value) required[required] aria-invalid=[invalid];
+        },
+        _ => html! {
+            textarea #(id) name=(key) rows="4" required[required] aria-invalid=[invalid]
+                placeholder="JSON" { (value) }
+        },
+    }
+}
+
+/// The input as the schema's types say, or the fields that cannot be read.
+fn read_input(schema: &Value, form: &HashMap<String, String>) -> Result<Value, Problems> {
+    let Some(properties) = properties(schema) else {
+        let text = form.get(RAW).map_or("{}", String::as_str);
+        return serde_json::from_str(text).map_err(|e| {
+            Problems(
+                [(Some(String::new()), format!("not JSON: {e}"))]
+                    .into_iter()
+                    .collect(),
+            )
+        });
+    };
+    let mut input = Map::new();
+    let mut problems = Problems::default();
+    for (name, property) in properties {
+        let kind = property.get("type").and_then(Value::as_str);
+        let text = form.get(&format!("{FIELD}{name}")).map(|t| t.trim());
+        let value = match (kind, text) {
+            (Some("boolean"), text) => Some(Value::Bool(text == Some("true"))),
+            (_, None | Some("")) => None,
+            (Some("string"), Some(text)) => Some(Value::String(text.to_owned())),
+            (Some("integer"), Some(text)) => match text.parse::<i64>() {
+                Ok(n) => Some(Value::from(n)),
+                Err(_) => {
+                    problems.0.insert(
+                        Some(name.clone()),
+                        format!("{text:?} is not a whole number"),
+                    );
+                    None
+                }
+            },
+            (Some("number"), Some(text)) => match text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
+                Some(n) => Some(Value::Number(n)),
+                None => {
+                    problems
+                        .0
+                        .insert(Some(name.clone()), format!("{text:?} is not a number"));
+                    None
+                }
+            },
+            // An enum of strings, or anything else: JSON if it parses.
+            (_, Some(text)) => {
+                Some(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())))
+            }
+        };
+        if let Some(value) = value {
+            input.insert(name.clone(), value);
+        }
+    }
+    if problems.0.is_empty() {
+        Ok(Value::Object(input))
+    } else {
+        Err(problems)
+    }
+}
+
+/// `input/secs: "soon" is not of type "number"` belongs next to `secs`.
+fn place(message: &str) -> Problems {
+    let field = message
+        .strip_prefix("input/")
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .map(str::to_owned);
+    let field = field.or_else(|| {
+        // A missing required field: `input: "text" is a required property`.
+        let quoted = message.strip_prefix("input: \"")?;
+        quoted.split('"').next().map(str::to_owned)
+    });
+    Problems([(field, message.to_owned())].into_iter().collect())
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let chosen = form.get("command").cloned().unwrap_or_default();
+    let commands = match state.store.commands().await {
+        Ok(commands) => commands,
+        Err(err) => return super::jobs::trouble(&err),
+    };
+    let Some(command) = commands.iter().find(|c| full_name(c) == chosen) else {
+        let problems = Problems(
+            [(None, format!("unknown command {chosen:?}"))]
+                .into_iter()
+                .collect(),
+        );
+        return render(
+            &commands,
+            &chosen,
+            &form,
+            &problems,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    };
+    let input = match read_input(&command.input_schema, &form) {
+        Ok(input) => input,
+        Err(problems) => {
+            return render(
+                &commands,
+                &chosen,
+                &form,
+                &problems,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+    };
+    let request = SubmitRequest {
+        command: chosen.clone(),
+        app: None,
+        input,
+        context: None,
+        options: None,
+    };
+    let refused = |message: String| {
+        render(
+            &commands,
+            &chosen,
+            &form,
+            &place(&message),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+    };
+    let job = match build_job(&state, request).await {
+        Ok(job) => job,
+        Err(ApiError::InvalidInput(message) | ApiError::UnknownCommand(message)) => {
+            return refused(message)
+        }
+        Err(err) => return err.into_response(),
+    };
+    match state.store.submit(job).await {
+        Ok(receipt) => Redirect::to(&format!("/ui/jobs/{}", receipt.job_id)).into_response(),
+        Err(err) => super::jobs::trouble(&err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn fields_are_read_by_their_schema_types() {
+        let schema = json!({"type": "object", "properties": {
+            "secs": {"type": "number"}, "steps": {"type": "integer"}, "loud": {"type": "boolean"},
+            "name": {"type": "string"}, "tags": {"type": "array"}, "left": {"type": "string"}
+        }});
+        let input = read_input(
+            &schema,
+            &form(&[
+                ("input.secs", "1.5"),
+                ("input.steps", "3"),
+                ("input.loud", "true"),
+                ("input.name", " x "),
+                ("input.tags", "[\"a\"]"),
+                ("input.left", ""),
+            ]),
+        )
+        .map_err(|p| p.0)
+        .unwrap();
+        assert_eq!(
+            input,
+            json!({"secs": 1.5, "steps": 3, "loud": true, "name": "x", "tags": ["a"]})
+        );
+        let problems = read_input(&schema, &form(&[("input.steps", "two")])).unwrap_err();
+        assert!(problems.0[&Some("steps".into())].contains("whole number"));
+    }
+
+    #[test]
+    fn the_api_message_lands_next_to_its_field() {
+        assert!(place("input/secs: \"soon\" is not of type \"number\"")
+            .0
+            .contains_key(&Some("secs".into())));
+        assert!(place("input: \"times\" is a required property")
+            .0
+            .contains_key(&Some("times".into())));
+        assert!(place("unknown command x.y").0.contains_key(&None));
+    }
+}
