@@ -63,51 +63,94 @@ async fn transition(
         .collect()
 }
 
+/// The insert of one new job and its first event, `$1`–`$15`, shared by
+/// both submit paths; each adds what follows it.
+const INSERT_ONE: &str = "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, \
+     status, max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
+     parent_id, created, updated, event_seq) \
+   VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1) \
+   ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq), \
+ e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+   SELECT j.seq, 1, 'status', 'new', $15, $14 FROM j RETURNING id)";
+
+/// A new job's values, in the order of [`INSERT_ONE`]'s parameters.
+struct NewRow<'a> {
+    job: &'a NewJob,
+    job_id: JobId,
+    /// `job_id` as the text column takes it.
+    id: String,
+    parent: Option<&'a str>,
+    max_attempts: i32,
+    retry: Value,
+    run_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    /// The first event's data.
+    data: Value,
+}
+
+impl<'a> NewRow<'a> {
+    fn new(job: &'a NewJob, now: Timestamp) -> Self {
+        let run_at = job.run_at.unwrap_or(now);
+        let job_id = JobId::generate();
+        Self {
+            job,
+            id: job_id.as_str().to_owned(),
+            job_id,
+            parent: job.parent_id.as_ref().map(JobId::as_str),
+            max_attempts: job.retry.max_attempts as i32,
+            retry: serde_json::to_value(&job.retry).expect("policies serialize"),
+            run_at: ts(run_at),
+            now: ts(now),
+            data: json!({"status": "new", "reason": "submitted", "run_at": run_at}),
+        }
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.id,
+            &self.job.app,
+            &self.job.command,
+            &self.job.input,
+            &self.job.context,
+            &self.max_attempts,
+            &self.retry,
+            &self.job.priority,
+            &self.job.queue,
+            &self.run_at,
+            &self.job.timeout_secs,
+            &self.job.idempotency_key,
+            &self.parent,
+            &self.now,
+            &self.data,
+        ]
+    }
+
+    /// The job's first event, once the insert has given it `id`.
+    fn event(&self, id: i64, at: Timestamp) -> JobEvent {
+        JobEvent {
+            id,
+            job_id: self.job_id.clone(),
+            seq: 1,
+            kind: EventKind::Status,
+            status: JobStatus::New,
+            app: self.job.app.clone(),
+            command: self.job.command.clone(),
+            data: self.data.clone(),
+            at,
+        }
+    }
+}
+
 pub(crate) async fn submit(
     tx: &Transaction<'_>,
     now: Timestamp,
     job: &NewJob,
     events: &mut Vec<JobEvent>,
 ) -> Result<SubmitReceipt, StoreError> {
-    let job_id = JobId::generate();
-    let run_at = job.run_at.unwrap_or(now);
-    let data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
-    let retry = serde_json::to_value(&job.retry).expect("policies serialize");
-    let max_attempts = job.retry.max_attempts as i32;
-    let parent = job.parent_id.as_ref().map(JobId::as_str);
-    let (now_at, run_at_at) = (ts(now), ts(run_at));
+    let new = NewRow::new(job, now);
+    let sql = format!("{INSERT_ONE} SELECT e.id FROM e");
     let row = tx
-        .query_opt(
-            &prepared(
-                tx,
-                "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, \
-                 max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
-                 parent_id, created, updated, event_seq) \
-               VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1) \
-               ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq), \
-             e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
-               SELECT j.seq, 1, 'status', 'new', $15, $14 FROM j RETURNING id) \
-             SELECT e.id FROM e",
-            )
-            .await?,
-            &[
-                &job_id.as_str(),
-                &job.app,
-                &job.command,
-                &job.input,
-                &job.context,
-                &max_attempts,
-                &retry,
-                &job.priority,
-                &job.queue,
-                &run_at_at,
-                &job.timeout_secs,
-                &job.idempotency_key,
-                &parent,
-                &now_at,
-                &data,
-            ],
-        )
+        .query_opt(&prepared(tx, &sql).await?, &new.params())
         .await
         .map_err(db)?;
     let Some(row) = row else {
@@ -129,19 +172,9 @@ pub(crate) async fn submit(
             status: rows::status(existing.get(1))?,
         });
     };
-    events.push(JobEvent {
-        id: row.get(0),
-        job_id: job_id.clone(),
-        seq: 1,
-        kind: EventKind::Status,
-        status: JobStatus::New,
-        app: job.app.clone(),
-        command: job.command.clone(),
-        data,
-        at: now,
-    });
+    events.push(new.event(row.get(0), now));
     Ok(SubmitReceipt {
-        job_id,
+        job_id: new.job_id,
         created: true,
         status: JobStatus::New,
     })
@@ -158,70 +191,28 @@ pub(crate) async fn submit_alone(
     origin: &str,
 ) -> Result<(SubmitReceipt, JobEvent), StoreError> {
     debug_assert!(job.idempotency_key.is_none());
-    let job_id = JobId::generate();
-    let run_at = job.run_at.unwrap_or(now);
-    let data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
-    let mut event = JobEvent {
-        id: 0,
-        job_id: job_id.clone(),
-        seq: 1,
-        kind: EventKind::Status,
-        status: JobStatus::New,
-        app: job.app.clone(),
-        command: job.command.clone(),
-        data: data.clone(),
-        at: now,
-    };
+    let new = NewRow::new(job, now);
     // The event as listeners decode it; the statement adds its id.
-    let mut announced = serde_json::to_value(&event).expect("events serialize");
+    let mut announced = serde_json::to_value(new.event(0, now)).expect("events serialize");
     announced
         .as_object_mut()
         .expect("an event is an object")
         .remove("id");
-    let retry = serde_json::to_value(&job.retry).expect("policies serialize");
-    let max_attempts = job.retry.max_attempts as i32;
-    let parent = job.parent_id.as_ref().map(JobId::as_str);
-    let (now_at, run_at_at) = (ts(now), ts(run_at));
+    let sql = format!(
+        "{INSERT_ONE} SELECT e.id, pg_notify('errand_events', \
+           $16 || '|' || jsonb_build_array($17::jsonb || jsonb_build_object('id', e.id))::text) \
+         FROM e"
+    );
+    let mut params = new.params();
+    params.push(&origin);
+    params.push(&announced);
     let row = client
-        .query_one(
-            &prepared(
-                client,
-                "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, \
-                 max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
-                 parent_id, created, updated, event_seq) \
-               VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, NULL, $12, $13, $13, 1) \
-               RETURNING seq), \
-             e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
-               SELECT j.seq, 1, 'status', 'new', $14, $13 FROM j RETURNING id) \
-             SELECT e.id, pg_notify('errand_events', \
-               $15 || '|' || jsonb_build_array($16::jsonb || jsonb_build_object('id', e.id))::text) \
-             FROM e",
-            )
-            .await?,
-            &[
-                &job_id.as_str(),
-                &job.app,
-                &job.command,
-                &job.input,
-                &job.context,
-                &max_attempts,
-                &retry,
-                &job.priority,
-                &job.queue,
-                &run_at_at,
-                &job.timeout_secs,
-                &parent,
-                &now_at,
-                &data,
-                &origin,
-                &announced,
-            ],
-        )
+        .query_one(&prepared(client, &sql).await?, &params)
         .await
         .map_err(db)?;
-    event.id = row.get(0);
+    let event = new.event(row.get(0), now);
     let receipt = SubmitReceipt {
-        job_id,
+        job_id: new.job_id.clone(),
         created: true,
         status: JobStatus::New,
     };

@@ -210,3 +210,29 @@ async fn a_missing_program_fails_the_job_with_its_name() {
     );
     harness.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn clear_env_leaves_only_the_configured_variables_and_errands_own() {
+    let mut program = ExternalProgram::new(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        r#"printf '{"home": "%s", "greeting": "%s", "job": "%s"}' "$HOME" "$GREETING" "$ERRAND_JOB_ID""#.into(),
+    ]);
+    program.clear_env = true;
+    program.env.insert("GREETING".into(), "hi".into());
+    let mut harness = start(program).await;
+    let id = harness.submit(job(json!({}))).await;
+    let result = harness
+        .wait_for(&id, JobStatus::Completed)
+        .await
+        .result
+        .unwrap();
+    assert_eq!(
+        result["home"],
+        json!(""),
+        "the worker's environment is not passed on"
+    );
+    assert_eq!(result["greeting"], json!("hi"));
+    assert_eq!(result["job"], json!(id.to_string()));
+    harness.stop().await.unwrap();
+}

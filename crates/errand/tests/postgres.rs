@@ -70,16 +70,12 @@ async fn a_worker_runs_jobs_on_postgres_with_one_outcome_each() {
     worker.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_instance_sees_every_event_through_listen_notify() {
-    let Some(db) = Database::create().await else {
-        return;
-    };
-    let writer = db.store().await;
-    let reader = db.store().await;
-    let mut feed = reader.subscribe();
-    // Let the reader's LISTEN connection start.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// Submits and cancels a job through `writer`; `feed` (another instance's)
+/// must deliver both events, in order, exactly as stored.
+async fn submit_cancel_and_see_both(
+    writer: &errand_postgres::PgStore,
+    feed: &mut errand_store::ChangeFeed,
+) -> errand::JobId {
     let id = writer
         .submit(NewJob::new("demo", "echo", json!({})))
         .await
@@ -100,6 +96,20 @@ async fn another_instance_sees_every_event_through_listen_notify() {
     assert_eq!(order, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
     // Announced exactly as stored (the submit's notification is built in SQL).
     assert_eq!(seen, writer.events(&id, 0, 10).await.unwrap());
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_sees_every_event_through_listen_notify() {
+    let Some(db) = Database::create().await else {
+        return;
+    };
+    let writer = db.store().await;
+    let reader = db.store().await;
+    let mut feed = reader.subscribe();
+    // Let the reader's LISTEN connection start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = submit_cancel_and_see_both(&writer, &mut feed).await;
     // Nothing twice.
     let extra = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
@@ -126,26 +136,7 @@ async fn without_notifications_the_polling_fallback_still_delivers_every_event()
         })
         .await;
     let mut feed = deaf.subscribe();
-    let id = writer
-        .submit(NewJob::new("demo", "echo", json!({})))
-        .await
-        .unwrap()
-        .job_id;
-    writer.cancel(&id).await.unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let event = tokio::time::timeout(Duration::from_secs(10), feed.recv())
-            .await
-            .expect("the poll finds the other instance's events")
-            .unwrap();
-        if event.job_id == id {
-            seen.push((*event).clone());
-        }
-    }
-    let order: Vec<(i64, JobStatus)> = seen.iter().map(|e| (e.seq, e.status)).collect();
-    assert_eq!(order, vec![(1, JobStatus::New), (2, JobStatus::Canceled)]);
-    // Announced exactly as stored (the submit's notification is built in SQL).
-    assert_eq!(seen, writer.events(&id, 0, 10).await.unwrap());
+    submit_cancel_and_see_both(&writer, &mut feed).await;
 }
 
 /// Reads `/api/events` until `count` events came; their (id, job id).
