@@ -402,6 +402,13 @@ impl Store for PgStore {
         read::stats(&*self.client().await?, self.clock.now()).await
     }
 
+    async fn finished_per_minute(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<FinishedInMinute>, StoreError> {
+        read::finished_per_minute(&*self.client().await?, since).await
+    }
+
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
         in_transaction!(self, |tx, events| {
             let _ = &mut events;

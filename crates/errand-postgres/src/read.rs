@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use deadpool_postgres::ClientWrapper as Client;
 use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
 use errand_store::{
-    CommandInfo, CommandStats, JobPage, ListCondition, ListParams, StoreError, WorkerInfo,
+    CommandInfo, CommandStats, FinishedInMinute, JobPage, ListCondition, ListParams, StoreError,
+    WorkerInfo,
 };
 use tokio_postgres::types::ToSql;
 
@@ -337,4 +338,34 @@ pub(crate) async fn commands(client: &Client) -> Result<Vec<CommandInfo>, StoreE
             })
         })
         .collect()
+}
+
+pub(crate) async fn finished_per_minute(
+    client: &Client,
+    since: Timestamp,
+) -> Result<Vec<FinishedInMinute>, StoreError> {
+    let rows = client
+        .query(
+            &prepared(
+                client,
+                "SELECT floor(EXTRACT(EPOCH FROM finished) / 60)::bigint AS minute, \
+                        count(*) FILTER (WHERE status = 'completed'), \
+                        count(*) FILTER (WHERE status = 'failed') \
+                 FROM errand_jobs \
+                 WHERE finished >= $1 AND status IN ('completed', 'failed') \
+                 GROUP BY minute ORDER BY minute",
+            )
+            .await?,
+            &[&ts(since)],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|row| FinishedInMinute {
+            minute: Timestamp::from_micros(row.get::<_, i64>(0) * 60_000_000),
+            completed: row.get::<_, i64>(1) as u64,
+            failed: row.get::<_, i64>(2) as u64,
+        })
+        .collect())
 }

@@ -22,9 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-type EventStream =
+pub(crate) type EventStream =
     Sse<axum::response::sse::KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>;
-type Sender = mpsc::Sender<Result<Event, Infallible>>;
+pub(crate) type Sender = mpsc::Sender<Result<Event, Infallible>>;
 
 /// Events read from the store per catch-up query.
 const PAGE: usize = 500;
@@ -42,7 +42,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 }
 
 /// Takes one of the client's stream slots, or answers 429.
-fn slot(
+pub(crate) fn slot(
     state: &AppState,
     client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
 ) -> Result<Option<crate::state::StreamSlot>, ApiError> {
@@ -64,7 +64,10 @@ fn slot(
         })
 }
 
-fn stream(state: &AppState, receiver: mpsc::Receiver<Result<Event, Infallible>>) -> EventStream {
+pub(crate) fn stream(
+    state: &AppState,
+    receiver: mpsc::Receiver<Result<Event, Infallible>>,
+) -> EventStream {
     Sse::new(ReceiverStream::new(receiver)).keep_alive(
         KeepAlive::new()
             .interval(state.config.sse_keepalive)
@@ -81,7 +84,7 @@ fn job_event(event: &JobEvent, id: i64) -> Event {
 }
 
 /// False once the client has gone.
-async fn send(tx: &Sender, event: Event) -> bool {
+pub(crate) async fn send(tx: &Sender, event: Event) -> bool {
     tx.send(Ok(event)).await.is_ok()
 }
 
@@ -225,14 +228,14 @@ pub struct FeedQuery {
     pub app: Option<String>,
 }
 
-struct FeedFilter {
+pub(crate) struct FeedFilter {
     app: Option<String>,
     command: Option<String>,
     status: Option<JobStatus>,
 }
 
 impl FeedFilter {
-    fn new(query: FeedQuery) -> Result<Self, ApiError> {
+    pub(crate) fn new(query: FeedQuery) -> Result<Self, ApiError> {
         let status = query
             .status
             .map(|text| {
@@ -255,7 +258,7 @@ impl FeedFilter {
         })
     }
 
-    fn accepts(&self, event: &JobEvent) -> bool {
+    pub(crate) fn accepts(&self, event: &JobEvent) -> bool {
         self.app.as_ref().is_none_or(|app| *app == event.app)
             && self.command.as_ref().is_none_or(|c| *c == event.command)
             && self.status.is_none_or(|s| s == event.status)

@@ -273,6 +273,15 @@ impl Store for SqliteStore {
         self.readers.run(move |conn| read::stats(conn, now)).await
     }
 
+    async fn finished_per_minute(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<FinishedInMinute>, StoreError> {
+        self.readers
+            .run(move |conn| read::finished_per_minute(conn, since))
+            .await
+    }
+
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.writer
             .run(move |conn, ctx| write::prune(conn, ctx, before))

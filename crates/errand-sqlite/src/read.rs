@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
 use errand_store::{
-    CommandInfo, CommandStats, JobPage, ListCondition, ListParams, StoreError, WorkerInfo,
+    CommandInfo, CommandStats, FinishedInMinute, JobPage, ListCondition, ListParams, StoreError,
+    WorkerInfo,
 };
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
@@ -259,4 +260,30 @@ pub(crate) fn commands(conn: &Connection) -> Result<Vec<CommandInfo>, StoreError
     .map_err(backend)?
     .collect::<Result<_, _>>()
     .map_err(backend)
+}
+
+const MINUTE_MICROS: i64 = 60_000_000;
+
+pub(crate) fn finished_per_minute(
+    conn: &Connection,
+    since: Timestamp,
+) -> Result<Vec<FinishedInMinute>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT finished / ?1 AS minute, \
+                    sum(status = 'completed'), sum(status = 'failed') \
+             FROM jobs WHERE finished >= ?2 AND status IN ('completed', 'failed') \
+             GROUP BY minute ORDER BY minute",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![MINUTE_MICROS, since.as_micros()], |row| {
+            Ok(FinishedInMinute {
+                minute: Timestamp::from_micros(row.get::<_, i64>(0)? * MINUTE_MICROS),
+                completed: row.get(1)?,
+                failed: row.get(2)?,
+            })
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
 }

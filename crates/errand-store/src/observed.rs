@@ -103,6 +103,13 @@ impl Store for Observed {
         (self.hook)("stats")?;
         self.inner.stats().await
     }
+    async fn finished_per_minute(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<FinishedInMinute>, StoreError> {
+        (self.hook)("finished_per_minute")?;
+        self.inner.finished_per_minute(since).await
+    }
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
         (self.hook)("prune")?;
         self.inner.prune(before).await

@@ -291,6 +291,15 @@ pub struct CommandStats {
     pub oldest_new_age_secs: Option<f64>,
 }
 
+/// Jobs that ended in one minute: the dashboard's throughput chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinishedInMinute {
+    /// The minute's first instant (a whole minute since the epoch).
+    pub minute: Timestamp,
+    pub completed: u64,
+    pub failed: u64,
+}
+
 /// Defaults a command carries; a submit may override each.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]

@@ -84,6 +84,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn stats(&self) -> Result<Vec<CommandStats>, StoreError>;
 
+    /// Completed and failed jobs per minute, for jobs finished at or after
+    /// `since`; oldest minute first, minutes with neither left out.
+    async fn finished_per_minute(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<FinishedInMinute>, StoreError>;
+
     /// Deletes finished jobs (and their events) finished before `before`.
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
 

@@ -131,6 +131,8 @@ struct SseEvent {
     event: String,
     id: Option<String>,
     data: Value,
+    /// The data as sent (the dashboard's streams send HTML).
+    text: String,
 }
 
 /// Reads SSE events from a response until the stream ends or `max` came.
@@ -155,14 +157,24 @@ async fn read_events(response: reqwest::Response, max: usize) -> Vec<SseEvent> {
                 } else if let Some(v) = line.strip_prefix("id:") {
                     id = Some(v.trim().to_owned());
                 } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
                 }
             }
             if !data.is_empty() {
+                let parsed =
+                    if event == "state" || event == "log" || event == "jobs" || event == "end" {
+                        Value::Null
+                    } else {
+                        serde_json::from_str(&data).unwrap()
+                    };
                 events.push(SseEvent {
                     event,
                     id,
-                    data: serde_json::from_str(&data).unwrap(),
+                    data: parsed,
+                    text: data,
                 });
             }
         }
@@ -963,6 +975,74 @@ async fn dashboard_pages_render_and_cancel_from_the_job_page() {
     assert_eq!(root.headers()["location"], "/ui");
     let (status, _, _) = html("/ui/jobs/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The dashboard's live streams send rendered HTML: the jobs table again
+/// when a job changes, and one job's state and log until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_live_streams_redraw_the_table_and_follow_a_job() {
+    let s = server(ServerConfig::default(), true).await;
+    let table = s.client.get(s.url("/ui/live/jobs")).send().await.unwrap();
+    assert_eq!(table.status(), StatusCode::OK);
+    assert!(table.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut table = table.bytes_stream();
+    let mut seen = String::new();
+    let mut read_until = async |wanted: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !seen.contains(wanted) {
+            match tokio::time::timeout_at(deadline, table.next()).await {
+                Ok(Some(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+                _ => panic!("no {wanted:?} in the table stream; got {seen}"),
+            }
+        }
+    };
+    // Drawn at once, so nothing between the page and the stream is missed.
+    read_until("event: jobs").await;
+    read_until("No jobs match.").await;
+    let id = s.submit("sleep", json!({"secs": 0.6, "steps": 3})).await;
+    read_until(&format!("id=\"job-{id}\" data-status=\"running\"")).await;
+    read_until(&format!("id=\"job-{id}\" data-status=\"completed\"")).await;
+
+    let job = s.submit("sleep", json!({"secs": 0.6, "steps": 3})).await;
+    let stream = s
+        .client
+        .get(s.url(&format!("/ui/live/jobs/{job}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    // The stream ends by itself after the job's end.
+    let events = read_events(stream, 1000).await;
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.event.as_str(), last.text.as_str()),
+        ("end", "completed")
+    );
+    let states: Vec<&SseEvent> = events.iter().filter(|e| e.event == "state").collect();
+    assert!(states.len() >= 2, "{events:#?}");
+    assert!(states.iter().any(|e| e.text.contains("<progress")));
+    let final_state = &states.last().unwrap().text;
+    assert!(
+        final_state.contains("status completed") && final_state.contains("Result"),
+        "{final_state}"
+    );
+    assert!(!final_state.contains("<html"), "a fragment, not a page");
+    let final_log = &events.iter().rfind(|e| e.event == "log").unwrap().text;
+    assert!(
+        final_log.contains("step 3 of 3") && final_log.contains("result"),
+        "{final_log}"
+    );
+
+    let unknown = s
+        .client
+        .get(s.url("/ui/live/jobs/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
 /// With a token set, a browser is sent to log in; the token typed once

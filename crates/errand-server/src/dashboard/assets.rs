@@ -13,6 +13,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../assets/errand.css"),
     ),
     (
+        "errand.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/errand.js"),
+    ),
+    (
         "htmx-2.0.11.min.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/vendor/htmx-2.0.11.min.js"),

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::layout::{page, relative, Section};
+use super::layout::{page, relative, Section, Session};
 use crate::state::AppState;
 
 pub async fn workers(State(state): State<AppState>) -> Response {
@@ -39,7 +39,7 @@ pub async fn workers(State(state): State<AppState>) -> Response {
             }
         } }
     };
-    page("Workers", Section::Workers, body).into_response()
+    page("Workers", Section::Workers, Session::of(&state), body).into_response()
 }
 
 pub async fn stats(State(state): State<AppState>) -> Response {
@@ -47,9 +47,21 @@ pub async fn stats(State(state): State<AppState>) -> Response {
         Ok(stats) => stats,
         Err(err) => return super::jobs::trouble(&err),
     };
+    let now = state.store.clock().now();
+    let finished = match state
+        .store
+        .finished_per_minute(super::chart::window_start(now))
+        .await
+    {
+        Ok(finished) => finished,
+        Err(err) => return super::jobs::trouble(&err),
+    };
     let secs = |v: Option<f64>| v.map_or("–".to_owned(), |s| format!("{s:.2} s"));
     let body = html! {
         h1 { "Stats" }
+        h2 { "Throughput" }
+        (super::chart::throughput(&finished, now))
+        h2 { "By command" }
         div.table-wrap { table {
             thead { tr {
                 th scope="col" { "Command" }
@@ -74,5 +86,5 @@ pub async fn stats(State(state): State<AppState>) -> Response {
             }
         } }
     };
-    page("Stats", Section::Stats, body).into_response()
+    page("Stats", Section::Stats, Session::of(&state), body).into_response()
 }

@@ -3,57 +3,84 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use errand_core::{EventKind, Job, JobEvent, JobId, JobStatus};
+use std::time::Duration;
+
+use errand_core::{EventKind, Job, JobEvent, JobId, JobStatus, Timestamp};
 use errand_store::{ListParams, StoreError};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{json_block, page, progress_bar, relative, status_badge, Section};
+use super::layout::{json_block, page, progress_bar, relative, status_badge, Section, Session};
 use crate::state::AppState;
 
 /// The jobs page's filters, as the form sends them (empty = any).
 #[derive(Debug, Default, Deserialize)]
 pub struct JobFilters {
     #[serde(default)]
-    command: String,
+    pub(crate) command: String,
     #[serde(default)]
     status: String,
     #[serde(default)]
-    app: String,
+    pub(crate) app: String,
+    /// How far back `created` goes: one of `CREATED_RANGES`' keys.
+    #[serde(default)]
+    created: String,
     #[serde(default)]
     cursor: String,
 }
+
+/// The time ranges the jobs page offers, relative to each render.
+const CREATED_RANGES: [(&str, &str, u64); 4] = [
+    ("15m", "last 15 minutes", 15 * 60),
+    ("1h", "last hour", 3600),
+    ("24h", "last 24 hours", 24 * 3600),
+    ("7d", "last 7 days", 7 * 24 * 3600),
+];
 
 fn given(text: &str) -> Option<String> {
     Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
+impl JobFilters {
+    fn params(&self, now: Timestamp) -> ListParams {
+        let created_after = CREATED_RANGES
+            .iter()
+            .find(|(key, _, _)| *key == self.created)
+            .map(|(_, _, secs)| now.minus(Duration::from_secs(*secs)));
+        ListParams {
+            app: given(&self.app),
+            command: given(&self.command),
+            status: given(&self.status).and_then(|s| JobStatus::parse(&s)),
+            created_after,
+            cursor: given(&self.cursor),
+            ..ListParams::default()
+        }
+    }
+
+    /// These filters as a query string, with another cursor.
+    pub(crate) fn query(&self, cursor: &str) -> String {
+        serde_urlencoded::to_string([
+            ("command", self.command.as_str()),
+            ("status", self.status.as_str()),
+            ("app", self.app.as_str()),
+            ("created", self.created.as_str()),
+            ("cursor", cursor),
+        ])
+        .expect("strings encode")
+    }
+}
+
 pub async fn list(State(state): State<AppState>, Query(filters): Query<JobFilters>) -> Response {
-    let status = given(&filters.status).and_then(|s| JobStatus::parse(&s));
-    let params = ListParams {
-        app: given(&filters.app),
-        command: given(&filters.command),
-        status,
-        cursor: given(&filters.cursor),
-        ..ListParams::default()
-    };
-    let page_of_jobs = match state.store.list(params).await {
-        Ok(page) => page,
+    let table = match jobs_table(&state, &filters).await {
+        Ok(table) => table,
         Err(err) => return trouble(&err),
     };
-    let now = state.store.clock().now();
-    let next = page_of_jobs.next_cursor.map(|cursor| {
-        let query = serde_urlencoded::to_string([
-            ("command", filters.command.as_str()),
-            ("status", filters.status.as_str()),
-            ("app", filters.app.as_str()),
-            ("cursor", cursor.as_str()),
-        ])
-        .expect("strings encode");
-        format!("/ui?{query}")
-    });
+    let live = format!("/ui/live/jobs?{}", filters.query(&filters.cursor));
     let body = html! {
-        h1 { "Jobs" }
+        div.title-row {
+            h1 { "Jobs" }
+            (live_badge())
+        }
         form.filters method="get" action="/ui" {
             label { "Command" input name="command" value=(filters.command) placeholder="app.name"; }
             label {
@@ -66,14 +93,47 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<JobFilter
                 }
             }
             label { "App" input name="app" value=(filters.app); }
+            label {
+                "Created"
+                select name="created" {
+                    option value="" { "any time" }
+                    @for (key, label, _) in CREATED_RANGES {
+                        option value=(key) selected[filters.created == key] { (label) }
+                    }
+                }
+            }
             button type="submit" { "Filter" }
         }
+        div #jobs-live hx-ext="sse" sse-connect=(live) {
+            div #jobs-table sse-swap="jobs" { (table) }
+        }
+    };
+    page("Jobs", Section::Jobs, Session::of(&state), body).into_response()
+}
+
+/// Says whether the page's live stream is connected (assets/errand.js).
+pub(crate) fn live_badge() -> Markup {
+    html! { span #live .live role="status" { "connecting…" } }
+}
+
+/// The table of one page of jobs and the link to the next: rendered with
+/// the page and again by the live stream whenever a job changes.
+pub(crate) async fn jobs_table(
+    state: &AppState,
+    filters: &JobFilters,
+) -> Result<Markup, StoreError> {
+    let now = state.store.clock().now();
+    let page_of_jobs = state.store.list(filters.params(now)).await?;
+    let next = page_of_jobs
+        .next_cursor
+        .map(|cursor| format!("/ui?{}", filters.query(&cursor)));
+    Ok(html! {
         div.table-wrap {
             table {
                 thead { tr {
-                    th scope="col" { "Job" } th scope="col" { "Command" } th scope="col" { "Status" }
+                    th.wide scope="col" { "Job" } th scope="col" { "Command" } th scope="col" { "Status" }
                     th scope="col" { "Progress" } th.wide scope="col" { "Attempt" }
-                    th.wide scope="col" { "Created" } th scope="col" { "Updated" }
+                    th.wide scope="col" { "Created" } th.wide scope="col" { "Updated" }
                 } }
                 tbody {
                     @for job in &page_of_jobs.jobs { (row(job, now)) }
@@ -86,21 +146,21 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<JobFilter
         @if let Some(next) = next {
             div.pager { a.button href=(next) rel="next" { "Older jobs →" } }
         }
-    };
-    page("Jobs", Section::Jobs, body).into_response()
+    })
 }
 
-fn row(job: &Job, now: errand_core::Timestamp) -> Markup {
+fn row(job: &Job, now: Timestamp) -> Markup {
     let href = format!("/ui/jobs/{}", job.job_id);
     html! {
-        tr id={ "job-" (job.job_id) } {
-            td.id { a href=(href) { (short_id(&job.job_id)) } }
-            td { (job.full_command()) }
+        tr id={ "job-" (job.job_id) } data-status=(job.status.as_str()) {
+            // The id keeps keyboard focus on the link when the table is redrawn.
+            td.id.wide { a id={ "open-" (job.job_id) } href=(href) { (short_id(&job.job_id)) } }
+            td { a.command id={ "command-" (job.job_id) } href=(href) { (job.full_command()) } }
             td { (status_badge(job.status)) }
             td { (progress_bar(job.progress.as_ref().and_then(|p| p.fraction), "progress")) }
             td.wide { (job.attempt) " / " (job.max_attempts) }
             td.wide { (relative(job.created, now)) }
-            td { (relative(job.updated, now)) }
+            td.wide { (relative(job.updated, now)) }
         }
     }
 }
@@ -113,101 +173,219 @@ fn short_id(id: &JobId) -> String {
         .to_owned()
 }
 
+/// Events the job page shows: the most recent ones.
+const LOG_TAIL: usize = 200;
+
 pub async fn show(State(state): State<AppState>, Path(job_id): Path<String>) -> Response {
     let job_id = JobId::from(job_id);
-    let job = match state.store.get(&job_id).await {
-        Ok(job) => job,
+    let (job, log, children) = match job_page_data(&state, &job_id).await {
+        Ok(data) => data,
         Err(err) => return trouble(&err),
     };
-    let events = match state.store.events(&job_id, 0, 1000).await {
-        Ok(events) => events,
-        Err(err) => return trouble(&err),
-    };
+    let now = state.store.clock().now();
     let body = html! {
         p { a href="/ui" { "← Jobs" } }
-        h1 { (job.full_command()) " " span.muted { (job.job_id) } }
-        (job_panel(&job, &events, None, state.store.clock().now()))
+        div.title-row {
+            h1 { (job.full_command()) " " span.muted { (job.job_id) } }
+            @if !job.status.is_terminal() { (live_badge()) }
+        }
+        (job_panel(&job, &log, None, now))
+        h2 { "Data" }
+        (json_block("Input", &job.input))
+        @if let Some(context) = &job.context { (json_block("Context", context)) }
+        @if !children.is_empty() {
+            h2 { "Child jobs" }
+            ul.children {
+                @for child in &children {
+                    li { a href={ "/ui/jobs/" (child.job_id) } { (child.full_command()) " " span.muted { (short_id(&child.job_id)) } }
+                        " " (status_badge(child.status)) }
+                }
+            }
+        }
     };
-    page(&job.full_command(), Section::Jobs, body).into_response()
+    page(
+        &job.full_command(),
+        Section::Jobs,
+        Session::of(&state),
+        body,
+    )
+    .into_response()
 }
 
-/// Everything about the job that changes: swapped whole after an action.
-fn job_panel(
-    job: &Job,
-    events: &[JobEvent],
-    notice: Option<&str>,
-    now: errand_core::Timestamp,
-) -> Markup {
-    let failures: Vec<&JobEvent> = events
+async fn job_page_data(
+    state: &AppState,
+    job_id: &JobId,
+) -> Result<(Job, EventLog, Vec<Job>), StoreError> {
+    let job = state.store.get(job_id).await?;
+    let log = event_log(state, &job).await?;
+    let children = state
+        .store
+        .list(ListParams {
+            parent_id: Some(job_id.clone()),
+            ..ListParams::default()
+        })
+        .await?
+        .jobs;
+    Ok((job, log, children))
+}
+
+/// The tail of a job's event log and how many came before it.
+pub(crate) struct EventLog {
+    events: Vec<JobEvent>,
+    earlier: i64,
+}
+
+pub(crate) async fn event_log(state: &AppState, job: &Job) -> Result<EventLog, StoreError> {
+    let after = (job.event_seq - LOG_TAIL as i64).max(0);
+    let events = state.store.events(&job.job_id, after, LOG_TAIL).await?;
+    let earlier = events.first().map_or(0, |first| first.seq - 1);
+    Ok(EventLog { events, earlier })
+}
+
+/// Everything about the job that changes, with its live stream while it
+/// can still change; swapped whole after Cancel or Retry, so a retried job
+/// is followed again.
+fn job_panel(job: &Job, log: &EventLog, notice: Option<&str>, now: Timestamp) -> Markup {
+    let live = (!job.status.is_terminal()).then(|| format!("/ui/live/jobs/{}", job.job_id));
+    html! {
+        section #job .panel hx-ext=[live.as_ref().map(|_| "sse")] sse-connect=[live.as_deref()] sse-close=[live.as_ref().map(|_| "end")] {
+            @if let Some(notice) = notice { p role="status" { (notice) } }
+            div #job-state sse-swap="state" { (job_state(job, log, now)) }
+            h2 { "Event log" }
+            ol #job-log .events sse-swap="log" { (log_items(log)) }
+        }
+    }
+}
+
+/// Status, progress, error, result and the actions that fit the status.
+pub(crate) fn job_state(job: &Job, log: &EventLog, now: Timestamp) -> Markup {
+    let failures: Vec<&JobEvent> = log
+        .events
         .iter()
         .filter(|e| e.kind == EventKind::Failure)
         .collect();
     html! {
-        section #job .panel aria-live="polite" {
-            @if let Some(notice) = notice { p role="status" { (notice) } }
-            dl.fields {
-                dt { "Status" } dd { (status_badge(job.status))
-                    @if job.cancel_requested && !job.status.is_terminal() { " " span.muted { "cancel requested" } } }
-                dt { "Attempt" } dd { (job.attempt) " of " (job.max_attempts) }
-                dt { "Queue" } dd { (job.queue) " (priority " (job.priority) ")" }
-                dt { "Created" } dd { (relative(job.created, now)) }
-                @if let Some(started) = job.started { dt { "Started" } dd { (relative(started, now)) } }
-                @if let Some(finished) = job.finished { dt { "Finished" } dd { (relative(finished, now)) } }
-                @if let Some(worker) = &job.worker_id { dt { "Worker" } dd { (worker) } }
-                @if let Some(parent) = &job.parent_id {
-                    dt { "Parent" } dd { a href={ "/ui/jobs/" (parent) } { (parent) } }
-                }
+        dl.fields {
+            dt { "Status" } dd { (status_badge(job.status))
+                @if job.cancel_requested && !job.status.is_terminal() { " " span.muted { "cancel requested" } } }
+            dt { "Attempt" } dd { (job.attempt) " of " (job.max_attempts) }
+            dt { "Queue" } dd { (job.queue) " (priority " (job.priority) ")" }
+            dt { "Created" } dd { (relative(job.created, now)) }
+            @if job.run_at > job.created { dt { "Due" } dd { (relative(job.run_at, now)) } }
+            @if let Some(started) = job.started { dt { "Started" } dd { (relative(started, now)) } }
+            @if let Some(finished) = job.finished { dt { "Finished" } dd { (relative(finished, now)) } }
+            @if let Some(worker) = &job.worker_id { dt { "Worker" } dd { (worker) } }
+            @if let Some(parent) = &job.parent_id {
+                dt { "Parent" } dd { a href={ "/ui/jobs/" (parent) } { (parent) } }
             }
-            @if let Some(progress) = &job.progress {
-                h2 { "Progress" }
-                div.progress-big { (progress_bar(progress.fraction, "job progress")) }
-                @if let Some(message) = &progress.message { p { (message) } }
+        }
+        @if let Some(progress) = &job.progress {
+            h2 { "Progress" }
+            div.progress-big { (progress_bar(progress.fraction, "job progress")) }
+            @if let Some(message) = &progress.message { p.progress-message { (message) } }
+        }
+        @if let Some(error) = &job.error {
+            h2 { "Error" }
+            div.error-box {
+                strong { (error.kind) } ": " (error.message)
+                " " span.muted { "(attempt " (error.attempt) ")" }
             }
-            @if let Some(error) = &job.error {
-                h2 { "Error" }
-                div.error-box {
-                    strong { (error.kind) } ": " (error.message)
-                    " " span.muted { "(attempt " (error.attempt) ")" }
-                }
-            }
-            @if failures.len() > 1 || (failures.len() == 1 && job.error.is_none()) {
-                h2 { "Attempt history" }
-                ol.events {
-                    @for event in &failures {
-                        li { (event.at.to_rfc3339()) " — " (event.data.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("failed")) }
-                    }
-                }
-            }
-            h2 { "Data" }
-            (json_block("Input", &job.input))
-            @if let Some(context) = &job.context { (json_block("Context", context)) }
-            @if let Some(result) = &job.result { (json_block("Result", result)) }
-            div.actions {
-                @if !job.status.is_terminal() {
-                    form method="post" action={ "/ui/jobs/" (job.job_id) "/cancel" }
-                        hx-post={ "/ui/jobs/" (job.job_id) "/cancel" } hx-target="#job" hx-swap="outerHTML"
-                        hx-confirm="Cancel this job?" {
-                        button.danger type="submit" { "Cancel" }
-                    }
-                }
-                @if matches!(job.status, JobStatus::Failed | JobStatus::Canceled) {
-                    form method="post" action={ "/ui/jobs/" (job.job_id) "/retry" }
-                        hx-post={ "/ui/jobs/" (job.job_id) "/retry" } hx-target="#job" hx-swap="outerHTML"
-                        hx-confirm="Run this job again?" {
-                        button type="submit" { "Retry" }
-                    }
-                }
-            }
-            h2 { "Event log" }
+        }
+        @if failures.len() > 1 || (failures.len() == 1 && job.error.is_none()) {
+            h2 { "Attempt history" }
             ol.events {
-                @for event in events {
-                    li {
-                        span.muted { "#" (event.seq) " " (event.at.to_rfc3339()) " " }
-                        strong { (event.kind.as_str()) } " " (status_badge(event.status)) " "
-                        (serde_json::to_string(&event.data).unwrap_or_default())
-                    }
+                @for event in &failures {
+                    li { (event.at.to_rfc3339()) " — " (event.data.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("failed")) }
                 }
             }
+        }
+        @if let Some(result) = &job.result { (json_block("Result", result)) }
+        div.actions {
+            @if !job.status.is_terminal() {
+                form method="post" action={ "/ui/jobs/" (job.job_id) "/cancel" }
+                    hx-post={ "/ui/jobs/" (job.job_id) "/cancel" } hx-target="#job" hx-swap="outerHTML"
+                    hx-confirm="Cancel this job?" {
+                    button.danger #cancel type="submit" { "Cancel" }
+                }
+            }
+            @if matches!(job.status, JobStatus::Failed | JobStatus::Canceled) {
+                form method="post" action={ "/ui/jobs/" (job.job_id) "/retry" }
+                    hx-post={ "/ui/jobs/" (job.job_id) "/retry" } hx-target="#job" hx-swap="outerHTML"
+                    hx-confirm="Run this job again?" {
+                    button #retry type="submit" { "Retry" }
+                }
+            }
+        }
+    }
+}
+
+/// The event log's entries, each said in words with its data on hover;
+/// failures stand out.
+pub(crate) fn log_items(log: &EventLog) -> Markup {
+    html! {
+        @if log.earlier > 0 {
+            li.muted { (log.earlier) " earlier events (all of them: " code { "GET /api/commands/jobs/{id}/events" } ")" }
+        }
+        @for event in &log.events {
+            li class=[(event.kind == EventKind::Failure).then_some("failure")]
+                title=(serde_json::to_string(&event.data).unwrap_or_default()) {
+                time.muted datetime=(event.at.to_rfc3339()) { (event.at.to_datetime().format("%H:%M:%S%.3f")) }
+                " " strong { (event.kind.as_str()) } " " (status_badge(event.status)) " "
+                (event_summary(event))
+            }
+        }
+    }
+}
+
+/// What an event says, in a few words.
+fn event_summary(event: &JobEvent) -> String {
+    let text = |pointer: &str| event.data.pointer(pointer).and_then(|v| v.as_str());
+    match event.kind {
+        EventKind::Progress => {
+            let percent = event
+                .data
+                .get("fraction")
+                .and_then(|f| f.as_f64())
+                .map(|f| format!("{:.0} %", f * 100.0));
+            [percent.as_deref(), text("/message"), text("/stage")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" · ")
+        }
+        EventKind::Log => text("/line").unwrap_or_default().to_owned(),
+        EventKind::Result => {
+            let result = event.data.get("result").map(|r| r.to_string());
+            let mut result = result.unwrap_or_default();
+            if result.len() > 120 {
+                let cut = (0..=117)
+                    .rev()
+                    .find(|i| result.is_char_boundary(*i))
+                    .unwrap_or(0);
+                result.truncate(cut);
+                result.push('…');
+            }
+            format!("result {result}")
+        }
+        EventKind::Failure => {
+            let message = text("/error/message").unwrap_or("failed");
+            match text("/retry_at") {
+                Some(at) => format!("{message} (retries at {at})"),
+                None => message.to_owned(),
+            }
+        }
+        EventKind::Status => {
+            let mut parts: Vec<String> = Vec::new();
+            parts.extend(text("/reason").map(str::to_owned));
+            parts.extend(text("/worker_id").map(|w| format!("by {w}")));
+            parts.extend(
+                event
+                    .data
+                    .get("attempt")
+                    .and_then(|a| a.as_u64())
+                    .map(|a| format!("attempt {a}")),
+            );
+            parts.join(", ")
         }
     }
 }
@@ -241,14 +419,15 @@ pub async fn act(
     if !headers.contains_key("hx-request") {
         return Redirect::to(&format!("/ui/jobs/{job_id}")).into_response();
     }
-    let (job, events) = match (
-        state.store.get(&job_id).await,
-        state.store.events(&job_id, 0, 1000).await,
-    ) {
-        (Ok(job), Ok(events)) => (job, events),
-        (Err(err), _) | (_, Err(err)) => return trouble(&err),
+    let job = match state.store.get(&job_id).await {
+        Ok(job) => job,
+        Err(err) => return trouble(&err),
     };
-    job_panel(&job, &events, Some(&notice), state.store.clock().now()).into_response()
+    let log = match event_log(&state, &job).await {
+        Ok(log) => log,
+        Err(err) => return trouble(&err),
+    };
+    job_panel(&job, &log, Some(&notice), state.store.clock().now()).into_response()
 }
 
 /// A store error as a page: 404 for an unknown job, 503 when the store is
@@ -266,5 +445,5 @@ pub(crate) fn trouble(err: &StoreError) -> Response {
         p.error-box { (err) }
         p { a href="/ui" { "← Jobs" } }
     };
-    (status, page("Error", Section::Jobs, body)).into_response()
+    (status, page("Error", Section::Jobs, Session::Open, body)).into_response()
 }

@@ -13,7 +13,25 @@ pub enum Section {
     Stats,
 }
 
-pub fn page(title: &str, section: Section, body: Markup) -> Markup {
+/// Whether the header offers to log out: only when the server has a token
+/// (and so the browser holds the cookie).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    LoggedIn,
+    Open,
+}
+
+impl Session {
+    pub fn of(state: &crate::state::AppState) -> Self {
+        if state.config.api_token.is_some() {
+            Session::LoggedIn
+        } else {
+            Session::Open
+        }
+    }
+}
+
+pub fn page(title: &str, section: Section, session: Session, body: Markup) -> Markup {
     let link = |href: &str, label: &str, this: Section| {
         html! {
             a href=(href) aria-current=[(section == this).then_some("page")] { (label) }
@@ -29,6 +47,7 @@ pub fn page(title: &str, section: Section, body: Markup) -> Markup {
                 link rel="stylesheet" href="/ui/assets/errand.css";
                 script src="/ui/assets/htmx-2.0.11.min.js" defer {}
                 script src="/ui/assets/htmx-ext-sse-2.2.4.min.js" defer {}
+                script src="/ui/assets/errand.js" defer {}
             }
             body {
                 header.top {
@@ -38,6 +57,11 @@ pub fn page(title: &str, section: Section, body: Markup) -> Markup {
                         (link("/ui/submit", "Submit", Section::Submit))
                         (link("/ui/workers", "Workers", Section::Workers))
                         (link("/ui/stats", "Stats", Section::Stats))
+                    }
+                    @if session == Session::LoggedIn {
+                        form.logout method="post" action="/ui/logout" {
+                            button.secondary type="submit" { "Log out" }
+                        }
                     }
                 }
                 main { (body) }
@@ -74,7 +98,7 @@ pub fn progress_bar(fraction: Option<f64>, label: &str) -> Markup {
             let percent = (f.clamp(0.0, 1.0) * 100.0).round();
             html! {
                 progress max="100" value=(percent) aria-label=(label) { (percent) "%" }
-                " " span.muted { (percent) "%" }
+                " " span.muted.percent { (percent) "%" }
             }
         }
         None => html! {},

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{page, Section};
+use super::layout::{page, Section, Session};
 use crate::auth::{authorized, cookie_value, COOKIE_NAME};
 use crate::state::AppState;
 
@@ -47,7 +47,7 @@ fn form(next: &str, problem: Option<&str>) -> Markup {
             button type="submit" { "Log in" }
         }
     };
-    page("Log in", Section::Jobs, body)
+    page("Log in", Section::Jobs, Session::Open, body)
 }
 
 pub async fn show(

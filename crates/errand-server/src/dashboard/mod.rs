@@ -3,19 +3,19 @@
 //!
 //! - `layout`: the page frame and shared pieces.
 //! - `jobs`: the jobs table, the job page, Cancel and Retry.
+//! - `live`: SSE streams of rendered HTML that keep those two pages live.
+//! - `chart`: the throughput chart of the last hour (SVG).
 //! - `submit`: a form generated from a command's input JSON Schema.
 //! - `info`: workers and stats.
 //! - `login`: the token, typed once, kept in a cookie.
 //! - `assets`: the stylesheet and vendored htmx, compiled in.
-//!
-//! This is the first increment: pages and actions. Live updates over SSE,
-//! and the throughput chart come next
-//! (docs/dashboard.md).
 
 mod assets;
+mod chart;
 mod info;
 pub(crate) mod jobs;
 mod layout;
+mod live;
 mod login;
 mod submit;
 
@@ -39,6 +39,8 @@ pub fn routes() -> Router<AppState> {
             "/ui/jobs/{job_id}/retry",
             post(|state, path, headers| jobs::act(state, path, headers, Action::Retry)),
         )
+        .route("/ui/live/jobs", get(live::jobs))
+        .route("/ui/live/jobs/{job_id}", get(live::job))
         .route("/ui/submit", get(submit::show).post(submit::submit))
         .route("/ui/workers", get(info::workers))
         .route("/ui/stats", get(info::stats))

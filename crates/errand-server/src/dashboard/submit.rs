@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use errand_api::SubmitRequest;
-use errand_store::CommandInfo;
+use errand_api::{SubmitOptions, SubmitRequest};
+use errand_store::{CommandDefaults, CommandInfo};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::layout::{page, Section};
+use super::layout::{page, Section, Session};
 use crate::error::ApiError;
 use crate::jobs::build_job;
 use crate::state::AppState;
@@ -35,6 +35,7 @@ pub async fn show(State(state): State<AppState>, Query(chosen): Query<Chosen>) -
         Err(err) => return super::jobs::trouble(&err),
     };
     render(
+        Session::of(&state),
         &commands,
         &chosen.command,
         &HashMap::new(),
@@ -52,6 +53,7 @@ fn full_name(command: &CommandInfo) -> String {
 }
 
 fn render(
+    session: Session,
     commands: &[CommandInfo],
     chosen: &str,
     values: &HashMap<String, String>,
@@ -80,11 +82,12 @@ fn render(
                 @if let Some(problem) = problems.0.get(&None) { p.error-box role="alert" { (problem) } }
                 input type="hidden" name="command" value=(chosen);
                 (fields(&command.input_schema, values, problems))
+                (option_fields(&command.defaults, values, problems))
                 div.actions { button type="submit" { "Submit" } }
             }
         }
     };
-    (status, page("Submit", Section::Submit, body)).into_response()
+    (status, page("Submit", Section::Submit, session, body)).into_response()
 }
 
 fn properties(schema: &Value) -> Option<&Map<String, Value>> {
@@ -230,12 +233,108 @@ fn read_input(schema: &Value, form: &HashMap<String, String>) -> Result<Value, P
     }
 }
 
+/// The submit options the form offers (SPEC §4.1), as form field, label,
+/// and what the API names the option in its messages.
+const OPTIONS: [(&str, &str, &str); 4] = [
+    ("option.delay_secs", "Delay (seconds)", "delay_secs"),
+    ("option.priority", "Priority", "priority"),
+    ("option.queue", "Queue", "queue"),
+    ("option.max_attempts", "Max attempts", "max_attempts"),
+];
+
+fn option_fields(
+    defaults: &CommandDefaults,
+    values: &HashMap<String, String>,
+    problems: &Problems,
+) -> Markup {
+    // Empty fields keep the command's defaults: shown as placeholders.
+    let default_of = |name: &str| match name {
+        "option.delay_secs" => "0".to_owned(),
+        "option.priority" => defaults.priority.to_string(),
+        "option.queue" => defaults.queue.clone(),
+        _ => defaults.retry.max_attempts.to_string(),
+    };
+    let opened = OPTIONS
+        .iter()
+        .any(|(name, _, _)| values.get(*name).is_some_and(|v| !v.trim().is_empty()));
+    html! {
+        details.options open[opened] {
+            summary { "Options" }
+            dl.fields {
+                @for (name, label, _) in OPTIONS {
+                    @let id = name.replace('.', "-");
+                    @let problem = problems.0.get(&Some(name.to_owned()));
+                    dt { label for=(id) { (label) } }
+                    dd {
+                        input #(id) name=(name) value=[values.get(name)] placeholder=(default_of(name))
+                            inputmode=[(name != "option.queue").then_some("decimal")]
+                            aria-invalid=[problem.map(|_| "true")];
+                        @if let Some(problem) = problem { p.error-box role="alert" { (problem) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The options typed in the form; empty fields are left to the command's
+/// defaults.
+fn read_options(form: &HashMap<String, String>) -> Result<Option<SubmitOptions>, Problems> {
+    let mut problems = Problems::default();
+    let mut options = SubmitOptions::default();
+    let mut given = false;
+    for (name, _, _) in OPTIONS {
+        let Some(text) = form.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        given = true;
+        let bad = |what: &str| format!("{text:?} is not {what}");
+        let outcome = match name {
+            "option.delay_secs" => text
+                .parse::<f64>()
+                .map(|v| options.delay_secs = Some(v))
+                .map_err(|_| bad("a number of seconds")),
+            "option.priority" => text
+                .parse::<i32>()
+                .map(|v| options.priority = Some(v))
+                .map_err(|_| bad("a whole number")),
+            "option.max_attempts" => text
+                .parse::<u32>()
+                .map(|v| options.max_attempts = Some(v))
+                .map_err(|_| bad("a whole number of at least 1")),
+            _ => {
+                options.queue = Some(text.to_owned());
+                Ok(())
+            }
+        };
+        if let Err(message) = outcome {
+            problems.0.insert(Some(name.to_owned()), message);
+        }
+    }
+    match (problems.0.is_empty(), given) {
+        (false, _) => Err(problems),
+        (true, false) => Ok(None),
+        (true, true) => Ok(Some(options)),
+    }
+}
+
 /// `input/secs: "soon" is not of type "number"` belongs next to `secs`.
 fn place(message: &str) -> Problems {
-    let field = message
-        .strip_prefix("input/")
-        .and_then(|rest| rest.split(['/', ':']).next())
-        .map(str::to_owned);
+    // `options.delay_secs must be ≥ 0`, `options: max_attempts must be…`
+    let unprefixed = ["options.", "options: "]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .unwrap_or(message);
+    let option = OPTIONS
+        .iter()
+        .find(|(_, _, api)| unprefixed.starts_with(api))
+        .map(|(name, _, _)| (*name).to_owned());
+    let field = option.or_else(|| {
+        message
+            .strip_prefix("input/")
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .map(str::to_owned)
+    });
     let field = field.or_else(|| {
         // A missing required field: `input: "text" is a required property`.
         let quoted = message.strip_prefix("input: \"")?;
@@ -260,6 +359,7 @@ pub async fn submit(
                 .collect(),
         );
         return render(
+            Session::of(&state),
             &commands,
             &chosen,
             &form,
@@ -267,10 +367,15 @@ pub async fn submit(
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     };
-    let input = match read_input(&command.input_schema, &form) {
-        Ok(input) => input,
+    let read = read_input(&command.input_schema, &form).and_then(|input| {
+        let options = read_options(&form)?;
+        Ok((input, options))
+    });
+    let (input, options) = match read {
+        Ok(read) => read,
         Err(problems) => {
             return render(
+                Session::of(&state),
                 &commands,
                 &chosen,
                 &form,
@@ -284,10 +389,11 @@ pub async fn submit(
         app: None,
         input,
         context: None,
-        options: None,
+        options,
     };
     let refused = |message: String| {
         render(
+            Session::of(&state),
             &commands,
             &chosen,
             &form,
@@ -304,6 +410,7 @@ pub async fn submit(
     };
     match state.store.submit(job).await {
         Ok(receipt) => Redirect::to(&format!("/ui/jobs/{}", receipt.job_id)).into_response(),
+        Err(errand_store::StoreError::Invalid(message)) => refused(message),
         Err(err) => super::jobs::trouble(&err),
     }
 }

@@ -122,6 +122,7 @@ macro_rules! store_contract_tests {
             prune_removes_old_finished_jobs_and_their_events,
             change_feed_delivers_committed_events,
             stats_count_statuses_and_time_runs,
+            finished_per_minute_counts_completed_and_failed,
             workers_and_their_commands_are_published,
         );
     };

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use errand_core::{EventKind, JobId, JobStatus};
+use errand_core::{EventKind, JobId, JobStatus, Timestamp};
 use serde_json::json;
 
 use super::*;
-use crate::{ListParams, Outcome, StoreError};
+use crate::{FinishedInMinute, ListParams, Outcome, StoreError};
 
 pub async fn list_filters_by_every_field(t: TestStore) {
     let parent = t.store.submit(new_job("parent")).await.unwrap().job_id;
@@ -334,4 +334,72 @@ pub async fn stats_count_statuses_and_time_runs(t: TestStore) {
     assert_eq!(s.p50_run_secs, Some(2.0));
     assert_eq!(s.p95_run_secs, Some(4.0));
     assert_eq!(s.oldest_new_age_secs, Some(6.0));
+}
+
+pub async fn finished_per_minute_counts_completed_and_failed(t: TestStore) {
+    let minute_of =
+        |at: Timestamp| Timestamp::from_micros(at.as_micros().div_euclid(60_000_000) * 60_000_000);
+    t.store
+        .submit_batch(vec![new_job("m"), new_job("m"), new_job("m"), new_job("m")])
+        .await
+        .unwrap();
+    let start = t.clock.now();
+    let done = claim_one(&t, "w").await;
+    let failed = claim_one(&t, "w").await;
+    let failure = errand_core::JobError {
+        kind: "handler".into(),
+        message: "boom".into(),
+        retryable: false,
+        attempt: 1,
+    };
+    t.store
+        .finish(vec![
+            (fence(&done, "w"), Outcome::Completed { result: json!(1) }),
+            (
+                fence(&failed, "w"),
+                Outcome::Failed {
+                    error: failure,
+                    retry_at: None,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    t.clock.advance(Duration::from_secs(120));
+    let later = claim_one(&t, "w").await;
+    t.store
+        .finish(vec![(
+            fence(&later, "w"),
+            Outcome::Completed { result: json!(2) },
+        )])
+        .await
+        .unwrap();
+    // Canceled and unfinished jobs are not throughput.
+    let canceled = claim_one(&t, "w").await;
+    t.store.cancel(&canceled.job_id).await.unwrap();
+
+    let all = t
+        .store
+        .finished_per_minute(start.minus(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let expected = vec![
+        FinishedInMinute {
+            minute: minute_of(start),
+            completed: 1,
+            failed: 1,
+        },
+        FinishedInMinute {
+            minute: minute_of(t.clock.now()),
+            completed: 1,
+            failed: 0,
+        },
+    ];
+    assert_eq!(all, expected);
+    let recent = t
+        .store
+        .finished_per_minute(start.plus(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(recent, expected[1..]);
 }

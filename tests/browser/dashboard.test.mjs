@@ -1,0 +1,259 @@
+// The dashboard in a real browser: Debian's Chromium, driven by
+// playwright-core, against a real `errand serve` (SQLite, with a token).
+//
+//   cargo build && (cd tests/browser && npm ci && npm test)
+//
+// ERRAND_BIN picks the binary (default: target/debug/errand);
+// ERRAND_SCREENSHOTS=docs/screenshots writes the pictures of each page that
+// docs/dashboard.md shows (default: a temporary folder).
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const root = resolve(import.meta.dirname, "../..");
+const binary = process.env.ERRAND_BIN ?? join(root, "target/debug/errand");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const token = "browser-test-token";
+const shots = resolve(root, process.env.ERRAND_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), "errand-shots-")));
+mkdirSync(shots, { recursive: true });
+
+let server;
+let base;
+let browser;
+let folder;
+
+function freePort() {
+  return new Promise((done, fail) => {
+    const probe = createServer();
+    probe.once("error", fail);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => done(port));
+    });
+  });
+}
+
+async function api(path, init = {}) {
+  const response = await fetch(base + path, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...init.headers },
+  });
+  const body = await response.json();
+  assert.ok(response.ok, `${path}: ${response.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+async function until(what, check, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/// A browser context that has logged in (holds the cookie), at phone or
+/// desktop size.
+async function loggedIn(viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport, colorScheme: "light" });
+  const page = await context.newPage();
+  await page.goto(base + "/ui/login");
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForURL(base + "/ui");
+  return { context, page };
+}
+
+before(async () => {
+  folder = mkdtempSync(join(tmpdir(), "errand-browser-"));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  server = spawn(binary, ["serve", "--store", `sqlite://${join(folder, "errand.db")}`, "--bind", `127.0.0.1:${port}`], {
+    env: { ...process.env, ERRAND_API_TOKEN: token, ERRAND_LOG: "warn", NO_COLOR: "1" },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  await until("errand serve to be ready", async () => {
+    try {
+      return (await fetch(base + "/api/health")).ok;
+    } catch {
+      return false;
+    }
+  });
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server && server.exitCode === null) {
+    server.kill("SIGTERM");
+    await new Promise((r) => server.once("exit", r));
+  }
+  rmSync(folder, { recursive: true, force: true });
+});
+
+test("logging in with the token opens the dashboard; a wrong one is refused", async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(base + "/ui/stats");
+  assert.equal(new URL(page.url()).pathname, "/ui/login");
+  await page.screenshot({ path: join(shots, "login.png") });
+  await page.fill("#token", "not-the-token");
+  await page.click("button[type=submit]");
+  assert.match(await page.textContent("[role=alert]"), /not right/);
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForURL(base + "/ui/stats");
+  assert.equal(await page.textContent("h1"), "Stats");
+  // The cookie is HttpOnly: scripts on the page cannot read the token.
+  assert.equal(await page.evaluate(() => document.cookie), "");
+  await page.click("text=Log out");
+  await page.waitForURL(base + "/ui/login");
+  await page.goto(base + "/ui");
+  assert.equal(new URL(page.url()).pathname, "/ui/login");
+  await context.close();
+});
+
+test("a job submitted from the form goes new → running → completed live in the jobs table", async () => {
+  const { context, page: jobs } = await loggedIn();
+  await jobs.waitForSelector(".live.on");
+  // Record every status and progress value the job's row shows, as the
+  // page draws them, without the test polling the server.
+  await jobs.evaluate(() => {
+    window.seen = [];
+    const note = () => {
+      for (const row of document.querySelectorAll("tr[data-status]")) {
+        const progress = row.querySelector("progress");
+        const entry = { id: row.id, status: row.dataset.status, progress: progress ? Number(progress.value) : null };
+        const last = window.seen.findLast((e) => e.id === entry.id);
+        if (!last || last.status !== entry.status || last.progress !== entry.progress) window.seen.push(entry);
+      }
+    };
+    new MutationObserver(note).observe(document.body, { subtree: true, childList: true });
+  });
+
+  const form = await context.newPage();
+  await form.goto(base + "/ui/submit");
+  await form.selectOption("select[name=command]", "demo.sleep");
+  await form.waitForURL(/command=demo.sleep/);
+  await form.fill("#field-secs", "3");
+  await form.fill("#field-steps", "6");
+  await form.click("details.options summary");
+  await form.fill("#option-delay_secs", "1.5");
+  await form.screenshot({ path: join(shots, "submit.png"), fullPage: true });
+  await form.click("button:has-text('Submit')");
+  await form.waitForURL(/\/ui\/jobs\//);
+  const jobId = form.url().split("/ui/jobs/")[1];
+  const rowId = `job-${jobId}`;
+
+  await jobs.waitForSelector(`#${rowId}[data-status=new]`, { timeout: 10000 });
+  await jobs.waitForSelector(`#${rowId}[data-status=running]`, { timeout: 10000 });
+  await jobs.waitForSelector(`#${rowId}[data-status=completed]`, { timeout: 15000 });
+
+  const seen = (await jobs.evaluate(() => window.seen)).filter((e) => e.id === rowId);
+  const statuses = seen.map((e) => e.status).filter((s, i, all) => s !== all[i - 1]);
+  assert.deepEqual(statuses, ["new", "running", "completed"], JSON.stringify(seen));
+  const moving = seen.filter((e) => e.status === "running" && e.progress !== null).map((e) => e.progress);
+  assert.ok(new Set(moving).size >= 2, `the progress bar moved: ${JSON.stringify(seen)}`);
+  assert.deepEqual(moving, [...moving].sort((a, b) => a - b), "progress only goes forward");
+
+  // The job page, followed live too, shows the end and the result.
+  await form.waitForSelector("#job-state .status.completed", { timeout: 10000 });
+  assert.match(await form.textContent("#job-state"), /Result/);
+  assert.match(await form.textContent("#job-log"), /completed/);
+  await form.screenshot({ path: join(shots, "job.png"), fullPage: true });
+  await context.close();
+});
+
+test("a running job is canceled from its page, after a confirmation", async () => {
+  const { context, page } = await loggedIn();
+  const { job_id: jobId } = await api("/api/commands/jobs", {
+    method: "POST",
+    body: JSON.stringify({ command: "demo.sleep", input: { secs: 60, steps: 60 } }),
+  });
+  await page.goto(`${base}/ui/jobs/${jobId}`);
+  await page.waitForSelector("#job-state .status.running", { timeout: 10000 });
+  let asked = null;
+  page.once("dialog", (dialog) => {
+    asked = dialog.message();
+    dialog.accept();
+  });
+  await page.click("#cancel");
+  await page.waitForSelector("#job-state .status.canceled", { timeout: 15000 });
+  assert.equal(asked, "Cancel this job?");
+  const job = await api(`/api/commands/jobs/${jobId}`);
+  assert.equal(job.status, "canceled");
+  // Canceled jobs can be run again.
+  assert.ok(await page.isVisible("#retry"));
+  await context.close();
+});
+
+test("the API's 422 is shown next to the field it is about", async () => {
+  const { context, page } = await loggedIn();
+  await page.goto(base + "/ui/submit?command=demo.sleep");
+  // A required field left empty is caught by the browser, from the schema.
+  await page.fill("#field-secs", "");
+  await page.click("button:has-text('Submit')");
+  assert.equal(await page.evaluate(() => document.getElementById("field-secs").validity.valueMissing), true);
+  assert.equal(new URL(page.url()).search, "?command=demo.sleep", "nothing was sent");
+  // What only the API knows (steps has a minimum of 0) comes back as its 422.
+  await page.fill("#field-secs", "0.1");
+  await page.fill("#field-steps", "-1");
+  await page.click("button:has-text('Submit')");
+  const problem = page.locator("#field-steps ~ [role=alert]");
+  assert.match(await problem.textContent(), /input\/steps: -1 is less than the minimum of 0/);
+  assert.equal(await page.getAttribute("#field-steps", "aria-invalid"), "true");
+  await page.fill("#field-steps", "2");
+  await page.click("details.options summary");
+  await page.fill("#option-max_attempts", "0");
+  await page.click("button:has-text('Submit')");
+  assert.match(await page.locator("#option-max_attempts ~ [role=alert]").textContent(), /max_attempts must be at least 1/);
+  // What was typed is kept.
+  assert.equal(await page.inputValue("#field-secs"), "0.1");
+  await context.close();
+});
+
+test("workers and stats pages, with the throughput chart, at desktop and phone width", async () => {
+  for (let i = 0; i < 12; i++) {
+    await api("/api/commands/jobs", { method: "POST", body: JSON.stringify({ command: "demo.echo", input: { n: i } }) });
+  }
+  await api("/api/commands/jobs", { method: "POST", body: JSON.stringify({ command: "demo.fail", input: { times: 9 }, options: { max_attempts: 1 } }) });
+  const { job_id: sleeper } = await api("/api/commands/jobs", {
+    method: "POST",
+    body: JSON.stringify({ command: "demo.sleep", input: { secs: 8, steps: 16 } }),
+  });
+  const { context, page } = await loggedIn();
+  await page.waitForSelector(`#job-${sleeper}[data-status=running] progress`, { timeout: 10000 });
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: join(shots, "jobs.png") });
+  await page.goto(base + "/ui/workers");
+  assert.match(await page.textContent("tbody"), /demo\.sleep/);
+  await page.screenshot({ path: join(shots, "workers.png") });
+  await until("the jobs to finish", async () => {
+    const { commands } = await api("/api/commands/stats");
+    return commands.some((s) => s.command === "fail" && s.counts.failed >= 1);
+  });
+  await page.goto(base + "/ui/stats");
+  const description = await page.textContent("svg desc");
+  const [, completed, failed] = description.match(/(\d+) completed and (\d+) failed/).map(Number);
+  assert.ok(completed >= 13 && failed >= 1, description);
+  assert.ok((await page.locator("svg rect.completed").count()) >= 1);
+  await page.screenshot({ path: join(shots, "stats.png"), fullPage: true });
+  await context.close();
+
+  const phone = await loggedIn({ width: 390, height: 844 });
+  await phone.page.screenshot({ path: join(shots, "jobs-phone.png") });
+  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  assert.equal(overflow, false, "the page fits a phone's width");
+  await phone.context.close();
+});
