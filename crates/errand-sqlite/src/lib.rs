@@ -146,7 +146,7 @@ fn open_connection(
             .map_err(backend)?;
     }
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;"
+        "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;"
     ))
     .map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);

@@ -18,6 +18,13 @@ use terminal::jobs::SubmitArgs;
 use terminal::tables::ListArgs;
 use terminal::Exit;
 
+// The SQLite writer thread frees what other threads allocated (jobs handed
+// to it, events it publishes); glibc's malloc made that a tenth of its time
+// (docs/decisions.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "errand",
