@@ -74,45 +74,35 @@ impl From<&Changed> for EventTarget {
 
 /// Appends an event for a job whose `event_seq` was just incremented.
 fn record_event(
-    conn: &Connection,
     ctx: &mut WriteCtx,
     changed: impl Into<EventTarget>,
     kind: EventKind,
     data: Value,
 ) -> Result<(), StoreError> {
     let text = to_json(&data);
-    record_event_text(conn, ctx, changed, kind, &text, data)
+    record_event_text(ctx, changed, kind, text, data)
 }
 
 /// [`record_event`] with the data already written as JSON text.
 fn record_event_text(
-    conn: &Connection,
     ctx: &mut WriteCtx,
     changed: impl Into<EventTarget>,
     kind: EventKind,
-    text: &str,
+    text: String,
     data: Value,
 ) -> Result<(), StoreError> {
     let changed: EventTarget = changed.into();
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO events (id, job_seq, seq, kind, status, data, at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .map_err(backend)?;
     let id = ctx.next_event_id;
-    insert
-        .execute(params![
-            id,
-            changed.seq,
-            changed.event_seq,
-            kind.as_str(),
-            changed.status.as_str(),
-            text,
-            ctx.now.as_micros()
-        ])
-        .map_err(backend)?;
     ctx.next_event_id += 1;
+    ctx.pending_events.push(EventRow {
+        id,
+        job_seq: changed.seq,
+        seq: changed.event_seq,
+        kind: kind.as_str(),
+        status: changed.status.as_str(),
+        data: text,
+        at: ctx.now.as_micros(),
+    });
     ctx.events.push(errand_core::JobEvent {
         id,
         job_id: changed.job_id,
@@ -124,6 +114,77 @@ fn record_event_text(
         data,
         at: ctx.now,
     });
+    Ok(())
+}
+
+/// An event row waiting to be inserted at the end of its operation.
+pub(crate) struct EventRow {
+    id: i64,
+    job_seq: i64,
+    seq: i64,
+    kind: &'static str,
+    status: &'static str,
+    data: String,
+    at: i64,
+}
+
+/// Rows per INSERT statement, largest first: a claim or a batch of
+/// outcomes writes its events in a few statements instead of one per
+/// event (per-statement work was a large part of the writer's time), and
+/// only these few statement shapes are cached.
+const EVENT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+fn insert_events_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        EVENT_CHUNKS
+            .iter()
+            .map(|&n| {
+                format!(
+                    "INSERT INTO events (id, job_seq, seq, kind, status, data, at) VALUES {}",
+                    vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let index = EVENT_CHUNKS
+        .iter()
+        .position(|&n| n == rows)
+        .expect("a chunk size");
+    &all[index]
+}
+
+/// Inserts the operation's pending events; called once it has succeeded.
+pub(crate) fn insert_events(
+    conn: &Connection,
+    pending: &mut Vec<EventRow>,
+) -> Result<(), StoreError> {
+    let mut rest = &pending[..];
+    while !rest.is_empty() {
+        let rows = EVENT_CHUNKS
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .expect("1 fits");
+        let (chunk, tail) = rest.split_at(rows);
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows * 7);
+        for row in chunk {
+            values.extend([
+                &row.id as &dyn rusqlite::ToSql,
+                &row.job_seq,
+                &row.seq,
+                &row.kind,
+                &row.status,
+                &row.data,
+                &row.at,
+            ]);
+        }
+        conn.prepare_cached(insert_events_sql(rows))
+            .map_err(backend)?
+            .execute(values.as_slice())
+            .map_err(backend)?;
+        rest = tail;
+    }
+    pending.clear();
     Ok(())
 }
 
@@ -229,11 +290,10 @@ pub(crate) fn submit(
         event_seq: 1,
     };
     record_event_text(
-        conn,
         ctx,
         target,
         EventKind::Status,
-        &job.event_text,
+        job.event_text.clone(),
         job.event_data.clone(),
     )?;
     Ok(SubmitReceipt {
@@ -305,7 +365,7 @@ pub(crate) fn claim(
             "attempt": changed.job.attempt,
             "worker_id": params.worker_id,
         });
-        record_event(conn, ctx, &changed, EventKind::Status, data)?;
+        record_event(ctx, &changed, EventKind::Status, data)?;
         jobs.push(changed.job);
     }
     Ok(jobs)
@@ -462,7 +522,7 @@ fn finish_one(
         .map_err(backend)?;
     match changed {
         Some(changed) => {
-            record_event(conn, ctx, changed, kind, data)?;
+            record_event(ctx, changed, kind, data)?;
             Ok(Ok(()))
         }
         None => Ok(Err(fenced_out(conn, fence)?)),
@@ -531,7 +591,7 @@ pub(crate) fn report_progress(
     match changed {
         Some(changed) => {
             let data = serde_json::to_value(&progress).unwrap_or(Value::Null);
-            record_event(conn, ctx, changed, EventKind::Progress, data)
+            record_event(ctx, changed, EventKind::Progress, data)
         }
         None => Err(fenced_out(conn, fence)?),
     }
@@ -559,7 +619,7 @@ pub(crate) fn append_log(
     match changed {
         Some(changed) => {
             let data = json!({"line": line, "attempt": fence.attempt});
-            record_event(conn, ctx, changed, EventKind::Log, data)
+            record_event(ctx, changed, EventKind::Log, data)
         }
         None => Err(fenced_out(conn, fence)?),
     }
@@ -597,7 +657,7 @@ fn update_if_status(
     let changed = stmt
         .query_row(&values[..used], changed_from_row)
         .map_err(backend)?;
-    record_event(conn, ctx, &changed, event.0, event.1)?;
+    record_event(ctx, &changed, event.0, event.1)?;
     Ok(changed.job)
 }
 

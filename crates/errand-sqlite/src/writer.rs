@@ -24,6 +24,9 @@ pub(crate) struct WriteCtx {
     /// The id the next event gets; read when the group's transaction
     /// starts (it holds the write lock, so no other process interleaves).
     pub next_event_id: i64,
+    /// Event rows the running operation recorded, inserted together when
+    /// it succeeds.
+    pub pending_events: Vec<crate::write::EventRow>,
 }
 
 /// One caller's share of a group transaction.
@@ -57,7 +60,15 @@ where
     F: Fn(&Connection, &mut WriteCtx) -> Result<T, StoreError> + Send,
 {
     fn apply(&mut self, conn: &Connection, ctx: &mut WriteCtx) {
-        self.outcome = Some((self.run)(conn, ctx));
+        let outcome = match (self.run)(conn, ctx) {
+            Ok(value) => crate::write::insert_events(conn, &mut ctx.pending_events).map(|()| value),
+            Err(err) => {
+                // A refused operation wrote nothing (each checks first).
+                ctx.pending_events.clear();
+                Err(err)
+            }
+        };
+        self.outcome = Some(outcome);
     }
 
     fn database_failed(&self) -> bool {
@@ -145,6 +156,7 @@ fn write_loop(
             now: clock.now(),
             events: Vec::new(),
             next_event_id: 0,
+            pending_events: Vec::new(),
         };
         let changes_before = conn.total_changes();
         let committed = commit_group(&conn, &mut group, &mut ctx);
