@@ -5,6 +5,7 @@
 //!   starts the writer, and implements [`Store`] by sending each write to
 //!   the writer and each read to a read connection.
 //! - `writer`: the single writer thread and its group commit.
+//! - `checkpoint`: WAL checkpoints on a thread of their own.
 //! - `write` / `read`: the SQL of every operation.
 //! - `readers`: the pool of read connections.
 //! - `rows`: row ↔ type conversions.
@@ -14,6 +15,7 @@
 //! [`Synchronous::Full`] every commit is also on disk before submit returns,
 //! surviving power loss (SPEC §3.1).
 
+mod checkpoint;
 mod migrations;
 pub use migrations::SCHEMA_VERSION;
 mod read;
@@ -104,8 +106,15 @@ impl SqliteStore {
             .map(|_| open_connection(&path, options.synchronous, false))
             .collect::<Result<Vec<_>, _>>()?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let writer = Writer::start(conn, options.clock.clone(), feed.clone())
-            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        let checkpointer = checkpoint::Checkpointer::start(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
+        let writer = Writer::start(
+            conn,
+            options.clock.clone(),
+            feed.clone(),
+            Some(checkpointer),
+        )
+        .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path,
             writer,
@@ -143,6 +152,9 @@ fn open_connection(
         .map_err(backend)?;
     if writer {
         conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        // Checkpoints run on their own thread (checkpoint.rs).
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
             .map_err(backend)?;
     }
     conn.execute_batch(&format!(
@@ -375,5 +387,41 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
         assert!(err.to_string().contains("upgrade errand"), "{err}");
+    }
+
+    /// The writer never checkpoints at this size (its threshold is a
+    /// backstop far above): the database file takes the jobs in only if the
+    /// checkpoint thread copies them from the WAL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_off_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let empty = size();
+        let padding = "x".repeat(1000);
+        for batch in 0..4 {
+            let jobs = (0..500)
+                .map(|i| {
+                    NewJob::new(
+                        "t",
+                        "c",
+                        serde_json::json!({"i": i, "batch": batch, "pad": padding}),
+                    )
+                })
+                .collect();
+            store.submit_batch(jobs).await.unwrap();
+        }
+        // 2,000 jobs of ~1 KB: ~2 MB, far below the writer's own threshold.
+        let backstop = u64::from(checkpoint::BACKSTOP_PAGES) * 4096;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < empty + 1_500_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes (WAL backstop {backstop})",
+                size()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }

@@ -10,6 +10,7 @@ use errand_store::StoreError;
 use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::checkpoint::Checkpointer;
 use crate::rows::backend;
 
 /// The most operations one transaction carries; bounds a commit's latency.
@@ -99,13 +100,14 @@ impl Writer {
         conn: Connection,
         clock: Arc<dyn Clock>,
         feed: broadcast::Sender<Arc<JobEvent>>,
+        checkpointer: Option<Checkpointer>,
     ) -> std::io::Result<Self> {
         let (ops, receiver) = mpsc::channel(8 * MAX_GROUP);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         std::thread::Builder::new()
             .name("errand-sqlite-writer".into())
-            .spawn(move || write_loop(conn, receiver, clock, feed, counter))?;
+            .spawn(move || write_loop(conn, receiver, clock, feed, counter, checkpointer))?;
         Ok(Self { ops, commits })
     }
 
@@ -142,7 +144,14 @@ fn write_loop(
     clock: Arc<dyn Clock>,
     feed: broadcast::Sender<Arc<JobEvent>>,
     commits: Arc<AtomicU64>,
+    checkpointer: Option<Checkpointer>,
 ) {
+    let wrote = || {
+        commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(checkpointer) = &checkpointer {
+            checkpointer.nudge();
+        }
+    };
     let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = receiver.blocking_recv() {
         group.push(first);
@@ -163,7 +172,7 @@ fn write_loop(
         if committed.is_ok() {
             // Only transactions that wrote count: an empty claim writes nothing.
             if conn.total_changes() != changes_before {
-                commits.fetch_add(1, Ordering::Relaxed);
+                wrote();
             }
             publish(&feed, &mut ctx);
             for op in group.drain(..) {
@@ -180,7 +189,7 @@ fn write_loop(
             let committed = commit_group(&conn, std::slice::from_mut(&mut op), &mut ctx);
             if committed.is_ok() {
                 if conn.total_changes() != changes_before {
-                    commits.fetch_add(1, Ordering::Relaxed);
+                    wrote();
                 }
                 publish(&feed, &mut ctx);
             }
@@ -247,7 +256,7 @@ mod tests {
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL);")
             .unwrap();
         let (feed, _) = broadcast::channel(16);
-        Writer::start(conn, Arc::new(SystemClock), feed).unwrap()
+        Writer::start(conn, Arc::new(SystemClock), feed, None).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

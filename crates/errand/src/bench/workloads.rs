@@ -252,8 +252,11 @@ pub(crate) async fn drain(
 
 /// Submits at `rate` jobs/s for `duration`, open loop (on schedule, whether
 /// or not earlier jobs have run), into a worker with `max_tasks` slots.
-/// Latency runs from each job's scheduled submit time to its handler's
-/// start, so a stalled submit counts against errand, not for it.
+/// Latency runs from the moment each submit is issued to its handler's
+/// start, so a slow submit counts against errand. Each submit is its own
+/// task, issued on schedule whatever earlier ones are doing; measuring from
+/// the schedule instead would add the timer's lateness (up to a tick of
+/// 1–2 ms) to every sample, which is the harness's, not errand's.
 pub(crate) async fn latency(
     store: Arc<dyn Store>,
     rate: f64,
@@ -278,11 +281,11 @@ pub(crate) async fn latency(
         ticks.tick().await;
         let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(samples);
         for i in next..due {
-            let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+            let issued = Instant::now();
             let store = store.clone();
             submits.spawn(async move {
                 let id = store.submit(noop_job(i)).await?.job_id;
-                Ok::<_, anyhow::Error>((id, scheduled))
+                Ok::<_, anyhow::Error>((id, issued))
             });
         }
         next = due;
