@@ -8,7 +8,7 @@ use errand_core::status::decide_failure;
 use errand_core::{error_kind, FailureDecision, Job, JobError};
 use errand_store::{Fence, Outcome, StoreError};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -31,17 +31,30 @@ pub(crate) fn track(shared: &Shared, job: &Job) -> (Fence, watch::Receiver<Optio
 }
 
 /// Runs `job` to its end and records the outcome (unless fenced out).
+/// `slot` is handed on as soon as the handler has ended, so the worker can
+/// claim the next job while this outcome commits (a store round trip or
+/// more); at most `max_tasks` outcomes wait so, bounding the pipeline.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     job: Job,
     fence: Fence,
     stop: watch::Receiver<Option<StopReason>>,
+    slot: OwnedSemaphorePermit,
 ) {
     let span = tracing::info_span!("job", job_id = %job.job_id, command = %job.full_command(), attempt = job.attempt);
     async {
         let outcome = run_attempt(&shared, &job, &fence, stop).await;
         if let Some(outcome) = outcome {
+            let recording = shared
+                .recording
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            drop(slot);
+            shared.slot_freed.notify_one();
             record(&shared, fence.clone(), outcome).await;
+            drop(recording);
         }
         shared.running.remove(&fence.job_id);
     }

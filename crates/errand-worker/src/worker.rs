@@ -99,6 +99,11 @@ pub(crate) struct Shared {
     pub config: WorkerConfig,
     pub running: Running,
     pub completer: Arc<crate::completer::Completer>,
+    /// Outcomes waiting to be committed, at most `max_tasks`: a job hands
+    /// its slot on once its handler has ended, while its outcome commits.
+    pub recording: Arc<Semaphore>,
+    /// A slot was handed on before its task ended: time to claim.
+    pub slot_freed: tokio::sync::Notify,
 }
 
 pub struct Worker {
@@ -107,6 +112,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(store: Arc<dyn Store>, registry: Registry, config: WorkerConfig) -> Self {
+        let max_tasks = config.max_tasks;
         Self {
             shared: Arc::new(Shared {
                 store,
@@ -114,6 +120,8 @@ impl Worker {
                 config,
                 running: Running::default(),
                 completer: Arc::new(crate::completer::Completer::new()),
+                recording: Arc::new(Semaphore::new(max_tasks)),
+                slot_freed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -193,6 +201,7 @@ impl Worker {
                 () = wait_for_work(&shared, &mut feed) => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = shared.slot_freed.notified() => {}
             }
         }
 
@@ -274,8 +283,7 @@ async fn claim_and_start(
             let (fence, stop) = track(shared, &job);
             let shared = shared.clone();
             tasks.spawn(async move {
-                execute(shared, job, fence, stop).await;
-                drop(permit);
+                execute(shared, job, fence, stop, permit).await;
             });
         }
     }

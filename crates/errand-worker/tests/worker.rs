@@ -386,6 +386,60 @@ async fn max_tasks_and_per_command_limits_bound_concurrency() {
     h.stop().await.unwrap();
 }
 
+/// A job hands its slot on once its handler has ended, while its outcome
+/// is still being committed; at most `max_tasks` outcomes wait so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_takes_the_next_job_while_the_last_outcome_commits() {
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let mut registry = Registry::new();
+    let handler_log = log.clone();
+    registry
+        .register_fn("t", "stamp", options(), move |input, _ctx| {
+            let log = handler_log.clone();
+            async move {
+                log.lock().unwrap().push(format!("start {input}"));
+                Ok(input)
+            }
+        })
+        .unwrap();
+    let store_log = log.clone();
+    let config = WorkerConfig {
+        max_tasks: 1,
+        ..fast_config()
+    };
+    let mut h = Harness::start_seen_through(registry, config, move |store| {
+        Arc::new(errand_store::Observed::new(store, move |op| {
+            if op == "finish" {
+                // A slow commit: the store is far away, or busy.
+                std::thread::sleep(Duration::from_millis(400));
+                store_log.lock().unwrap().push("committing".into());
+            }
+            Ok(())
+        }))
+    })
+    .await;
+    let ids = h
+        .store
+        .submit_batch((0..3).map(|i| job("stamp", json!(i))).collect())
+        .await
+        .unwrap();
+    for receipt in &ids {
+        h.wait_for(&receipt.job_id, JobStatus::Completed).await;
+    }
+    let log = log.lock().unwrap().clone();
+    let at = |entry: &str| log.iter().position(|e| e == entry).unwrap();
+    let first_commit = at("committing");
+    assert!(
+        at("start 1") < first_commit,
+        "job 1 ran while job 0's outcome committed: {log:?}"
+    );
+    assert!(
+        at("start 2") > first_commit,
+        "job 2 waited: one slot, so one outcome may wait: {log:?}"
+    );
+    h.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn new_jobs_are_picked_up_by_notification_without_polling() {
     let config = WorkerConfig {

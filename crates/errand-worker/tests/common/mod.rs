@@ -32,10 +32,20 @@ pub fn fast_config() -> WorkerConfig {
 
 impl Harness {
     pub async fn start(registry: Registry, config: WorkerConfig) -> Self {
+        Self::start_seen_through(registry, config, |store| store).await
+    }
+
+    /// The worker sees the store through `wrap` (to slow or fail calls).
+    pub async fn start_seen_through(
+        registry: Registry,
+        config: WorkerConfig,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(dir.path().join("errand.db"), SqliteOptions::default()).unwrap(),
         );
+        let store = wrap(store);
         let shutdown = CancellationToken::new();
         let worker = Worker::new(store.clone(), registry, config);
         let worker = Some(tokio::spawn(worker.run(shutdown.clone())));
