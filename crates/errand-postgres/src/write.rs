@@ -497,7 +497,85 @@ pub(crate) async fn finish_one(
     }
 }
 
-async fn fenced_out(tx: &Transaction<'_>, fence: &Fence) -> Result<StoreError, StoreError> {
+/// Completes many jobs in one statement (the common case of a worker's
+/// batch): one round trip and one plan for the batch, where one statement
+/// per job cost the server a parse, bind and execute each. Rows are locked
+/// in id order, as heartbeats lock them, so the two never deadlock. Each
+/// answer is the job's event, or `None` when its fence no longer holds.
+pub(crate) async fn complete_many(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    completed: &[(&Fence, &Value)],
+) -> Result<Vec<Option<JobEvent>>, StoreError> {
+    let ids: Vec<&str> = completed.iter().map(|(f, _)| f.job_id.as_str()).collect();
+    let attempts: Vec<i32> = completed.iter().map(|(f, _)| f.attempt as i32).collect();
+    let workers: Vec<&str> = completed
+        .iter()
+        .map(|(f, _)| f.worker_id.as_str())
+        .collect();
+    let results: Vec<&Value> = completed.iter().map(|(_, r)| *r).collect();
+    let rows = tx
+        .query(
+            &prepared(
+                tx,
+                "WITH input AS (SELECT * FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[]) \
+                     AS i(id, attempt, worker_id, result)), \
+                 locked AS (SELECT j.seq, i.result FROM errand_jobs j JOIN input i ON j.id = i.id \
+                     WHERE j.status = 'running' AND j.attempt = i.attempt AND j.worker_id = i.worker_id \
+                     ORDER BY j.id COLLATE \"C\" FOR UPDATE OF j), \
+                 u AS (UPDATE errand_jobs j SET status = 'completed', result = locked.result, \
+                     finished = $1, lease_until = NULL, updated = $1, event_seq = j.event_seq + 1 \
+                     FROM locked WHERE j.seq = locked.seq \
+                     RETURNING j.seq, j.id, j.app, j.command, j.event_seq, j.attempt, j.result), \
+                 e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+                     SELECT u.seq, u.event_seq, 'result', 'completed', jsonb_build_object('status', \
+                       'completed', 'attempt', u.attempt, 'result', u.result), $1 FROM u \
+                     RETURNING id, job_seq) \
+                 SELECT u.id, u.app, u.command, u.event_seq, e.id AS event_id \
+                 FROM u JOIN e ON e.job_seq = u.seq",
+            )
+            .await?,
+            &[&ts(now), &ids, &attempts, &workers, &results],
+        )
+        .await
+        .map_err(db)?;
+    let mut done: std::collections::HashMap<String, (String, String, i64, i64)> = rows
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<_, String>(0).map_err(db)?,
+                (
+                    row.try_get(1).map_err(db)?,
+                    row.try_get(2).map_err(db)?,
+                    row.try_get(3).map_err(db)?,
+                    row.try_get(4).map_err(db)?,
+                ),
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(completed
+        .iter()
+        .map(|(fence, result)| {
+            let (app, command, seq, id) = done.remove(fence.job_id.as_str())?;
+            Some(JobEvent {
+                id,
+                job_id: fence.job_id.clone(),
+                seq,
+                kind: EventKind::Result,
+                status: JobStatus::Completed,
+                app,
+                command,
+                data: json!({"status": "completed", "attempt": fence.attempt, "result": result}),
+                at: now,
+            })
+        })
+        .collect())
+}
+
+pub(crate) async fn fenced_out(
+    tx: &Transaction<'_>,
+    fence: &Fence,
+) -> Result<StoreError, StoreError> {
     let exists = tx
         .query_opt(
             &prepared(tx, "SELECT 1 FROM errand_jobs WHERE id = $1").await?,

@@ -14,6 +14,70 @@ async fn expire(t: &TestStore) -> Vec<errand_core::JobId> {
     t.store.reap_expired().await.unwrap()
 }
 
+/// A batch of completions is fenced job by job: a stale one among fresh
+/// ones is refused alone, and each answer is in the batch's order.
+pub async fn a_batch_of_completions_fences_each_job_on_its_own(t: TestStore) {
+    let ids: Vec<_> = t
+        .store
+        .submit_batch(vec![new_job("a"), new_job("a"), new_job("a")])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    let claimed = t.store.claim(claim_params("w", 3)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // The middle job's lease is lost: another worker holds it now.
+    let middle = claimed.iter().find(|j| j.job_id == ids[1]).unwrap();
+    t.store
+        .finish(vec![(fence(middle, "w"), Outcome::Released)])
+        .await
+        .unwrap();
+    let retaken = claim_one(&t, "w2").await;
+    assert_eq!(retaken.job_id, ids[1]);
+    let outcomes = ids
+        .iter()
+        .rev()
+        .map(|id| {
+            let job = claimed.iter().find(|j| &j.job_id == id).unwrap();
+            (
+                fence(job, "w"),
+                Outcome::Completed {
+                    result: json!(id.as_str()),
+                },
+            )
+        })
+        .collect();
+    let answers = t.store.finish(outcomes).await.unwrap();
+    assert_eq!(
+        answers,
+        vec![
+            Ok(()),
+            Err(StoreError::LeaseLost {
+                job_id: ids[1].clone(),
+                attempt: 1
+            }),
+            Ok(())
+        ]
+    );
+    for id in [&ids[0], &ids[2]] {
+        let job = t.store.get(id).await.unwrap();
+        assert_eq!(job.status, JobStatus::Completed);
+        assert_eq!(
+            job.result,
+            Some(json!(id.as_str())),
+            "each got its own result"
+        );
+        let last = t.store.events(id, 0, 100).await.unwrap().pop().unwrap();
+        assert_eq!(last.data["result"], json!(id.as_str()));
+    }
+    let middle = t.store.get(&ids[1]).await.unwrap();
+    assert_eq!(
+        (middle.status, middle.worker_id.as_deref()),
+        (JobStatus::Running, Some("w2"))
+    );
+}
+
 pub async fn stale_worker_cannot_complete_reclaimed_job(t: TestStore) {
     let id = t.store.submit(new_job("a")).await.unwrap().job_id;
     let stale = claim_one(&t, "w1").await;

@@ -98,6 +98,7 @@ macro_rules! store_contract_tests {
             retryable_failure_goes_back_to_new_at_run_at,
             final_failure_fails_the_job,
             stale_worker_cannot_complete_reclaimed_job,
+            a_batch_of_completions_fences_each_job_on_its_own,
             stale_worker_cannot_report_progress_or_log,
             wrong_worker_is_fenced_out,
             heartbeat_renews_leases_and_reports_cancel_and_loss,
