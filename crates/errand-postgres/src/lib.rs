@@ -282,13 +282,12 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
-        in_transaction!(self, |tx, events| write::claim(
-            &tx,
-            now,
-            &params,
-            &mut events
-        )
-        .await?)
+        let client = self.client().await?;
+        let mut events = Vec::new();
+        let jobs =
+            write::claim(&client, now, &params, self.publisher.origin(), &mut events).await?;
+        self.publisher.committed(events);
+        Ok(jobs)
     }
 
     async fn heartbeat(&self, params: HeartbeatParams) -> Result<HeartbeatReply, StoreError> {

@@ -304,10 +304,15 @@ pub(crate) async fn submit_many(
     Ok(receipts)
 }
 
+/// Claims with one autocommit statement per queue: the rows, their events
+/// and the notification (an id range: other processes read the events
+/// from it) in one round trip, where BEGIN, the claim, the notification
+/// and COMMIT took four.
 pub(crate) async fn claim(
-    tx: &Transaction<'_>,
+    client: &deadpool_postgres::ClientWrapper,
     now: Timestamp,
     params: &ClaimParams,
+    origin: &str,
     events: &mut Vec<JobEvent>,
 ) -> Result<Vec<Job>, StoreError> {
     if let Some(names) = &params.commands {
@@ -337,27 +342,44 @@ pub(crate) async fn claim(
              e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
                  SELECT u.seq, u.event_seq, $2, 'running', \
                    jsonb_build_object('status', 'running', 'attempt', u.attempt, 'worker_id', u.worker_id), $1 \
-                 FROM u RETURNING id, job_seq, data) \
+                 FROM u RETURNING id, job_seq, data), \
+             n AS (SELECT pg_notify('errand_events', $8 || ':' || min(id) || ':' || max(id)) \
+                 FROM e HAVING count(*) > 0) \
              SELECT {JOB_COLUMNS}, e.id AS event_id, e.data AS event_data \
-             FROM u AS j JOIN e ON e.job_seq = j.seq"
+             FROM u AS j JOIN e ON e.job_seq = j.seq CROSS JOIN n"
         );
         let now_at = ts(now);
         let kind = EventKind::Status.as_str();
-        let rows = tx
-            .query(
-                &prepared(tx, &sql).await?,
-                &[
-                    &now_at,
-                    &kind,
-                    queue,
-                    &params.commands,
-                    &remaining,
-                    &params.worker_id,
-                    &lease_until,
-                ],
-            )
-            .await
-            .map_err(db)?;
+        let statement = prepared(client, &sql).await;
+        let answer = match statement {
+            Ok(statement) => client
+                .query(
+                    &statement,
+                    &[
+                        &now_at,
+                        &kind,
+                        queue,
+                        &params.commands,
+                        &remaining,
+                        &params.worker_id,
+                        &lease_until,
+                        &origin,
+                    ],
+                )
+                .await
+                .map_err(db),
+            Err(err) => Err(err),
+        };
+        let rows = match answer {
+            Ok(rows) => rows,
+            // Earlier queues' claims are committed: hand those jobs out
+            // rather than leave them leased to no one until they expire.
+            Err(err) if !claimed.is_empty() => {
+                tracing::warn!(error = %err, queue = %queue, "claim from this queue failed; running what was claimed");
+                break;
+            }
+            Err(err) => return Err(err),
+        };
         for row in &rows {
             let job = rows::job(row)?;
             let event = JobEvent {
