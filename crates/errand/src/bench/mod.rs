@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// How long latency-load offers its load.
     #[arg(long, default_value_t = 10)]
     load_secs: u64,
+    /// The rate latency-load offers, in jobs/s, instead of half of drain's
+    /// measured capacity.
+    #[arg(long)]
+    load_rate: Option<f64>,
     /// Jobs queued for the deep half of depth (the shallow half has 10,000).
     #[arg(long, default_value_t = 1_000_000)]
     depth: usize,
@@ -154,11 +158,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 ),
             ],
             "latency-load" => {
-                let capacity = match drain_capacity {
-                    Some(capacity) => capacity,
-                    None => calibrate(&target, &args).await?,
+                let rate = match (args.load_rate, drain_capacity) {
+                    (Some(rate), _) => rate,
+                    (None, Some(capacity)) => capacity / 2.0,
+                    (None, None) => calibrate(&target, &args).await? / 2.0,
                 };
-                let rate = capacity / 2.0;
                 let label = format!("latency-load ({rate:.0}/s)");
                 vec![(label, runs(&target, &args, workload, 0, Some(rate)).await?)]
             }
