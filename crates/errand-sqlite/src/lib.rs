@@ -210,6 +210,14 @@ impl Store for SqliteStore {
         &self,
         outcomes: Vec<(Fence, Outcome)>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        // Completions, the usual batch, have their JSON written here, off
+        // the writer thread, and go in a few statements.
+        if let Some(done) = write::prepare_completions(&outcomes) {
+            return self
+                .writer
+                .run(move |conn, ctx| write::complete_many(conn, ctx, &done))
+                .await;
+        }
         self.writer
             .run(move |conn, ctx| write::finish(conn, ctx, &outcomes))
             .await

@@ -529,6 +529,130 @@ fn finish_one(
     }
 }
 
+/// A completion made ready outside the writer: its JSON already written.
+pub(crate) struct PreparedCompletion {
+    fence: Fence,
+    /// `fence.job_id` as the text column takes it.
+    id: String,
+    result: String,
+    event_text: String,
+    event_data: Value,
+}
+
+/// The batch as completions, if that is all it holds (a worker's usual
+/// batch); a mixed batch goes outcome by outcome.
+pub(crate) fn prepare_completions(
+    outcomes: &[(Fence, Outcome)],
+) -> Option<Vec<PreparedCompletion>> {
+    outcomes
+        .iter()
+        .map(|(fence, outcome)| match outcome {
+            Outcome::Completed { result } => {
+                let event_data =
+                    json!({"status": "completed", "attempt": fence.attempt, "result": result});
+                Some(PreparedCompletion {
+                    fence: fence.clone(),
+                    id: fence.job_id.as_str().to_owned(),
+                    result: to_json(result),
+                    event_text: to_json(&event_data),
+                    event_data,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rows per completing UPDATE, largest first (as [`EVENT_CHUNKS`]).
+const COMPLETE_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+fn complete_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        COMPLETE_CHUNKS
+            .iter()
+            .map(|&n| {
+                format!(
+                    "UPDATE jobs SET status = 'completed', result = v.column4, finished = ?1, \
+                     lease_until = NULL, updated = ?1, event_seq = event_seq + 1 \
+                     FROM (VALUES {}) AS v \
+                     WHERE jobs.id = v.column1 AND jobs.status = 'running' \
+                     AND jobs.attempt = v.column2 AND jobs.worker_id = v.column3 \
+                     RETURNING jobs.id, app, command, status, seq, event_seq",
+                    vec!["(?, ?, ?, ?)"; n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let index = COMPLETE_CHUNKS
+        .iter()
+        .position(|&n| n == rows)
+        .expect("a chunk size");
+    &all[index]
+}
+
+/// Completes a batch in a few statements (not one per job); each job is
+/// fenced on its own, and its answer is in the batch's order.
+pub(crate) fn complete_many(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    done: &[PreparedCompletion],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let now = ctx.now.as_micros();
+    let mut changed: std::collections::HashMap<String, EventTarget> =
+        std::collections::HashMap::with_capacity(done.len());
+    let mut rest = done;
+    while !rest.is_empty() {
+        let rows = COMPLETE_CHUNKS
+            .into_iter()
+            .find(|&n| n <= rest.len())
+            .expect("1 fits");
+        let (chunk, tail) = rest.split_at(rows);
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + rows * 4);
+        values.push(&now);
+        for completion in chunk {
+            values.extend([
+                &completion.id as &dyn rusqlite::ToSql,
+                &completion.fence.attempt,
+                &completion.fence.worker_id,
+                &completion.result,
+            ]);
+        }
+        let mut stmt = conn.prepare_cached(complete_sql(rows)).map_err(backend)?;
+        let mut answers = stmt.query(values.as_slice()).map_err(backend)?;
+        while let Some(row) = answers.next().map_err(backend)? {
+            let id: String = row.get(0).map_err(backend)?;
+            let target = EventTarget {
+                job_id: JobId::from(id.clone()),
+                app: row.get(1).map_err(backend)?,
+                command: row.get(2).map_err(backend)?,
+                status: status_column(row, 3).map_err(backend)?,
+                seq: row.get(4).map_err(backend)?,
+                event_seq: row.get(5).map_err(backend)?,
+            };
+            changed.insert(id, target);
+        }
+        rest = tail;
+    }
+    let mut results = Vec::with_capacity(done.len());
+    for completion in done {
+        results.push(match changed.remove(&completion.id) {
+            Some(target) => {
+                record_event_text(
+                    ctx,
+                    target,
+                    EventKind::Result,
+                    completion.event_text.clone(),
+                    completion.event_data.clone(),
+                )?;
+                Ok(())
+            }
+            None => Err(fenced_out(conn, &completion.fence)?),
+        });
+    }
+    Ok(results)
+}
+
 /// Why a fenced write matched no row: the job is gone, or moved on.
 fn fenced_out(conn: &Connection, fence: &Fence) -> Result<StoreError, StoreError> {
     let exists = conn
