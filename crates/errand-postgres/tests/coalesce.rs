@@ -11,7 +11,7 @@ use serde_json::json;
 
 mod common;
 
-async fn store() -> Option<(Arc<PgStore>, common::TestDatabase)> {
+async fn store() -> Option<(Arc<PgStore>, common::database::TestDatabase)> {
     let (config, guard) = common::fresh_database().await?;
     let options = PgOptions {
         clock: Arc::new(SystemClock),
