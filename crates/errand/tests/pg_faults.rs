@@ -247,6 +247,26 @@ async fn a_database_restart_loses_nothing_and_submits_fail_fast_meanwhile() {
         .stderr(std::fs::File::create(logs.path().join("quitter.log")).unwrap())
         .spawn()
         .unwrap();
+    // And a whole server whose in-process worker is told the same: it must
+    // not go on serving without its worker.
+    let quitting_port = free_port();
+    let mut quitting_server = Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "serve",
+            "--store",
+            &db.url,
+            "--bind",
+            &format!("127.0.0.1:{quitting_port}"),
+            "--queue",
+            "unused",
+        ])
+        .args(["--poll-ms", "200", "--store-unavailable-limit-secs", "1"])
+        .env("ERRAND_LOG", "info")
+        .env("ERRAND_PG_POOL_SIZE", "2")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.path().join("quitting-serve.log")).unwrap())
+        .spawn()
+        .unwrap();
     submit_sleeps(&db, 20, 0.3).await;
     let client = reqwest::Client::new();
     wait_until("the server is ready", Duration::from_secs(30), async || {
@@ -300,6 +320,22 @@ async fn a_database_restart_loses_nothing_and_submits_fail_fast_meanwhile() {
         "a worker without its store past its limit exits non-zero"
     );
     let log = std::fs::read_to_string(logs.path().join("quitter.log")).unwrap();
+    assert!(log.contains("unreachable"), "{log}");
+    let served = loop {
+        if let Some(status) = quitting_server.try_wait().unwrap() {
+            break status;
+        }
+        if gave_up.elapsed() > Duration::from_secs(60) {
+            let _ = quitting_server.kill();
+            panic!("the server kept serving without its worker");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !served.success(),
+        "errand serve whose worker gave up exits non-zero, for its supervisor to restart it"
+    );
+    let log = std::fs::read_to_string(logs.path().join("quitting-serve.log")).unwrap();
     assert!(log.contains("unreachable"), "{log}");
     cluster.ctl("start");
 
