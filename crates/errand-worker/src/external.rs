@@ -35,6 +35,15 @@ pub const EXIT_RETRYABLE: i32 = 75;
 /// Longest stderr line kept; the rest of a longer line is dropped.
 const MAX_STDERR_LINE: usize = 64 * 1024;
 
+/// Plain stderr lines that arrive together go in one log event, up to this
+/// size: a chatty program costs the store one write per burst it prints,
+/// not one per line.
+const LOG_BATCH_BYTES: usize = 16 * 1024;
+
+/// Most stderr text logged per attempt; past it, one line says how much
+/// more there was (the store is not a log archive).
+const MAX_LOGGED_BYTES: usize = 1024 * 1024;
+
 /// How to start one external command's program.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExternalProgram {
@@ -204,19 +213,28 @@ fn parse_result(output: &[u8]) -> Result<Value, HandlerError> {
 }
 
 /// Turns stderr lines into progress and log events; returns the last plain
-/// line, which says best why a program failed.
+/// line, which says best why a program failed. Log lines already waiting
+/// in the pipe are batched into one event; none waits for more output.
 async fn forward_stderr(stderr: impl AsyncRead + Unpin, ctx: &JobContext) -> Option<String> {
-    let mut reader = BufReader::new(stderr);
+    let mut reader = BufReader::with_capacity(64 * 1024, stderr);
     let mut last_plain = None;
     let mut line = Vec::new();
+    let mut log = LogBatch::default();
     loop {
+        if !reader.buffer().contains(&b'\n') {
+            // About to wait for the program: what was read goes out first.
+            log.flush(ctx).await;
+        }
         line.clear();
         let read = (&mut reader)
             .take(MAX_STDERR_LINE as u64)
             .read_until(b'\n', &mut line)
             .await;
         match read {
-            Ok(0) | Err(_) => return last_plain,
+            Ok(0) | Err(_) => {
+                log.finish(ctx).await;
+                return last_plain;
+            }
             Ok(_) => {}
         }
         if line.last() != Some(&b'\n') && line.len() == MAX_STDERR_LINE {
@@ -231,15 +249,59 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, ctx: &JobContext) -> Opt
         // losing a log line must not fail the job.
         match StderrLine::parse(text) {
             StderrLine::Progress(progress) => {
+                // Logged lines before a progress report stay before it.
+                log.flush(ctx).await;
                 let _ = ctx.report(progress).await;
             }
-            StderrLine::Log(message) => {
-                let _ = ctx.log(message).await;
-            }
+            StderrLine::Log(message) => log.push(ctx, &message).await,
             StderrLine::Plain => {
-                let _ = ctx.log(text).await;
+                log.push(ctx, text).await;
                 last_plain = Some(text.chars().take(500).collect());
             }
+        }
+    }
+}
+
+/// Log lines waiting to be written together, and what the attempt has
+/// logged so far.
+#[derive(Default)]
+struct LogBatch {
+    text: String,
+    logged: usize,
+    dropped: usize,
+}
+
+impl LogBatch {
+    async fn push(&mut self, ctx: &JobContext, line: &str) {
+        if self.logged + self.text.len() + line.len() > MAX_LOGGED_BYTES {
+            self.dropped += line.len() + 1;
+            return;
+        }
+        if self.text.len() + line.len() > LOG_BATCH_BYTES {
+            self.flush(ctx).await;
+        }
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(line);
+    }
+
+    async fn flush(&mut self, ctx: &JobContext) {
+        if self.text.is_empty() {
+            return;
+        }
+        self.logged += self.text.len();
+        let _ = ctx.log(std::mem::take(&mut self.text)).await;
+    }
+
+    async fn finish(&mut self, ctx: &JobContext) {
+        self.flush(ctx).await;
+        if self.dropped > 0 {
+            let note = format!(
+                "[errand] {} more bytes of stderr were not logged (at most {MAX_LOGGED_BYTES} per attempt)",
+                self.dropped
+            );
+            let _ = ctx.log(note).await;
         }
     }
 }

@@ -123,6 +123,56 @@ async fn input_on_stdin_result_on_stdout_events_on_stderr() {
     harness.stop().await.unwrap();
 }
 
+/// The log text of a job's events, in order, and how many log events.
+async fn logged(harness: &Harness, id: &errand_core::JobId) -> (String, usize) {
+    let events = harness.store.events(id, 0, 100_000).await.unwrap();
+    let lines: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Log)
+        .map(|e| e.data["line"].as_str().unwrap())
+        .collect();
+    (lines.join("\n"), lines.len())
+}
+
+/// A chatty program costs the store a write per burst, not per line, and
+/// every line is kept, in order.
+#[tokio::test]
+async fn stderr_lines_that_arrive_together_are_logged_together() {
+    let mut harness = start(sh("seq 1 5000 | sed 's/^/line /' >&2; echo '{}'")).await;
+    let id = harness.submit(job(json!({}))).await;
+    harness.wait_for(&id, JobStatus::Completed).await;
+    let (text, events) = logged(&harness, &id).await;
+    let expected: Vec<String> = (1..=5000).map(|i| format!("line {i}")).collect();
+    assert_eq!(text, expected.join("\n"), "every line, in order");
+    assert!(events <= 100, "{events} log events for 5,000 lines");
+    harness.stop().await.unwrap();
+}
+
+/// Past a megabyte, stderr is not logged; one line says how much was not.
+#[tokio::test]
+async fn stderr_past_the_cap_is_counted_not_logged() {
+    // 20,000 lines of 100 bytes: 2 MB.
+    let mut harness = start(sh(
+        "i=0; line=$(printf '%099d' 0); while [ $i -lt 20000 ]; do echo $line; i=$((i+1)); done >&2; echo '{}'",
+    ))
+    .await;
+    let id = harness.submit(job(json!({}))).await;
+    harness.wait_for(&id, JobStatus::Completed).await;
+    let (text, _) = logged(&harness, &id).await;
+    assert!(
+        text.len() <= 1024 * 1024 + 200,
+        "{} bytes logged",
+        text.len()
+    );
+    assert!(text.len() > 1000 * 1000, "up to the cap is kept");
+    let note = text.lines().last().unwrap();
+    assert!(
+        note.contains("more bytes of stderr were not logged"),
+        "{note}"
+    );
+    harness.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_failing_program_says_why_with_its_last_stderr_line() {
     let mut harness = start(sh("echo 'no such file: a.wav' >&2; exit 3")).await;
