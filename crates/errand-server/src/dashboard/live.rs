@@ -17,7 +17,8 @@ use maud::Markup;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 
-use super::jobs::{event_log, job_state, jobs_table, log_items, JobFilters};
+use super::job::{event_log, job_state, log_items};
+use super::jobs::{jobs_table, JobFilters};
 use crate::error::ApiError;
 use crate::feed::OrderedEvents;
 use crate::sse::{send, slot, stream, EventStream, FeedFilter, FeedQuery, Sender};

@@ -2,7 +2,8 @@
 //! (`/` redirects there; bare paths such as `/workers` are the API's).
 //!
 //! - `layout`: the page frame and shared pieces.
-//! - `jobs`: the jobs table, the job page, Cancel and Retry.
+//! - `jobs`: the jobs table, its filters and paging.
+//! - `job`: the job page, Cancel and Retry.
 //! - `live`: SSE streams of rendered HTML that keep those two pages live.
 //! - `chart`: the throughput chart of the last hour (SVG).
 //! - `submit`: a form generated from a command's input JSON Schema.
@@ -13,6 +14,7 @@
 mod assets;
 mod chart;
 mod info;
+mod job;
 pub(crate) mod jobs;
 mod layout;
 mod live;
@@ -24,20 +26,20 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::state::AppState;
-use jobs::Action;
+use job::Action;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/ui", get(jobs::list))
-        .route("/ui/jobs/{job_id}", get(jobs::show))
+        .route("/ui/jobs/{job_id}", get(job::show))
         .route(
             "/ui/jobs/{job_id}/cancel",
-            post(|state, path, headers| jobs::act(state, path, headers, Action::Cancel)),
+            post(|state, path, headers| job::act(state, path, headers, Action::Cancel)),
         )
         .route(
             "/ui/jobs/{job_id}/retry",
-            post(|state, path, headers| jobs::act(state, path, headers, Action::Retry)),
+            post(|state, path, headers| job::act(state, path, headers, Action::Retry)),
         )
         .route("/ui/live/jobs", get(live::jobs))
         .route("/ui/live/jobs/{job_id}", get(live::job))

@@ -1,0 +1,270 @@
+//! The job page: state, progress, result, event log, child jobs, and the
+//! Cancel and Retry actions.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use errand_core::{EventKind, Job, JobEvent, JobId, JobStatus, Timestamp};
+use errand_store::{ListParams, StoreError};
+use maud::{html, Markup};
+
+use super::jobs::{live_badge, short_id, trouble};
+use super::layout::{json_block, page, progress_bar, relative, status_badge, Section, Session};
+use crate::state::AppState;
+
+/// Events the job page shows: the most recent ones.
+const LOG_TAIL: usize = 200;
+
+pub async fn show(State(state): State<AppState>, Path(job_id): Path<String>) -> Response {
+    let job_id = JobId::from(job_id);
+    let (job, log, children) = match job_page_data(&state, &job_id).await {
+        Ok(data) => data,
+        Err(err) => return trouble(&err),
+    };
+    let now = state.store.clock().now();
+    let body = html! {
+        p { a href="/ui" { "← Jobs" } }
+        div.title-row {
+            h1 { (job.full_command()) " " span.muted { (job.job_id) } }
+            @if !job.status.is_terminal() { (live_badge()) }
+        }
+        (job_panel(&job, &log, None, now))
+        h2 { "Data" }
+        (json_block("Input", &job.input))
+        @if let Some(context) = &job.context { (json_block("Context", context)) }
+        @if !children.is_empty() {
+            h2 { "Child jobs" }
+            ul.children {
+                @for child in &children {
+                    li { a href={ "/ui/jobs/" (child.job_id) } { (child.full_command()) " " span.muted { (short_id(&child.job_id)) } }
+                        " " (status_badge(child.status)) }
+                }
+            }
+        }
+    };
+    page(
+        &job.full_command(),
+        Section::Jobs,
+        Session::of(&state),
+        body,
+    )
+    .into_response()
+}
+
+async fn job_page_data(
+    state: &AppState,
+    job_id: &JobId,
+) -> Result<(Job, EventLog, Vec<Job>), StoreError> {
+    let job = state.store.get(job_id).await?;
+    let log = event_log(state, &job).await?;
+    let children = state
+        .store
+        .list(ListParams {
+            parent_id: Some(job_id.clone()),
+            ..ListParams::default()
+        })
+        .await?
+        .jobs;
+    Ok((job, log, children))
+}
+
+/// The tail of a job's event log and how many came before it.
+pub(crate) struct EventLog {
+    events: Vec<JobEvent>,
+    earlier: i64,
+}
+
+pub(crate) async fn event_log(state: &AppState, job: &Job) -> Result<EventLog, StoreError> {
+    let after = (job.event_seq - LOG_TAIL as i64).max(0);
+    let events = state.store.events(&job.job_id, after, LOG_TAIL).await?;
+    let earlier = events.first().map_or(0, |first| first.seq - 1);
+    Ok(EventLog { events, earlier })
+}
+
+/// Everything about the job that changes, with its live stream while it
+/// can still change; swapped whole after Cancel or Retry, so a retried job
+/// is followed again.
+fn job_panel(job: &Job, log: &EventLog, notice: Option<&str>, now: Timestamp) -> Markup {
+    let live = (!job.status.is_terminal()).then(|| format!("/ui/live/jobs/{}", job.job_id));
+    html! {
+        section #job .panel hx-ext=[live.as_ref().map(|_| "sse")] sse-connect=[live.as_deref()] sse-close=[live.as_ref().map(|_| "end")] {
+            @if let Some(notice) = notice { p role="status" { (notice) } }
+            div #job-state sse-swap="state" { (job_state(job, log, now)) }
+            h2 { "Event log" }
+            ol #job-log .events sse-swap="log" { (log_items(log)) }
+        }
+    }
+}
+
+/// Status, progress, error, result and the actions that fit the status.
+pub(crate) fn job_state(job: &Job, log: &EventLog, now: Timestamp) -> Markup {
+    let failures: Vec<&JobEvent> = log
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Failure)
+        .collect();
+    html! {
+        dl.fields {
+            dt { "Status" } dd { (status_badge(job.status))
+                @if job.cancel_requested && !job.status.is_terminal() { " " span.muted { "cancel requested" } } }
+            dt { "Attempt" } dd { (job.attempt) " of " (job.max_attempts) }
+            dt { "Queue" } dd { (job.queue) " (priority " (job.priority) ")" }
+            dt { "Created" } dd { (relative(job.created, now)) }
+            @if job.run_at > job.created { dt { "Due" } dd { (relative(job.run_at, now)) } }
+            @if let Some(started) = job.started { dt { "Started" } dd { (relative(started, now)) } }
+            @if let Some(finished) = job.finished { dt { "Finished" } dd { (relative(finished, now)) } }
+            @if let Some(worker) = &job.worker_id { dt { "Worker" } dd { (worker) } }
+            @if let Some(parent) = &job.parent_id {
+                dt { "Parent" } dd { a href={ "/ui/jobs/" (parent) } { (parent) } }
+            }
+        }
+        @if let Some(progress) = &job.progress {
+            h2 { "Progress" }
+            div.progress-big { (progress_bar(progress.fraction, "job progress")) }
+            @if let Some(message) = &progress.message { p.progress-message { (message) } }
+        }
+        @if let Some(error) = &job.error {
+            h2 { "Error" }
+            div.error-box {
+                strong { (error.kind) } ": " (error.message)
+                " " span.muted { "(attempt " (error.attempt) ")" }
+            }
+        }
+        @if failures.len() > 1 || (failures.len() == 1 && job.error.is_none()) {
+            h2 { "Attempt history" }
+            ol.events {
+                @for event in &failures {
+                    li { (event.at.to_rfc3339()) " — " (event.data.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("failed")) }
+                }
+            }
+        }
+        @if let Some(result) = &job.result { (json_block("Result", result)) }
+        div.actions {
+            @if !job.status.is_terminal() {
+                form method="post" action={ "/ui/jobs/" (job.job_id) "/cancel" }
+                    hx-post={ "/ui/jobs/" (job.job_id) "/cancel" } hx-target="#job" hx-swap="outerHTML"
+                    hx-confirm="Cancel this job?" {
+                    button.danger #cancel type="submit" { "Cancel" }
+                }
+            }
+            @if matches!(job.status, JobStatus::Failed | JobStatus::Canceled) {
+                form method="post" action={ "/ui/jobs/" (job.job_id) "/retry" }
+                    hx-post={ "/ui/jobs/" (job.job_id) "/retry" } hx-target="#job" hx-swap="outerHTML"
+                    hx-confirm="Run this job again?" {
+                    button #retry type="submit" { "Retry" }
+                }
+            }
+        }
+    }
+}
+
+/// The event log's entries, each said in words with its data on hover;
+/// failures stand out.
+pub(crate) fn log_items(log: &EventLog) -> Markup {
+    html! {
+        @if log.earlier > 0 {
+            li.muted { (log.earlier) " earlier events (all of them: " code { "GET /api/commands/jobs/{id}/events" } ")" }
+        }
+        @for event in &log.events {
+            li class=[(event.kind == EventKind::Failure).then_some("failure")]
+                title=(serde_json::to_string(&event.data).unwrap_or_default()) {
+                time.muted datetime=(event.at.to_rfc3339()) { (event.at.to_datetime().format("%H:%M:%S%.3f")) }
+                " " strong { (event.kind.as_str()) } " " (status_badge(event.status)) " "
+                (event_summary(event))
+            }
+        }
+    }
+}
+
+/// What an event says, in a few words.
+fn event_summary(event: &JobEvent) -> String {
+    let text = |pointer: &str| event.data.pointer(pointer).and_then(|v| v.as_str());
+    match event.kind {
+        EventKind::Progress => {
+            let percent = event
+                .data
+                .get("fraction")
+                .and_then(|f| f.as_f64())
+                .map(|f| format!("{:.0} %", f * 100.0));
+            [percent.as_deref(), text("/message"), text("/stage")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" · ")
+        }
+        EventKind::Log => text("/line").unwrap_or_default().to_owned(),
+        EventKind::Result => {
+            let result = event.data.get("result").map(|r| r.to_string());
+            let mut result = result.unwrap_or_default();
+            if result.len() > 120 {
+                let cut = (0..=117)
+                    .rev()
+                    .find(|i| result.is_char_boundary(*i))
+                    .unwrap_or(0);
+                result.truncate(cut);
+                result.push('…');
+            }
+            format!("result {result}")
+        }
+        EventKind::Failure => {
+            let message = text("/error/message").unwrap_or("failed");
+            match text("/retry_at") {
+                Some(at) => format!("{message} (retries at {at})"),
+                None => message.to_owned(),
+            }
+        }
+        EventKind::Status => {
+            let mut parts: Vec<String> = Vec::new();
+            parts.extend(text("/reason").map(str::to_owned));
+            parts.extend(text("/worker_id").map(|w| format!("by {w}")));
+            parts.extend(
+                event
+                    .data
+                    .get("attempt")
+                    .and_then(|a| a.as_u64())
+                    .map(|a| format!("attempt {a}")),
+            );
+            parts.join(", ")
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Action {
+    Cancel,
+    Retry,
+}
+
+/// Cancel or Retry from the job page: with htmx, the new panel; without
+/// JavaScript, back to the page (303).
+pub async fn act(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    action: Action,
+) -> Response {
+    let job_id = JobId::from(job_id);
+    let done = match action {
+        Action::Cancel => state.store.cancel(&job_id).await,
+        Action::Retry => state.store.retry(&job_id).await,
+    };
+    let notice = match (&done, action) {
+        (Ok(job), Action::Cancel) if job.status == JobStatus::Canceled => "Canceled.".to_owned(),
+        (Ok(_), Action::Cancel) => "Cancel requested: its worker is stopping it.".to_owned(),
+        (Ok(_), Action::Retry) => "Queued again.".to_owned(),
+        (Err(err @ StoreError::Conflict { .. }), _) => format!("Not done: {err}"),
+        (Err(err), _) => return trouble(err),
+    };
+    if !headers.contains_key("hx-request") {
+        return Redirect::to(&format!("/ui/jobs/{job_id}")).into_response();
+    }
+    let job = match state.store.get(&job_id).await {
+        Ok(job) => job,
+        Err(err) => return trouble(&err),
+    };
+    let log = match event_log(&state, &job).await {
+        Ok(log) => log,
+        Err(err) => return trouble(&err),
+    };
+    job_panel(&job, &log, Some(&notice), state.store.clock().now()).into_response()
+}
