@@ -64,10 +64,24 @@ pub(crate) fn slot(
         })
 }
 
-pub(crate) fn stream(
+/// Answers with an event stream that `pump` feeds (it gets the sending
+/// end, `capacity` events deep) from a task of its own; the client's
+/// stream slot is given back when the pump ends.
+pub(crate) fn spawn_stream<P>(
     state: &AppState,
-    receiver: mpsc::Receiver<Result<Event, Infallible>>,
-) -> EventStream {
+    slot: Option<crate::state::StreamSlot>,
+    capacity: usize,
+    pump: impl FnOnce(Sender) -> P,
+) -> EventStream
+where
+    P: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, receiver) = mpsc::channel(capacity);
+    let pumping = pump(tx);
+    tokio::spawn(async move {
+        pumping.await;
+        drop(slot);
+    });
     Sse::new(ReceiverStream::new(receiver)).keep_alive(
         KeepAlive::new()
             .interval(state.config.sse_keepalive)
@@ -108,13 +122,10 @@ pub async fn job_stream(
     // Subscribe before reading, so nothing falls in between.
     let feed = state.store.subscribe();
     let job = state.store.get(&job_id).await?;
-    let (tx, rx) = mpsc::channel(64);
     let pump_state = state.clone();
-    tokio::spawn(async move {
-        pump_job(pump_state, job, resume_after, feed, tx).await;
-        drop(slot);
-    });
-    Ok(stream(&state, rx))
+    Ok(spawn_stream(&state, slot, 64, |tx| {
+        pump_job(pump_state, job, resume_after, feed, tx)
+    }))
 }
 
 async fn pump_job(
@@ -281,13 +292,10 @@ pub async fn global_feed(
     let resume_after = last_event_id(&headers)?;
     // Joined before any catch-up read, so nothing falls between the two.
     let ordered = state.ordered.subscribe(&state.store, &state.shutdown);
-    let (tx, rx) = mpsc::channel(256);
     let pump_state = state.clone();
-    tokio::spawn(async move {
-        pump_feed(pump_state, Arc::new(filter), resume_after, ordered, tx).await;
-        drop(slot);
-    });
-    Ok(stream(&state, rx))
+    Ok(spawn_stream(&state, slot, 256, |tx| {
+        pump_feed(pump_state, Arc::new(filter), resume_after, ordered, tx)
+    }))
 }
 
 async fn pump_feed(

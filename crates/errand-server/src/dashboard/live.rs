@@ -15,13 +15,12 @@ use errand_core::JobId;
 use errand_store::StoreError;
 use maud::Markup;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::mpsc;
 
 use super::job::{event_log, job_state, log_items};
 use super::jobs::{jobs_table, JobFilters};
 use crate::error::ApiError;
 use crate::feed::OrderedEvents;
-use crate::sse::{send, slot, stream, EventStream, FeedFilter, FeedQuery, Sender};
+use crate::sse::{send, slot, spawn_stream, EventStream, FeedFilter, FeedQuery, Sender};
 use crate::state::AppState;
 
 /// How long a burst of changes gathers before the jobs table is redrawn.
@@ -54,13 +53,10 @@ pub async fn jobs(
     })?;
     let slot = slot(&state, client)?;
     let ordered = state.ordered.subscribe(&state.store, &state.shutdown);
-    let (tx, rx) = mpsc::channel(4);
     let follow_state = state.clone();
-    tokio::spawn(async move {
-        follow_jobs(follow_state, filters, concerns, ordered, tx).await;
-        drop(slot);
-    });
-    Ok(stream(&state, rx))
+    Ok(spawn_stream(&state, slot, 4, |tx| {
+        follow_jobs(follow_state, filters, concerns, ordered, tx)
+    }))
 }
 
 async fn follow_jobs(
@@ -101,13 +97,10 @@ pub async fn job(
     let slot = slot(&state, client)?;
     let ordered = state.ordered.subscribe(&state.store, &state.shutdown);
     state.store.get(&job_id).await?;
-    let (tx, rx) = mpsc::channel(4);
     let follow_state = state.clone();
-    tokio::spawn(async move {
-        follow_job(follow_state, job_id, ordered, tx).await;
-        drop(slot);
-    });
-    Ok(stream(&state, rx))
+    Ok(spawn_stream(&state, slot, 4, |tx| {
+        follow_job(follow_state, job_id, ordered, tx)
+    }))
 }
 
 async fn follow_job(state: AppState, job_id: JobId, mut ordered: OrderedEvents, tx: Sender) {
