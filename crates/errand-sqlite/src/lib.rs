@@ -6,6 +6,7 @@
 //!   the writer and each read to a read connection.
 //! - `writer`: the single writer thread and its group commit.
 //! - `checkpoint`: WAL checkpoints on a thread of their own.
+//! - `chunks`: multi-row statements in a few fixed sizes.
 //! - `write` / `read`: the SQL of every operation.
 //! - `readers`: the pool of read connections.
 //! - `rows`: row ↔ type conversions.
@@ -16,6 +17,7 @@
 //! surviving power loss (SPEC §3.1).
 
 mod checkpoint;
+mod chunks;
 mod migrations;
 pub use migrations::SCHEMA_VERSION;
 mod read;

@@ -10,6 +10,7 @@ use errand_store::{
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
+use crate::chunks::{pieces, placeholders, ChunkedSql};
 use crate::rows::{backend, job_from_row, status_column, to_json, JOB_COLUMNS};
 use crate::writer::WriteCtx;
 
@@ -128,46 +129,21 @@ pub(crate) struct EventRow {
     at: i64,
 }
 
-/// Rows per INSERT statement, largest first: a claim or a batch of
-/// outcomes writes its events in a few statements instead of one per
-/// event (per-statement work was a large part of the writer's time), and
-/// only these few statement shapes are cached.
-const EVENT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
-
-fn insert_events_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        EVENT_CHUNKS
-            .iter()
-            .map(|&n| {
-                format!(
-                    "INSERT INTO events (id, job_seq, seq, kind, status, data, at) VALUES {}",
-                    vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
-                )
-            })
-            .collect()
-    });
-    let index = EVENT_CHUNKS
-        .iter()
-        .position(|&n| n == rows)
-        .expect("a chunk size");
-    &all[index]
-}
+static INSERT_EVENTS: ChunkedSql = ChunkedSql::new(|rows| {
+    format!(
+        "INSERT INTO events (id, job_seq, seq, kind, status, data, at) VALUES {}",
+        placeholders(rows, 7)
+    )
+});
 
 /// Inserts the operation's pending events; called once it has succeeded.
 pub(crate) fn insert_events(
     conn: &Connection,
     pending: &mut Vec<EventRow>,
 ) -> Result<(), StoreError> {
-    let mut rest = &pending[..];
-    while !rest.is_empty() {
-        let rows = EVENT_CHUNKS
-            .into_iter()
-            .find(|&n| n <= rest.len())
-            .expect("1 fits");
-        let (chunk, tail) = rest.split_at(rows);
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows * 7);
-        for row in chunk {
+    for piece in pieces(pending) {
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(piece.len() * 7);
+        for row in piece {
             values.extend([
                 &row.id as &dyn rusqlite::ToSql,
                 &row.job_seq,
@@ -178,11 +154,10 @@ pub(crate) fn insert_events(
                 &row.at,
             ]);
         }
-        conn.prepare_cached(insert_events_sql(rows))
+        conn.prepare_cached(INSERT_EVENTS.for_rows(piece.len()))
             .map_err(backend)?
             .execute(values.as_slice())
             .map_err(backend)?;
-        rest = tail;
     }
     pending.clear();
     Ok(())
@@ -563,33 +538,17 @@ pub(crate) fn prepare_completions(
         .collect()
 }
 
-/// Rows per completing UPDATE, largest first (as [`EVENT_CHUNKS`]).
-const COMPLETE_CHUNKS: [usize; 4] = [64, 16, 4, 1];
-
-fn complete_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        COMPLETE_CHUNKS
-            .iter()
-            .map(|&n| {
-                format!(
-                    "UPDATE jobs SET status = 'completed', result = v.column4, finished = ?1, \
-                     lease_until = NULL, updated = ?1, event_seq = event_seq + 1 \
-                     FROM (VALUES {}) AS v \
-                     WHERE jobs.id = v.column1 AND jobs.status = 'running' \
-                     AND jobs.attempt = v.column2 AND jobs.worker_id = v.column3 \
-                     RETURNING jobs.id, app, command, status, seq, event_seq",
-                    vec!["(?, ?, ?, ?)"; n].join(", ")
-                )
-            })
-            .collect()
-    });
-    let index = COMPLETE_CHUNKS
-        .iter()
-        .position(|&n| n == rows)
-        .expect("a chunk size");
-    &all[index]
-}
+static COMPLETE: ChunkedSql = ChunkedSql::new(|rows| {
+    format!(
+        "UPDATE jobs SET status = 'completed', result = v.column4, finished = ?1, \
+         lease_until = NULL, updated = ?1, event_seq = event_seq + 1 \
+         FROM (VALUES {}) AS v \
+         WHERE jobs.id = v.column1 AND jobs.status = 'running' \
+         AND jobs.attempt = v.column2 AND jobs.worker_id = v.column3 \
+         RETURNING jobs.id, app, command, status, seq, event_seq",
+        placeholders(rows, 4)
+    )
+});
 
 /// Completes a batch in a few statements (not one per job); each job is
 /// fenced on its own, and its answer is in the batch's order.
@@ -601,16 +560,10 @@ pub(crate) fn complete_many(
     let now = ctx.now.as_micros();
     let mut changed: std::collections::HashMap<String, EventTarget> =
         std::collections::HashMap::with_capacity(done.len());
-    let mut rest = done;
-    while !rest.is_empty() {
-        let rows = COMPLETE_CHUNKS
-            .into_iter()
-            .find(|&n| n <= rest.len())
-            .expect("1 fits");
-        let (chunk, tail) = rest.split_at(rows);
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + rows * 4);
+    for piece in pieces(done) {
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + piece.len() * 4);
         values.push(&now);
-        for completion in chunk {
+        for completion in piece {
             values.extend([
                 &completion.id as &dyn rusqlite::ToSql,
                 &completion.fence.attempt,
@@ -618,7 +571,9 @@ pub(crate) fn complete_many(
                 &completion.result,
             ]);
         }
-        let mut stmt = conn.prepare_cached(complete_sql(rows)).map_err(backend)?;
+        let mut stmt = conn
+            .prepare_cached(COMPLETE.for_rows(piece.len()))
+            .map_err(backend)?;
         let mut answers = stmt.query(values.as_slice()).map_err(backend)?;
         while let Some(row) = answers.next().map_err(backend)? {
             let id: String = row.get(0).map_err(backend)?;
@@ -632,7 +587,6 @@ pub(crate) fn complete_many(
             };
             changed.insert(id, target);
         }
-        rest = tail;
     }
     let mut results = Vec::with_capacity(done.len());
     for completion in done {
