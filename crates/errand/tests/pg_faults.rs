@@ -155,6 +155,36 @@ async fn a_killed_workers_jobs_run_again_within_the_lease() {
     assert_eq!(doubles, 0);
 }
 
+/// An errand process (`args` start with its subcommand) on the `unused`
+/// queue that gives up after one second without its store.
+fn quitting(db: &Database, logs: &tempfile::TempDir, log: &str, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(args)
+        .args(["--store", &db.url, "--queue", "unused"])
+        .args(["--poll-ms", "200", "--store-unavailable-limit-secs", "1"])
+        .env("ERRAND_LOG", "info")
+        .env("ERRAND_PG_POOL_SIZE", "2")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.path().join(log)).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `process` to exit; kills it and fails after `limit`.
+async fn exit_of(mut process: Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = process.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = process.kill();
+            panic!("the process is still running after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Restarts the local cluster, and makes sure it is up again whatever
 /// happens in the test.
 struct Cluster {
@@ -229,44 +259,22 @@ async fn a_database_restart_loses_nothing_and_submits_fail_fast_meanwhile() {
     processes
         .0
         .push(worker(&db, "survivor", logs.path().join("worker.log")));
-    // A worker told to give up after one second without its store.
-    let mut quitter = Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args([
-            "worker",
-            "--store",
-            &db.url,
-            "--worker-id",
-            "quitter",
-            "--queue",
-            "unused",
-        ])
-        .args(["--poll-ms", "200", "--store-unavailable-limit-secs", "1"])
-        .env("ERRAND_LOG", "info")
-        .env("ERRAND_PG_POOL_SIZE", "2")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(logs.path().join("quitter.log")).unwrap())
-        .spawn()
-        .unwrap();
-    // And a whole server whose in-process worker is told the same: it must
-    // not go on serving without its worker.
-    let quitting_port = free_port();
-    let mut quitting_server = Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args([
-            "serve",
-            "--store",
-            &db.url,
-            "--bind",
-            &format!("127.0.0.1:{quitting_port}"),
-            "--queue",
-            "unused",
-        ])
-        .args(["--poll-ms", "200", "--store-unavailable-limit-secs", "1"])
-        .env("ERRAND_LOG", "info")
-        .env("ERRAND_PG_POOL_SIZE", "2")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(logs.path().join("quitting-serve.log")).unwrap())
-        .spawn()
-        .unwrap();
+    // A worker told to give up after one second without its store, and a
+    // whole server whose in-process worker is told the same: it must not go
+    // on serving without its worker.
+    let quitter = quitting(
+        &db,
+        &logs,
+        "quitter.log",
+        &["worker", "--worker-id", "quitter"],
+    );
+    let quitting_bind = format!("127.0.0.1:{}", free_port());
+    let quitting_server = quitting(
+        &db,
+        &logs,
+        "quitting-serve.log",
+        &["serve", "--bind", &quitting_bind],
+    );
     submit_sleeps(&db, 20, 0.3).await;
     let client = reqwest::Client::new();
     wait_until("the server is ready", Duration::from_secs(30), async || {
@@ -305,38 +313,22 @@ async fn a_database_restart_loses_nothing_and_submits_fail_fast_meanwhile() {
         .unwrap();
     assert_eq!(ready.status(), 503);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let gave_up = Instant::now();
-    let quit = loop {
-        if let Some(status) = quitter.try_wait().unwrap() {
-            break status;
-        }
-        if gave_up.elapsed() > Duration::from_secs(60) {
-            panic!("the quitter never gave up");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        !quit.success(),
-        "a worker without its store past its limit exits non-zero"
-    );
-    let log = std::fs::read_to_string(logs.path().join("quitter.log")).unwrap();
-    assert!(log.contains("unreachable"), "{log}");
-    let served = loop {
-        if let Some(status) = quitting_server.try_wait().unwrap() {
-            break status;
-        }
-        if gave_up.elapsed() > Duration::from_secs(60) {
-            let _ = quitting_server.kill();
-            panic!("the server kept serving without its worker");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        !served.success(),
-        "errand serve whose worker gave up exits non-zero, for its supervisor to restart it"
-    );
-    let log = std::fs::read_to_string(logs.path().join("quitting-serve.log")).unwrap();
-    assert!(log.contains("unreachable"), "{log}");
+    for (process, log, what) in [
+        (quitter, "quitter.log", "a worker"),
+        (
+            quitting_server,
+            "quitting-serve.log",
+            "errand serve whose worker gave up",
+        ),
+    ] {
+        let status = exit_of(process, Duration::from_secs(60)).await;
+        assert!(
+            !status.success(),
+            "{what} without its store past its limit exits non-zero, for its supervisor to restart it"
+        );
+        let log = std::fs::read_to_string(logs.path().join(log)).unwrap();
+        assert!(log.contains("unreachable"), "{log}");
+    }
     cluster.ctl("start");
 
     // Back: the server and the worker reconnect on their own.
