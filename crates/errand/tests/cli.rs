@@ -453,6 +453,42 @@ fn config_layers_flags_over_environment_over_file_and_redacts_secrets() {
 }
 
 #[test]
+fn bench_latency_load_offers_the_chosen_rate_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ERRAND)
+        .args([
+            "bench",
+            "latency-load",
+            "--load-rate",
+            "200",
+            "--load-secs",
+            "1",
+        ])
+        .args(["--runs", "1", "--json"])
+        .current_dir(dir.path())
+        .env("ERRAND_LOG", "warn")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {} {}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(report["workload"], "latency-load (200/s)", "{report}");
+    assert_eq!(
+        report["store"].as_str().map(|s| s.starts_with("sqlite")),
+        Some(true)
+    );
+    // The rate offered is the one asked for, not half of a measured drain.
+    assert_eq!(report["jobs_per_sec"].as_f64(), Some(200.0), "{report}");
+    assert_eq!(
+        (report["lost"].as_u64(), report["duplicated"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(
+        report["p99_ms"].as_f64().is_some_and(|p| p > 0.0),
+        "{report}"
+    );
+}
+
+#[test]
 fn completions_are_printed_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(ERRAND)

@@ -919,6 +919,12 @@ async fn dashboard_pages_render_and_cancel_from_the_job_page() {
         !filtered.contains(&long[long.len() - 12..]),
         "the filter applies"
     );
+    let (_, _, recent) = html("/ui?created=15m").await;
+    assert!(recent.contains(&long[long.len() - 12..]), "made just now");
+    assert!(
+        !jobs.contains("/ui/logout"),
+        "no log-out without a token to log in with"
+    );
     for page in ["/ui/workers", "/ui/stats"] {
         let (status, _, body) = html(page).await;
         assert_eq!(status, StatusCode::OK, "{page}");
@@ -1106,6 +1112,19 @@ async fn the_dashboard_logs_in_with_the_token_and_keeps_a_cookie() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path} with the cookie");
     }
+    let page = browser
+        .get(s.url("/ui/workers"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"action="/ui/logout""#),
+        "a logged-in page offers to log out"
+    );
 }
 
 /// The submit form is generated from the command's schema, refuses bad

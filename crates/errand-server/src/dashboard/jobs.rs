@@ -190,3 +190,31 @@ pub(crate) fn trouble(err: &StoreError) -> Response {
     };
     (status, page("Error", Section::Jobs, Session::Open, body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_created_range_becomes_a_lower_bound_from_now() {
+        let now = Timestamp::from_micros(10_000_000_000);
+        let filters = |created: &str| JobFilters {
+            created: created.into(),
+            ..JobFilters::default()
+        };
+        assert_eq!(
+            filters("1h").params(now).created_after,
+            Some(now.minus(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            filters("7d").params(now).created_after,
+            Some(now.minus(Duration::from_secs(7 * 24 * 3600)))
+        );
+        assert_eq!(filters("").params(now).created_after, None);
+        assert_eq!(
+            filters("1y").params(now).created_after,
+            None,
+            "unknown: any time"
+        );
+    }
+}
