@@ -3,7 +3,10 @@
 
 use tokio_postgres::Client;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_jobs.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_jobs.sql"),
+    include_str!("migrations/0002_idempotency_index.sql"),
+];
 
 /// The schema version this build brings a database to.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -69,7 +69,7 @@ const INSERT_ONE: &str = "WITH j AS (INSERT INTO errand_jobs (id, app, command, 
      status, max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
      parent_id, created, updated, event_seq) \
    VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1) \
-   ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq), \
+   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING seq), \
  e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
    SELECT j.seq, 1, 'status', 'new', $15, $14 FROM j RETURNING id)";
 

@@ -1,0 +1,90 @@
+//! A database made by an older errand is brought up to this one's schema
+//! on connect, and what it held keeps working.
+
+use std::sync::Arc;
+
+use errand_core::SystemClock;
+use errand_postgres::{PgOptions, PgStore, SCHEMA_VERSION};
+use errand_store::{NewJob, Store};
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_keeps_its_idempotency_keys_after_migrating() {
+    let Some((config, guard)) = common::fresh_database().await else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // The database as errand at schema version 1 left it, with a keyed job.
+    client
+        .batch_execute(concat!(
+            "CREATE TABLE errand_schema (version integer NOT NULL); \
+             INSERT INTO errand_schema (version) VALUES (1);",
+            include_str!("../src/migrations/0001_jobs.sql"),
+            "INSERT INTO errand_jobs (id, app, command, input, status, max_attempts, retry, \
+             queue, run_at, idempotency_key, created, updated, event_seq) \
+             VALUES ('old-job', 'a', 'b', '{}', 'new', 3, '{}', 'default', now(), 'key-1', \
+             now(), now(), 1);"
+        ))
+        .await
+        .unwrap();
+
+    let options = PgOptions {
+        clock: Arc::new(SystemClock),
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect_with(config, options).await.unwrap();
+    let version: i32 = client
+        .query_one("SELECT version FROM errand_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version as usize, SCHEMA_VERSION);
+
+    // The key still finds the job it was given to.
+    let again = store
+        .submit(NewJob::new("a", "b", json!({})).idempotency_key("key-1"))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.job_id.as_str(), "old-job");
+    // Jobs without a key are not in the index at all, and are unaffected.
+    for _ in 0..2 {
+        assert!(
+            store
+                .submit(NewJob::new("a", "b", json!({})))
+                .await
+                .unwrap()
+                .created
+        );
+    }
+    let new_key = store
+        .submit(NewJob::new("a", "b", json!({})).idempotency_key("key-2"))
+        .await
+        .unwrap();
+    assert!(new_key.created);
+    let index: String = client
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'errand_jobs_idempotency_key'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        index.contains("UNIQUE") && index.contains("IS NOT NULL"),
+        "{index}"
+    );
+    let keyed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM errand_jobs WHERE idempotency_key IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keyed, 2);
+}
