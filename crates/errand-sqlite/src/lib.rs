@@ -197,9 +197,25 @@ impl Store for SqliteStore {
         if params.limit == 0 {
             return Ok(Vec::new());
         }
-        self.writer
+        let rows = self
+            .writer
             .run(move |conn, ctx| write::claim(conn, ctx, &params))
-            .await
+            .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            match row.parse() {
+                Ok(()) => jobs.push(row.job),
+                // Only a database edited by hand gets here. The others
+                // still run; this one is retried when its lease expires,
+                // and fails once its attempts are spent.
+                Err(err) => tracing::error!(
+                    job_id = %row.job.job_id,
+                    error = %err,
+                    "a claimed job's stored JSON does not parse; not running it"
+                ),
+            }
+        }
+        Ok(jobs)
     }
 
     async fn heartbeat(&self, params: HeartbeatParams) -> Result<HeartbeatReply, StoreError> {
@@ -385,6 +401,54 @@ mod tests {
         assert_eq!(store.commits(), 1);
         assert_eq!(store.claim(params).await.unwrap().len(), 1);
         assert_eq!(store.commits(), 2);
+    }
+
+    /// Claimed rows are parsed after the writer commits them: one that
+    /// cannot be must not cost the others their run.
+    #[tokio::test]
+    async fn a_claimed_job_whose_stored_json_is_broken_does_not_hold_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let receipts = store
+            .submit_batch(
+                (0..3)
+                    .map(|i| NewJob::new("t", "c", serde_json::json!({"i": i})))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let broken = &receipts[1].job_id;
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE jobs SET input = '{not json' WHERE id = ?",
+                [broken.as_str()],
+            )
+            .unwrap();
+        let claimed = store
+            .claim(ClaimParams {
+                worker_id: "w".into(),
+                queues: vec![DEFAULT_QUEUE.into()],
+                commands: None,
+                limit: 3,
+                lease: std::time::Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&JobId> = claimed.iter().map(|job| &job.job_id).collect();
+        assert_eq!(ids, [&receipts[0].job_id, &receipts[2].job_id]);
+        assert_eq!(claimed[1].input, serde_json::json!({"i": 2}));
+        // Leased like the others, so its lease expiry retries it.
+        let lease: Option<i64> = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT lease_until FROM jobs WHERE id = ? AND status = 'running'",
+                [broken.as_str()],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(lease.is_some());
     }
 
     #[test]

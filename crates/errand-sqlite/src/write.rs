@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use crate::chunks::{pieces, placeholders, ChunkedSql};
-use crate::rows::{backend, job_from_row, status_column, to_json, JOB_COLUMNS};
+use crate::rows::{backend, status_column, to_json, JobRow, JOB_COLUMNS};
 use crate::writer::WriteCtx;
 
 /// How long a worker may stay silent before it no longer counts as alive.
@@ -19,9 +19,8 @@ pub(crate) const WORKER_TTL: std::time::Duration = std::time::Duration::from_sec
 
 /// A job row as an UPDATE … RETURNING gave it back.
 struct Changed {
-    job: Job,
+    row: JobRow,
     seq: i64,
-    event_seq: i64,
 }
 
 fn returning() -> String {
@@ -30,9 +29,8 @@ fn returning() -> String {
 
 fn changed_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Changed> {
     Ok(Changed {
-        job: job_from_row(row)?,
+        row: JobRow::read(row)?,
         seq: crate::rows::seq_of_row(row)?,
-        event_seq: row.get(26)?,
     })
 }
 
@@ -62,13 +60,14 @@ fn lean_from_row(job_id: &JobId, row: &rusqlite::Row<'_>) -> rusqlite::Result<Ev
 
 impl From<&Changed> for EventTarget {
     fn from(changed: &Changed) -> Self {
+        let job = &changed.row.job;
         Self {
-            job_id: changed.job.job_id.clone(),
-            app: changed.job.app.clone(),
-            command: changed.job.command.clone(),
-            status: changed.job.status,
+            job_id: job.job_id.clone(),
+            app: job.app.clone(),
+            command: job.command.clone(),
+            status: job.status,
             seq: changed.seq,
-            event_seq: changed.event_seq,
+            event_seq: job.event_seq,
         }
     }
 }
@@ -116,6 +115,30 @@ fn record_event_text(
         at: ctx.now,
     });
     Ok(())
+}
+
+/// An event's data made ready off the writer thread: its JSON text for the
+/// row, and its value for the change feed, which the operation's first run
+/// takes rather than copies. A rerun (its group failed at the database and
+/// is replayed op by op) parses the text again.
+pub(crate) struct PreparedEvent {
+    text: String,
+    value: std::cell::Cell<Option<Value>>,
+}
+
+impl PreparedEvent {
+    fn new(value: Value) -> Self {
+        Self {
+            text: to_json(&value),
+            value: std::cell::Cell::new(Some(value)),
+        }
+    }
+
+    fn take_value(&self) -> Value {
+        self.value.take().unwrap_or_else(|| {
+            serde_json::from_str(&self.text).expect("errand wrote this JSON itself")
+        })
+    }
 }
 
 /// An event row waiting to be inserted at the end of its operation.
@@ -179,8 +202,7 @@ pub(crate) struct PreparedJob {
     timeout_secs: Option<f64>,
     idempotency_key: Option<String>,
     parent_id: Option<String>,
-    event_data: Value,
-    event_text: String,
+    event: PreparedEvent,
 }
 
 impl PreparedJob {
@@ -188,15 +210,15 @@ impl PreparedJob {
     pub(crate) fn new(job: NewJob, now: Timestamp) -> Result<Self, String> {
         job.validate()?;
         let run_at = job.run_at.unwrap_or(now);
-        let event_data = json!({"status": "new", "reason": "submitted", "run_at": run_at});
+        let event =
+            PreparedEvent::new(json!({"status": "new", "reason": "submitted", "run_at": run_at}));
         Ok(Self {
             job_id: JobId::generate(),
             input: to_json(&job.input),
             context: job.context.as_ref().map(to_json),
             max_attempts: job.retry.max_attempts,
             retry: to_json(&job.retry),
-            event_text: to_json(&event_data),
-            event_data,
+            event,
             app: job.app,
             command: job.command,
             priority: job.priority,
@@ -268,8 +290,8 @@ pub(crate) fn submit(
         ctx,
         target,
         EventKind::Status,
-        job.event_text.clone(),
-        job.event_data.clone(),
+        job.event.text.clone(),
+        job.event.take_value(),
     )?;
     Ok(SubmitReceipt {
         job_id: job.job_id.clone(),
@@ -286,11 +308,12 @@ pub(crate) fn submit_batch(
     jobs.iter().map(|job| submit(conn, ctx, job)).collect()
 }
 
+/// The claimed jobs as rows: the caller parses their JSON, off the writer.
 pub(crate) fn claim(
     conn: &Connection,
     ctx: &mut WriteCtx,
     params: &ClaimParams,
-) -> Result<Vec<Job>, StoreError> {
+) -> Result<Vec<JobRow>, StoreError> {
     let mut claimed: Vec<Changed> = Vec::new();
     let commands: Vec<(String, String)> = match &params.commands {
         None => Vec::new(),
@@ -331,17 +354,18 @@ pub(crate) fn claim(
     }
     // RETURNING gives no order; hand jobs out in the order they were chosen.
     claimed.sort_by(|a, b| {
-        (b.job.priority, a.job.run_at, a.seq).cmp(&(a.job.priority, b.job.run_at, b.seq))
+        let (a_job, b_job) = (&a.row.job, &b.row.job);
+        (b_job.priority, a_job.run_at, a.seq).cmp(&(a_job.priority, b_job.run_at, b.seq))
     });
     let mut jobs = Vec::with_capacity(claimed.len());
     for changed in claimed {
         let data = json!({
             "status": "running",
-            "attempt": changed.job.attempt,
+            "attempt": changed.row.job.attempt,
             "worker_id": params.worker_id,
         });
         record_event(ctx, &changed, EventKind::Status, data)?;
-        jobs.push(changed.job);
+        jobs.push(changed.row);
     }
     Ok(jobs)
 }
@@ -510,8 +534,7 @@ pub(crate) struct PreparedCompletion {
     /// `fence.job_id` as the text column takes it.
     id: String,
     result: String,
-    event_text: String,
-    event_data: Value,
+    event: PreparedEvent,
 }
 
 /// The batch as completions, if that is all it holds (a worker's usual
@@ -523,14 +546,14 @@ pub(crate) fn prepare_completions(
         .iter()
         .map(|(fence, outcome)| match outcome {
             Outcome::Completed { result } => {
-                let event_data =
-                    json!({"status": "completed", "attempt": fence.attempt, "result": result});
+                let event = PreparedEvent::new(
+                    json!({"status": "completed", "attempt": fence.attempt, "result": result}),
+                );
                 Some(PreparedCompletion {
                     fence: fence.clone(),
                     id: fence.job_id.as_str().to_owned(),
                     result: to_json(result),
-                    event_text: to_json(&event_data),
-                    event_data,
+                    event,
                 })
             }
             _ => None,
@@ -596,8 +619,8 @@ pub(crate) fn complete_many(
                     ctx,
                     target,
                     EventKind::Result,
-                    completion.event_text.clone(),
-                    completion.event_data.clone(),
+                    completion.event.text.clone(),
+                    completion.event.take_value(),
                 )?;
                 Ok(())
             }
@@ -736,7 +759,7 @@ fn update_if_status(
         .query_row(&values[..used], changed_from_row)
         .map_err(backend)?;
     record_event(ctx, &changed, event.0, event.1)?;
-    Ok(changed.job)
+    changed.row.into_job().map_err(backend)
 }
 
 pub(crate) fn cancel(
@@ -961,6 +984,15 @@ pub(crate) fn deregister_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replayed_operation_gets_its_event_data_again() {
+        let data = json!({"status": "completed", "attempt": 2, "result": {"words": [1, 2]}});
+        let event = PreparedEvent::new(data.clone());
+        assert_eq!(event.take_value(), data, "the first run takes the value");
+        assert_eq!(event.take_value(), data, "a rerun parses it from the text");
+        assert_eq!(event.text, to_json(&data));
+    }
 
     fn plan(sql: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
