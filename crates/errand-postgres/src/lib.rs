@@ -481,3 +481,14 @@ impl Store for PgStore {
         self.clock.clone()
     }
 }
+
+/// The SQL of the statements every job goes through, for tests that check
+/// how PostgreSQL plans them. Not part of errand's API.
+#[doc(hidden)]
+pub mod hot_statements {
+    pub fn claim() -> String {
+        crate::write::claim_sql()
+    }
+    pub const COMPLETE_MANY: &str = crate::write::COMPLETE_MANY;
+    pub const RENEW_LEASES: &str = crate::write::RENEW_LEASES;
+}

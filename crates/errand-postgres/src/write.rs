@@ -304,6 +304,33 @@ pub(crate) async fn submit_many(
     Ok(receipts)
 }
 
+/// The claim of one queue: `$1` now, `$2` the event kind, `$3` the queue,
+/// `$4` the commands (or NULL), `$5` the limit, `$6` the worker, `$7` the
+/// lease's end, `$8` the notification's origin.
+///
+/// Rows are updated by key (`= ANY(ARRAY(…))`), never through a join: with
+/// a join the planner may hash the whole table, a sequential scan per
+/// claim (measured: 14–36 ms against 5–9 ms for 256 jobs out of 20,000).
+pub(crate) fn claim_sql() -> String {
+    format!(
+        "WITH picked AS (SELECT seq FROM errand_jobs WHERE status = 'new' AND queue = $3 \
+             AND run_at <= $1 AND ($4::text[] IS NULL OR app || '.' || command = ANY($4)) \
+             ORDER BY priority DESC, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED), \
+         u AS (UPDATE errand_jobs j SET status = 'running', attempt = j.attempt + 1, \
+             worker_id = $6, lease_until = $7, started = $1, updated = $1, \
+             event_seq = j.event_seq + 1 WHERE j.seq = ANY(ARRAY(SELECT seq FROM picked)) \
+             RETURNING j.*), \
+         e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+             SELECT u.seq, u.event_seq, $2, 'running', \
+               jsonb_build_object('status', 'running', 'attempt', u.attempt, 'worker_id', u.worker_id), $1 \
+             FROM u RETURNING id, job_seq, data), \
+         n AS (SELECT pg_notify('errand_events', $8 || ':' || min(id) || ':' || max(id)) \
+             FROM e HAVING count(*) > 0) \
+         SELECT {JOB_COLUMNS}, e.id AS event_id, e.data AS event_data \
+         FROM u AS j JOIN e ON e.job_seq = j.seq CROSS JOIN n"
+    )
+}
+
 /// Claims with one autocommit statement per queue: the rows, their events
 /// and the notification (an id range: other processes read the events
 /// from it) in one round trip, where BEGIN, the claim, the notification
@@ -332,22 +359,7 @@ pub(crate) async fn claim(
         if remaining == 0 {
             break;
         }
-        let sql = format!(
-            "WITH picked AS (SELECT seq FROM errand_jobs WHERE status = 'new' AND queue = $3 \
-                 AND run_at <= $1 AND ($4::text[] IS NULL OR app || '.' || command = ANY($4)) \
-                 ORDER BY priority DESC, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED), \
-             u AS (UPDATE errand_jobs j SET status = 'running', attempt = j.attempt + 1, \
-                 worker_id = $6, lease_until = $7, started = $1, updated = $1, \
-                 event_seq = j.event_seq + 1 FROM picked WHERE j.seq = picked.seq RETURNING j.*), \
-             e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
-                 SELECT u.seq, u.event_seq, $2, 'running', \
-                   jsonb_build_object('status', 'running', 'attempt', u.attempt, 'worker_id', u.worker_id), $1 \
-                 FROM u RETURNING id, job_seq, data), \
-             n AS (SELECT pg_notify('errand_events', $8 || ':' || min(id) || ':' || max(id)) \
-                 FROM e HAVING count(*) > 0) \
-             SELECT {JOB_COLUMNS}, e.id AS event_id, e.data AS event_data \
-             FROM u AS j JOIN e ON e.job_seq = j.seq CROSS JOIN n"
-        );
+        let sql = claim_sql();
         let now_at = ts(now);
         let kind = EventKind::Status.as_str();
         let statement = prepared(client, &sql).await;
@@ -406,6 +418,23 @@ pub(crate) async fn claim(
     Ok(jobs)
 }
 
+/// Renews a worker's leases: `$1` the new end, `$2` the worker, `$3` and
+/// `$4` its jobs' ids (sorted) and attempts.
+///
+/// Rows are locked in id order, as `finish` takes them: two transactions
+/// locking the same jobs in different orders deadlock (seen under load
+/// with batched completions). Each is found by id alone and fenced after,
+/// as in [`COMPLETE_MANY`].
+pub(crate) const RENEW_LEASES: &str =
+    "WITH locked AS (SELECT j.seq, j.status, j.attempt, j.worker_id, i.attempt AS fence_attempt \
+         FROM unnest($3::text[], $4::int[]) AS i(id, attempt) \
+         CROSS JOIN LATERAL (SELECT seq, status, attempt, worker_id FROM errand_jobs \
+             WHERE id = i.id FOR UPDATE) j) \
+     UPDATE errand_jobs SET lease_until = $1 \
+     WHERE seq = ANY(ARRAY(SELECT seq FROM locked WHERE status = 'running' \
+         AND worker_id = $2 AND attempt = fence_attempt)) \
+     RETURNING id, cancel_requested";
+
 pub(crate) async fn heartbeat(
     tx: &Transaction<'_>,
     now: Timestamp,
@@ -423,19 +452,15 @@ pub(crate) async fn heartbeat(
         )
         .await
         .map_err(db)?;
-    let ids: Vec<&str> = params.running.iter().map(|f| f.job_id.as_str()).collect();
-    let attempts: Vec<i32> = params.running.iter().map(|f| f.attempt as i32).collect();
+    // Byte order, PostgreSQL's COLLATE "C": the order rows are locked in.
+    let mut running: Vec<&Fence> = params.running.iter().collect();
+    running.sort_by(|a, b| a.job_id.as_str().cmp(b.job_id.as_str()));
+    let ids: Vec<&str> = running.iter().map(|f| f.job_id.as_str()).collect();
+    let attempts: Vec<i32> = running.iter().map(|f| f.attempt as i32).collect();
     let lease_until = ts(now.plus(params.lease));
     let renewed = tx
         .query(
-            // Rows are locked in id order, as `finish` takes them: two
-            // transactions locking the same jobs in different orders
-            // deadlock (seen under load with batched completions).
-            "WITH locked AS (SELECT id FROM errand_jobs WHERE status = 'running' AND worker_id = $2 \
-             AND (id, attempt) IN (SELECT * FROM unnest($3::text[], $4::int[])) \
-             ORDER BY id COLLATE \"C\" FOR UPDATE) \
-             UPDATE errand_jobs j SET lease_until = $1 FROM locked WHERE j.id = locked.id \
-             RETURNING j.id, j.cancel_requested",
+            RENEW_LEASES,
             &[&lease_until, &params.worker_id, &ids, &attempts],
         )
         .await
@@ -519,6 +544,35 @@ pub(crate) async fn finish_one(
     }
 }
 
+/// Completes a batch: `$1` now; `$2`–`$5` the jobs' ids (sorted, so rows
+/// are locked in id order), attempts, workers and results, in arrays of one
+/// length.
+///
+/// Each job is found and locked by its id alone (a lateral lookup, which
+/// the planner can only make an index probe), its fence checked on the
+/// locked row, and updated by key. With `status = 'running'` in the
+/// lookup the planner walked every running job's lease entry for every
+/// outcome (630 ms for 599 outcomes with 3,072 jobs running), and with
+/// joins it hashed the whole table (a sequential scan per batch).
+pub(crate) const COMPLETE_MANY: &str =
+    "WITH locked AS (SELECT j.seq, j.status, j.attempt, j.worker_id, \
+         i.attempt AS fence_attempt, i.worker_id AS fence_worker \
+         FROM unnest($2::text[], $3::int[], $4::text[]) AS i(id, attempt, worker_id) \
+         CROSS JOIN LATERAL (SELECT seq, status, attempt, worker_id FROM errand_jobs \
+             WHERE id = i.id FOR UPDATE) j), \
+     u AS (UPDATE errand_jobs j SET status = 'completed', \
+         result = ($5::jsonb[])[array_position($2::text[], j.id)], \
+         finished = $1, lease_until = NULL, updated = $1, event_seq = j.event_seq + 1 \
+         WHERE j.seq = ANY(ARRAY(SELECT seq FROM locked WHERE status = 'running' \
+             AND attempt = fence_attempt AND worker_id = fence_worker)) \
+         RETURNING j.seq, j.id, j.app, j.command, j.event_seq, j.attempt, j.result), \
+     e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
+         SELECT u.seq, u.event_seq, 'result', 'completed', jsonb_build_object('status', \
+           'completed', 'attempt', u.attempt, 'result', u.result), $1 FROM u \
+         RETURNING id, job_seq) \
+     SELECT u.id, u.app, u.command, u.event_seq, e.id AS event_id \
+     FROM u JOIN e ON e.job_seq = u.seq";
+
 /// Completes many jobs in one statement (the common case of a worker's
 /// batch): one round trip and one plan for the batch, where one statement
 /// per job cost the server a parse, bind and execute each. Rows are locked
@@ -529,6 +583,9 @@ pub(crate) async fn complete_many(
     now: Timestamp,
     completed: &[(&Fence, &Value)],
 ) -> Result<Vec<Option<JobEvent>>, StoreError> {
+    // Byte order, PostgreSQL's COLLATE "C": the order rows are locked in.
+    let mut completed = completed.to_vec();
+    completed.sort_by(|a, b| a.0.job_id.as_str().cmp(b.0.job_id.as_str()));
     let ids: Vec<&str> = completed.iter().map(|(f, _)| f.job_id.as_str()).collect();
     let attempts: Vec<i32> = completed.iter().map(|(f, _)| f.attempt as i32).collect();
     let workers: Vec<&str> = completed
@@ -538,25 +595,7 @@ pub(crate) async fn complete_many(
     let results: Vec<&Value> = completed.iter().map(|(_, r)| *r).collect();
     let rows = tx
         .query(
-            &prepared(
-                tx,
-                "WITH input AS (SELECT * FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[]) \
-                     AS i(id, attempt, worker_id, result)), \
-                 locked AS (SELECT j.seq, i.result FROM errand_jobs j JOIN input i ON j.id = i.id \
-                     WHERE j.status = 'running' AND j.attempt = i.attempt AND j.worker_id = i.worker_id \
-                     ORDER BY j.id COLLATE \"C\" FOR UPDATE OF j), \
-                 u AS (UPDATE errand_jobs j SET status = 'completed', result = locked.result, \
-                     finished = $1, lease_until = NULL, updated = $1, event_seq = j.event_seq + 1 \
-                     FROM locked WHERE j.seq = locked.seq \
-                     RETURNING j.seq, j.id, j.app, j.command, j.event_seq, j.attempt, j.result), \
-                 e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
-                     SELECT u.seq, u.event_seq, 'result', 'completed', jsonb_build_object('status', \
-                       'completed', 'attempt', u.attempt, 'result', u.result), $1 FROM u \
-                     RETURNING id, job_seq) \
-                 SELECT u.id, u.app, u.command, u.event_seq, e.id AS event_id \
-                 FROM u JOIN e ON e.job_seq = u.seq",
-            )
-            .await?,
+            &prepared(tx, COMPLETE_MANY).await?,
             &[&ts(now), &ids, &attempts, &workers, &results],
         )
         .await

@@ -1,0 +1,161 @@
+//! How PostgreSQL runs the statements every job goes through, checked on
+//! the plans it picks with statistics gone stale (taken while every job
+//! was new, as autovacuum may leave them): each job found by key, never a
+//! scan of the table or of every running job per outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use errand_core::SystemClock;
+use errand_postgres::{hot_statements, PgOptions, PgStore};
+use errand_store::{ClaimParams, NewJob, Store, DEFAULT_QUEUE};
+use serde_json::{json, Value};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::NoTls;
+
+mod common;
+
+/// Every node of an `EXPLAIN (FORMAT JSON)` plan.
+fn nodes(plan: &Value) -> Vec<&Value> {
+    let mut all = vec![plan];
+    let mut i = 0;
+    while i < all.len() {
+        if let Some(children) = all[i]["Plans"].as_array() {
+            all.extend(children);
+        }
+        i += 1;
+    }
+    all
+}
+
+async fn explain(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Value {
+    let row = client
+        .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), params)
+        .await
+        .unwrap();
+    let plan: Value = row.get(0);
+    plan[0]["Plan"].clone()
+}
+
+fn scans_of_the_jobs_table(plan: &Value) -> Vec<String> {
+    nodes(plan)
+        .into_iter()
+        .filter(|n| n["Relation Name"] == "errand_jobs" && n["Node Type"] == "Seq Scan")
+        .map(|n| n.to_string())
+        .collect()
+}
+
+fn uses_index(plan: &Value, index: &str) -> bool {
+    nodes(plan).iter().any(|n| n["Index Name"] == index)
+}
+
+fn rows_compared_and_dropped_by_joins(plan: &Value) -> u64 {
+    nodes(plan)
+        .iter()
+        .filter_map(|n| n["Rows Removed by Join Filter"].as_u64())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_outcomes_and_heartbeats_find_their_jobs_by_key() {
+    let Some((config, guard)) = common::fresh_database().await else {
+        return;
+    };
+    let options = PgOptions {
+        clock: Arc::new(SystemClock),
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect_with(config, options).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+
+    store
+        .submit_batch(
+            (0..5_000)
+                .map(|i| NewJob::new("a", "b", json!(i)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    client.batch_execute("ANALYZE errand_jobs").await.unwrap();
+    let running = store
+        .claim(ClaimParams {
+            worker_id: "w".into(),
+            queues: vec![DEFAULT_QUEUE.into()],
+            commands: None,
+            limit: 3_000,
+            lease: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 3_000);
+
+    let now = SystemTime::now();
+    let lease_until = now + Duration::from_secs(60);
+    let no_commands: Option<Vec<String>> = None;
+    let claim = explain(
+        &client,
+        &hot_statements::claim(),
+        &[
+            &now,
+            &"status",
+            &DEFAULT_QUEUE,
+            &no_commands,
+            &256_i64,
+            &"w2",
+            &lease_until,
+            &"test",
+        ],
+    )
+    .await;
+    assert_eq!(scans_of_the_jobs_table(&claim), Vec::<String>::new());
+
+    // 300 outcomes among 3,000 running jobs. The work may grow with the
+    // batch (at most 300 × 300 comparisons), never with the other running
+    // jobs (300 × 3,000: what a walk of the lease index cost).
+    const BOUNDED_BY_THE_BATCH: u64 = 300 * 300;
+    let batch = &running[..300];
+    let ids: Vec<&str> = batch.iter().map(|job| job.job_id.as_str()).collect();
+    let attempts: Vec<i32> = batch.iter().map(|job| job.attempt as i32).collect();
+    let renew = explain(
+        &client,
+        hot_statements::RENEW_LEASES,
+        &[&lease_until, &"w", &ids, &attempts],
+    )
+    .await;
+    assert_eq!(scans_of_the_jobs_table(&renew), Vec::<String>::new());
+    assert!(!uses_index(&renew, "errand_jobs_lease"), "{renew}");
+    assert!(
+        rows_compared_and_dropped_by_joins(&renew) < BOUNDED_BY_THE_BATCH,
+        "{renew}"
+    );
+
+    let workers = vec!["w"; batch.len()];
+    let results = vec![json!("done"); batch.len()];
+    let complete = explain(
+        &client,
+        hot_statements::COMPLETE_MANY,
+        &[&now, &ids, &attempts, &workers, &results],
+    )
+    .await;
+    assert_eq!(scans_of_the_jobs_table(&complete), Vec::<String>::new());
+    assert!(!uses_index(&complete, "errand_jobs_lease"), "{complete}");
+    assert!(
+        rows_compared_and_dropped_by_joins(&complete) < BOUNDED_BY_THE_BATCH,
+        "{complete}"
+    );
+    // EXPLAIN ANALYZE ran them: the plans were the real ones.
+    let completed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM errand_jobs WHERE status = 'completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 300);
+}
