@@ -233,6 +233,15 @@ fn all_completed(outcomes: &[(Fence, Outcome)]) -> Option<Vec<(&Fence, &serde_js
         .collect()
 }
 
+/// Whether no job is in the batch twice. It can be (an attempt that lost
+/// its lease, and the job's next attempt on the same worker); such a rare
+/// batch goes outcome by outcome, each fenced on its own.
+fn distinct_jobs(completed: &[(&Fence, &serde_json::Value)]) -> bool {
+    let mut ids: Vec<&str> = completed.iter().map(|(f, _)| f.job_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.windows(2).all(|w| w[0] != w[1])
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn submit(&self, job: NewJob) -> Result<SubmitReceipt, StoreError> {
@@ -303,7 +312,7 @@ impl Store for PgStore {
         outcomes: Vec<(Fence, Outcome)>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let now = self.clock.now();
-        if let Some(completed) = all_completed(&outcomes) {
+        if let Some(completed) = all_completed(&outcomes).filter(|c| distinct_jobs(c)) {
             return in_transaction!(self, |tx, events| {
                 let answers = write::complete_many(&tx, now, &completed).await?;
                 let mut results = Vec::with_capacity(answers.len());

@@ -577,22 +577,25 @@ pub(crate) const COMPLETE_MANY: &str =
 /// batch): one round trip and one plan for the batch, where one statement
 /// per job cost the server a parse, bind and execute each. Rows are locked
 /// in id order, as heartbeats lock them, so the two never deadlock. Each
-/// answer is the job's event, or `None` when its fence no longer holds.
+/// answer is the job's event, or `None` when its fence no longer holds,
+/// in the batch's order. The batch's job ids must be distinct (a result is
+/// found by its job's id).
 pub(crate) async fn complete_many(
     tx: &Transaction<'_>,
     now: Timestamp,
     completed: &[(&Fence, &Value)],
 ) -> Result<Vec<Option<JobEvent>>, StoreError> {
     // Byte order, PostgreSQL's COLLATE "C": the order rows are locked in.
-    let mut completed = completed.to_vec();
-    completed.sort_by(|a, b| a.0.job_id.as_str().cmp(b.0.job_id.as_str()));
-    let ids: Vec<&str> = completed.iter().map(|(f, _)| f.job_id.as_str()).collect();
-    let attempts: Vec<i32> = completed.iter().map(|(f, _)| f.attempt as i32).collect();
-    let workers: Vec<&str> = completed
-        .iter()
-        .map(|(f, _)| f.worker_id.as_str())
-        .collect();
-    let results: Vec<&Value> = completed.iter().map(|(_, r)| *r).collect();
+    let mut sorted = completed.to_vec();
+    sorted.sort_by(|a, b| a.0.job_id.as_str().cmp(b.0.job_id.as_str()));
+    debug_assert!(
+        sorted.windows(2).all(|w| w[0].0.job_id != w[1].0.job_id),
+        "a batch with one job twice goes outcome by outcome"
+    );
+    let ids: Vec<&str> = sorted.iter().map(|(f, _)| f.job_id.as_str()).collect();
+    let attempts: Vec<i32> = sorted.iter().map(|(f, _)| f.attempt as i32).collect();
+    let workers: Vec<&str> = sorted.iter().map(|(f, _)| f.worker_id.as_str()).collect();
+    let results: Vec<&Value> = sorted.iter().map(|(_, r)| *r).collect();
     let rows = tx
         .query(
             &prepared(tx, COMPLETE_MANY).await?,

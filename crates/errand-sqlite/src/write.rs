@@ -568,7 +568,7 @@ static COMPLETE: ChunkedSql = ChunkedSql::new(|rows| {
          FROM (VALUES {}) AS v \
          WHERE jobs.id = v.column1 AND jobs.status = 'running' \
          AND jobs.attempt = v.column2 AND jobs.worker_id = v.column3 \
-         RETURNING jobs.id, app, command, status, seq, event_seq",
+         RETURNING jobs.id, app, command, status, seq, event_seq, attempt",
         placeholders(rows, 4)
     )
 });
@@ -581,7 +581,9 @@ pub(crate) fn complete_many(
     done: &[PreparedCompletion],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let now = ctx.now.as_micros();
-    let mut changed: std::collections::HashMap<String, EventTarget> =
+    // By id, with the attempt that completed: a batch may hold two
+    // attempts of one job, of which only the current one matched a row.
+    let mut changed: std::collections::HashMap<String, (u32, EventTarget)> =
         std::collections::HashMap::with_capacity(done.len());
     for piece in pieces(done) {
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + piece.len() * 4);
@@ -608,13 +610,21 @@ pub(crate) fn complete_many(
                 seq: row.get(4).map_err(backend)?,
                 event_seq: row.get(5).map_err(backend)?,
             };
-            changed.insert(id, target);
+            let attempt: u32 = row.get(6).map_err(backend)?;
+            changed.insert(id, (attempt, target));
         }
     }
     let mut results = Vec::with_capacity(done.len());
     for completion in done {
-        results.push(match changed.remove(&completion.id) {
-            Some(target) => {
+        let current = matches!(changed.get(&completion.id),
+            Some((attempt, _)) if *attempt == completion.fence.attempt);
+        let target = if current {
+            changed.remove(&completion.id)
+        } else {
+            None
+        };
+        results.push(match target {
+            Some((_, target)) => {
                 record_event_text(
                     ctx,
                     target,

@@ -15,35 +15,35 @@ async fn expire(t: &TestStore) -> Vec<errand_core::JobId> {
 }
 
 /// A batch of completions is fenced job by job: a stale one among fresh
-/// ones is refused alone, and each answer is in the batch's order.
+/// ones is refused alone, and each answer is in the batch's order (which
+/// is neither the jobs' order nor its reverse).
 pub async fn a_batch_of_completions_fences_each_job_on_its_own(t: TestStore) {
     let ids: Vec<_> = t
         .store
-        .submit_batch(vec![new_job("a"), new_job("a"), new_job("a")])
+        .submit_batch((0..4).map(|_| new_job("a")).collect())
         .await
         .unwrap()
         .into_iter()
         .map(|r| r.job_id)
         .collect();
-    let claimed = t.store.claim(claim_params("w", 3)).await.unwrap();
-    assert_eq!(claimed.len(), 3);
-    // The middle job's lease is lost: another worker holds it now.
-    let middle = claimed.iter().find(|j| j.job_id == ids[1]).unwrap();
+    let claimed = t.store.claim(claim_params("w", 4)).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    // Job 1's lease is lost: another worker holds it now.
+    let lost = claimed.iter().find(|j| j.job_id == ids[1]).unwrap();
     t.store
-        .finish(vec![(fence(middle, "w"), Outcome::Released)])
+        .finish(vec![(fence(lost, "w"), Outcome::Released)])
         .await
         .unwrap();
     let retaken = claim_one(&t, "w2").await;
     assert_eq!(retaken.job_id, ids[1]);
-    let outcomes = ids
+    let outcomes = [1, 3, 0, 2]
         .iter()
-        .rev()
-        .map(|id| {
-            let job = claimed.iter().find(|j| &j.job_id == id).unwrap();
+        .map(|&i| {
+            let job = claimed.iter().find(|j| j.job_id == ids[i]).unwrap();
             (
                 fence(job, "w"),
                 Outcome::Completed {
-                    result: json!(id.as_str()),
+                    result: json!(ids[i].as_str()),
                 },
             )
         })
@@ -52,15 +52,16 @@ pub async fn a_batch_of_completions_fences_each_job_on_its_own(t: TestStore) {
     assert_eq!(
         answers,
         vec![
-            Ok(()),
             Err(StoreError::LeaseLost {
                 job_id: ids[1].clone(),
                 attempt: 1
             }),
-            Ok(())
+            Ok(()),
+            Ok(()),
+            Ok(()),
         ]
     );
-    for id in [&ids[0], &ids[2]] {
+    for id in [&ids[0], &ids[2], &ids[3]] {
         let job = t.store.get(id).await.unwrap();
         assert_eq!(job.status, JobStatus::Completed);
         assert_eq!(
@@ -71,11 +72,57 @@ pub async fn a_batch_of_completions_fences_each_job_on_its_own(t: TestStore) {
         let last = t.store.events(id, 0, 100).await.unwrap().pop().unwrap();
         assert_eq!(last.data["result"], json!(id.as_str()));
     }
-    let middle = t.store.get(&ids[1]).await.unwrap();
+    let lost = t.store.get(&ids[1]).await.unwrap();
     assert_eq!(
-        (middle.status, middle.worker_id.as_deref()),
+        (lost.status, lost.worker_id.as_deref()),
         (JobStatus::Running, Some("w2"))
     );
+}
+
+/// One batch may hold two attempts of the same job (the first lost its
+/// lease and the same worker took the job again): only the current
+/// attempt's completion counts, and each answer is its own.
+pub async fn a_batch_with_two_attempts_of_one_job_completes_the_current_one(t: TestStore) {
+    let id = t.store.submit(new_job("a")).await.unwrap().job_id;
+    let first = claim_one(&t, "w").await;
+    assert_eq!(expire(&t).await, vec![id.clone()]);
+    let second = claim_one(&t, "w").await;
+    assert_eq!((second.job_id.clone(), second.attempt), (id.clone(), 2));
+    let answers = t
+        .store
+        .finish(vec![
+            (
+                fence(&first, "w"),
+                Outcome::Completed {
+                    result: json!("first"),
+                },
+            ),
+            (
+                fence(&second, "w"),
+                Outcome::Completed {
+                    result: json!("second"),
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        vec![
+            Err(StoreError::LeaseLost {
+                job_id: id.clone(),
+                attempt: 1
+            }),
+            Ok(()),
+        ]
+    );
+    let job = t.store.get(&id).await.unwrap();
+    assert_eq!(
+        (job.status, job.attempt, job.result),
+        (JobStatus::Completed, 2, Some(json!("second")))
+    );
+    let last = t.store.events(&id, 0, 100).await.unwrap().pop().unwrap();
+    assert_eq!(last.data["result"], json!("second"));
 }
 
 pub async fn stale_worker_cannot_complete_reclaimed_job(t: TestStore) {

@@ -99,6 +99,7 @@ macro_rules! store_contract_tests {
             final_failure_fails_the_job,
             stale_worker_cannot_complete_reclaimed_job,
             a_batch_of_completions_fences_each_job_on_its_own,
+            a_batch_with_two_attempts_of_one_job_completes_the_current_one,
             stale_worker_cannot_report_progress_or_log,
             wrong_worker_is_fenced_out,
             heartbeat_renews_leases_and_reports_cancel_and_loss,
