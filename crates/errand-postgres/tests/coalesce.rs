@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use errand_core::{JobStatus, SystemClock};
-use errand_postgres::{PgOptions, PgStore};
+use errand_core::JobStatus;
+use errand_postgres::PgStore;
 use errand_store::{NewJob, Store, StoreError};
 use serde_json::json;
 
@@ -13,11 +13,7 @@ mod common;
 
 async fn store() -> Option<(Arc<PgStore>, common::database::TestDatabase)> {
     let (config, guard) = common::fresh_database().await?;
-    let options = PgOptions {
-        clock: Arc::new(SystemClock),
-        ..PgOptions::default()
-    };
-    let store = PgStore::connect_with(config, options).await.unwrap();
+    let store = common::system_clock_store(config).await;
     Some((Arc::new(store), guard))
 }
 

@@ -1,10 +1,7 @@
 //! A database made by an older errand is brought up to this one's schema
 //! on connect, and what it held keeps working.
 
-use std::sync::Arc;
-
-use errand_core::SystemClock;
-use errand_postgres::{PgOptions, PgStore, SCHEMA_VERSION};
+use errand_postgres::SCHEMA_VERSION;
 use errand_store::{NewJob, Store};
 use serde_json::json;
 use tokio_postgres::NoTls;
@@ -32,11 +29,7 @@ async fn a_version_1_database_keeps_its_idempotency_keys_after_migrating() {
         .await
         .unwrap();
 
-    let options = PgOptions {
-        clock: Arc::new(SystemClock),
-        ..PgOptions::default()
-    };
-    let store = PgStore::connect_with(config, options).await.unwrap();
+    let store = common::system_clock_store(config).await;
     let version: i32 = client
         .query_one("SELECT version FROM errand_schema", &[])
         .await

@@ -3,11 +3,9 @@
 //! was new, as autovacuum may leave them): each job found by key, never a
 //! scan of the table or of every running job per outcome.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use errand_core::SystemClock;
-use errand_postgres::{hot_statements, PgOptions, PgStore};
+use errand_postgres::hot_statements;
 use errand_store::{ClaimParams, NewJob, Store, DEFAULT_QUEUE};
 use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
@@ -65,11 +63,7 @@ async fn claims_outcomes_and_heartbeats_find_their_jobs_by_key() {
     let Some((config, guard)) = common::fresh_database().await else {
         return;
     };
-    let options = PgOptions {
-        clock: Arc::new(SystemClock),
-        ..PgOptions::default()
-    };
-    let store = PgStore::connect_with(config, options).await.unwrap();
+    let store = common::system_clock_store(config).await;
     let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
     tokio::spawn(connection);
 

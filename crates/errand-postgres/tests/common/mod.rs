@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use errand_core::ManualClock;
-use errand_postgres::{PgOptions, PgStore};
+use errand_core::{ManualClock, SystemClock};
+use errand_postgres::{PgConfig, PgOptions, PgStore};
 use errand_store::contract::TestStore;
 
 pub mod database;
@@ -21,4 +21,15 @@ pub async fn postgres_store(clock: Arc<ManualClock>) -> Option<TestStore> {
         .await
         .expect("the store connects");
     Some(TestStore::new(Arc::new(store), clock, guard))
+}
+
+/// A store on `config` that runs on real time, with default settings.
+pub async fn system_clock_store(config: PgConfig) -> PgStore {
+    let options = PgOptions {
+        clock: Arc::new(SystemClock),
+        ..PgOptions::default()
+    };
+    PgStore::connect_with(config, options)
+        .await
+        .expect("the store connects")
 }
