@@ -173,10 +173,13 @@ impl Worker {
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let mut more_ready = false;
+            // A failed claim is retried on any wake-up.
+            let mut short_of_slots = true;
             match claim_and_start(&shared, &slots, &mut tasks).await {
-                Ok(filled_all) => {
+                Ok(round) => {
                     unreachable_since = None;
-                    more_ready = filled_all;
+                    more_ready = round.filled_all;
+                    short_of_slots = round.short_of_slots;
                 }
                 Err(err) => {
                     let since = unreachable_since
@@ -200,8 +203,10 @@ impl Worker {
                 }
                 () = wait_for_work(&shared, &mut feed) => {}
                 () = tokio::time::sleep(config.poll_interval) => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                () = shared.slot_freed.notified() => {}
+                // A freed slot calls for a claim only if one was wanted:
+                // otherwise each finished job would wake an empty claim.
+                Some(_) = tasks.join_next(), if short_of_slots && !tasks.is_empty() => {}
+                () = shared.slot_freed.notified(), if short_of_slots => {}
             }
         }
 
@@ -247,22 +252,37 @@ pub(crate) async fn register(shared: &Shared) -> Result<(), WorkerError> {
     }
 }
 
-/// Claims for the free slots and starts each job. True when every slot
-/// asked for was filled, so more jobs may be waiting.
+/// What one round of claims found.
+struct ClaimRound {
+    /// Every slot asked for was filled: more jobs may be waiting.
+    filled_all: bool,
+    /// A job may have been left for want of a slot (none was free, or its
+    /// command was at its concurrency limit): a freed slot is worth a
+    /// claim. Otherwise every claimable job was taken, and only the change
+    /// feed (or the poll) can announce more.
+    short_of_slots: bool,
+}
+
+/// Claims for the free slots and starts each job.
 async fn claim_and_start(
     shared: &Arc<Shared>,
     slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
-) -> Result<bool, StoreError> {
+) -> Result<ClaimRound, StoreError> {
     let free = slots.available_permits();
     if free == 0 {
-        return Ok(false);
+        return Ok(ClaimRound {
+            filled_all: false,
+            short_of_slots: true,
+        });
     }
     let mut asked = 0;
     let mut got = 0;
+    let mut short_of_slots = false;
     for (commands, limit) in claim_plan(shared, free) {
         let limit = limit.min(free - got);
         if limit == 0 {
+            short_of_slots = true;
             continue;
         }
         let params = ClaimParams {
@@ -287,11 +307,15 @@ async fn claim_and_start(
             });
         }
     }
-    Ok(asked > 0 && got == asked)
+    Ok(ClaimRound {
+        filled_all: asked > 0 && got == asked,
+        short_of_slots,
+    })
 }
 
 /// Which commands to claim and how many of each: per-command limits get
-/// their own claims so one batch cannot exceed them.
+/// their own claims so one batch cannot exceed them (a command at its
+/// limit is in the plan with room for none).
 fn claim_plan(shared: &Shared, free: usize) -> Vec<(Option<Vec<String>>, usize)> {
     if shared.config.claim_filter == ClaimFilter::All {
         return vec![(None, free)];
@@ -305,9 +329,7 @@ fn claim_plan(shared: &Shared, free: usize) -> Vec<(Option<Vec<String>>, usize)>
             None => unlimited.push(name),
             Some(max) => {
                 let room = max.saturating_sub(running.get(&name).copied().unwrap_or(0));
-                if room > 0 {
-                    plan.push((Some(vec![name]), room));
-                }
+                plan.push((Some(vec![name]), room));
             }
         }
     }
@@ -320,6 +342,11 @@ fn claim_plan(shared: &Shared, free: usize) -> Vec<(Option<Vec<String>>, usize)>
 /// Returns when the change feed suggests there is work: a job became `new`
 /// (submitted, retried, reaped). Cancel requests for our running jobs are
 /// acted on here at once, without waiting for the next heartbeat.
+///
+/// The events already waiting are read too before it returns: the claim
+/// that follows finds every job they announce, so one wake-up stands for
+/// all of them. (Returning at the first left a burst of N submits to wake
+/// N claims, all but the first of which found nothing.)
 async fn wait_for_work(
     shared: &Shared,
     feed: &mut broadcast::Receiver<Arc<errand_core::JobEvent>>,
@@ -327,21 +354,36 @@ async fn wait_for_work(
     loop {
         match feed.recv().await {
             Ok(event) => {
-                if event.status == JobStatus::New && event.kind != EventKind::Log {
-                    return;
-                }
-                if event.kind == EventKind::Status
-                    && event.data.get("cancel_requested").and_then(|v| v.as_bool()) == Some(true)
-                    && shared.running.contains(&event.job_id)
-                {
-                    shared.running.stop(&event.job_id, StopReason::Canceled);
+                if announces_work(shared, &event) {
+                    break;
                 }
             }
             // Missed events: a claim finds whatever they announced.
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Lagged(_)) => break,
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         }
     }
+    loop {
+        match feed.try_recv() {
+            Ok(event) => {
+                announces_work(shared, &event);
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether `event` makes a job claimable; stops our job when it asks for
+/// a cancel.
+fn announces_work(shared: &Shared, event: &errand_core::JobEvent) -> bool {
+    if event.kind == EventKind::Status
+        && event.data.get("cancel_requested").and_then(|v| v.as_bool()) == Some(true)
+        && shared.running.contains(&event.job_id)
+    {
+        shared.running.stop(&event.job_id, StopReason::Canceled);
+    }
+    event.status == JobStatus::New && event.kind != EventKind::Log
 }
 
 async fn drain(shared: &Shared, tasks: &mut JoinSet<()>) {
