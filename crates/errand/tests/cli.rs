@@ -60,34 +60,48 @@ impl Server {
     }
 
     /// `errand serve ARGS` with `dir` as its working directory.
+    ///
+    /// Up once it says it serves on its port. Tests run in parallel, and
+    /// another may take the port between `free_port` and the bind: then
+    /// this server exits, and it is started again on another port (a probe
+    /// that connects could be answered by the other test's server).
     fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Self {
-        let port = common::free_port();
-        let process = Command::new(ERRAND)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("ERRAND_URL")
-            .env_remove("ERRAND_API_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            dir,
-            url: format!("http://127.0.0.1:{port}"),
-            process,
-        };
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
+        let log = dir.path().join("serve.log");
+        for _ in 0..5 {
+            let port = common::free_port();
+            let mut process = Command::new(ERRAND)
+                .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+                .args(args)
+                .current_dir(dir.path())
+                .env_remove("ERRAND_URL")
+                .env_remove("ERRAND_API_TOKEN")
+                .env_remove("ERRAND_LOG_FORMAT")
+                .env("ERRAND_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let serving = format!("serving on http://127.0.0.1:{port}/");
+            for _ in 0..500 {
+                if std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&serving)) {
+                    return Self {
+                        dir,
+                        url: format!("http://127.0.0.1:{port}"),
+                        process,
+                    };
+                }
+                if process.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = process.kill();
+            let _ = process.wait();
         }
-        panic!("errand serve did not come up: {}", server.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+        panic!(
+            "errand serve did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// `errand ARGS` against this server, from its folder.
