@@ -83,6 +83,16 @@ fn record_event(
     record_event_text(ctx, changed, kind, text, data)
 }
 
+/// [`record_event`] with an event made ready off the writer.
+fn record_prepared_event(
+    ctx: &mut WriteCtx,
+    changed: impl Into<EventTarget>,
+    kind: EventKind,
+    event: &PreparedEvent,
+) -> Result<(), StoreError> {
+    record_event_text(ctx, changed, kind, event.text.clone(), event.take_value())
+}
+
 /// [`record_event`] with the data already written as JSON text.
 fn record_event_text(
     ctx: &mut WriteCtx,
@@ -286,13 +296,7 @@ pub(crate) fn submit(
         seq: conn.last_insert_rowid(),
         event_seq: 1,
     };
-    record_event_text(
-        ctx,
-        target,
-        EventKind::Status,
-        job.event.text.clone(),
-        job.event.take_value(),
-    )?;
+    record_prepared_event(ctx, target, EventKind::Status, &job.event)?;
     Ok(SubmitReceipt {
         job_id: job.job_id.clone(),
         created: true,
@@ -616,22 +620,15 @@ pub(crate) fn complete_many(
     }
     let mut results = Vec::with_capacity(done.len());
     for completion in done {
-        let current = matches!(changed.get(&completion.id),
-            Some((attempt, _)) if *attempt == completion.fence.attempt);
-        let target = if current {
-            changed.remove(&completion.id)
-        } else {
-            None
+        let target = match changed.get(&completion.id) {
+            Some((attempt, _)) if *attempt == completion.fence.attempt => {
+                changed.remove(&completion.id)
+            }
+            _ => None,
         };
         results.push(match target {
             Some((_, target)) => {
-                record_event_text(
-                    ctx,
-                    target,
-                    EventKind::Result,
-                    completion.event.text.clone(),
-                    completion.event.take_value(),
-                )?;
+                record_prepared_event(ctx, target, EventKind::Result, &completion.event)?;
                 Ok(())
             }
             None => Err(fenced_out(conn, &completion.fence)?),
