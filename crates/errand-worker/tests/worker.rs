@@ -478,6 +478,38 @@ async fn a_burst_of_jobs_costs_a_few_claims_not_one_per_job() {
     h.stop().await.unwrap();
 }
 
+/// Jobs left waiting because their command was at its concurrency limit
+/// are claimed as soon as a slot frees, with no poll to find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_held_back_by_its_command_limit_starts_when_a_slot_frees() {
+    let mut registry = Registry::new();
+    let narrow = concurrency_probe(
+        &mut registry,
+        "narrow",
+        CommandOptions {
+            max_concurrency: Some(1),
+            ..options()
+        },
+    );
+    let config = WorkerConfig {
+        max_tasks: 10,
+        poll_interval: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let mut h = Harness::start(registry, config).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ids = h
+        .store
+        .submit_batch((0..3).map(|_| job("narrow", json!({}))).collect())
+        .await
+        .unwrap();
+    for receipt in &ids {
+        h.wait_for(&receipt.job_id, JobStatus::Completed).await;
+    }
+    assert_eq!(narrow.load(Ordering::SeqCst), 1);
+    h.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn new_jobs_are_picked_up_by_notification_without_polling() {
     let config = WorkerConfig {
