@@ -6,6 +6,8 @@
 //!   the writer and each read to a read connection.
 //! - `writer`: the single writer thread and its group commit.
 //! - `checkpoint`: WAL checkpoints on a thread of their own.
+//! - `foreign`: events other processes commit to the same file, published
+//!   on this process's change feed.
 //! - `chunks`: multi-row statements in a few fixed sizes.
 //! - `write` / `read`: the SQL of every operation.
 //! - `readers`: the pool of read connections.
@@ -18,6 +20,7 @@
 
 mod checkpoint;
 mod chunks;
+mod foreign;
 mod migrations;
 pub use migrations::SCHEMA_VERSION;
 mod read;
@@ -115,6 +118,7 @@ impl SqliteStore {
             options.clock.clone(),
             feed.clone(),
             Some(checkpointer),
+            Some(&path),
         )
         .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {

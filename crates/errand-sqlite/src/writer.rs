@@ -2,7 +2,8 @@
 //! operations of all concurrent callers together (group commit), so a burst
 //! of N submits costs one fsync, not N.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use errand_core::{Clock, JobEvent, Timestamp};
@@ -11,6 +12,7 @@ use rusqlite::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::checkpoint::Checkpointer;
+use crate::foreign::{ForeignEvents, Watcher};
 use crate::rows::backend;
 
 /// The most operations one transaction carries; bounds a commit's latency.
@@ -28,6 +30,9 @@ pub(crate) struct WriteCtx {
     /// Event rows the running operation recorded, inserted together when
     /// it succeeds.
     pub pending_events: Vec<crate::write::EventRow>,
+    /// Events other processes committed before this group's transaction
+    /// began, published ahead of the group's own.
+    pub foreign: Vec<JobEvent>,
 }
 
 /// One caller's share of a group transaction.
@@ -43,6 +48,24 @@ trait WriteOp: Send {
     fn database_failed(&self) -> bool;
     /// Called once the operation's transaction committed (or failed to).
     fn respond(self: Box<Self>, committed: Result<(), StoreError>);
+    /// A request to look for other processes' events, not a write.
+    fn is_look(&self) -> bool {
+        false
+    }
+}
+
+/// Asks the writer to look for events other processes committed.
+struct Look;
+
+impl WriteOp for Look {
+    fn apply(&mut self, _conn: &Connection, _ctx: &mut WriteCtx) {}
+    fn database_failed(&self) -> bool {
+        false
+    }
+    fn respond(self: Box<Self>, _committed: Result<(), StoreError>) {}
+    fn is_look(&self) -> bool {
+        true
+    }
 }
 
 struct Op<T, F> {
@@ -93,22 +116,61 @@ where
 pub(crate) struct Writer {
     ops: mpsc::Sender<Box<dyn WriteOp>>,
     commits: Arc<AtomicU64>,
+    _watcher: Option<Watcher>,
 }
 
 impl Writer {
+    /// With `watch`, the path of the database file, the writer also
+    /// publishes the events other processes commit to that file.
     pub(crate) fn start(
         conn: Connection,
         clock: Arc<dyn Clock>,
         feed: broadcast::Sender<Arc<JobEvent>>,
         checkpointer: Option<Checkpointer>,
+        watch: Option<&Path>,
     ) -> std::io::Result<Self> {
         let (ops, receiver) = mpsc::channel(8 * MAX_GROUP);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
+        let foreign = ForeignEvents::new(&conn).map_err(std::io::Error::other)?;
+        let look_pending = Arc::new(AtomicBool::new(false));
+        let pending = look_pending.clone();
         std::thread::Builder::new()
             .name("errand-sqlite-writer".into())
-            .spawn(move || write_loop(conn, receiver, clock, feed, counter, checkpointer))?;
-        Ok(Self { ops, commits })
+            .spawn(move || {
+                let mut loop_state = LoopState {
+                    clock,
+                    feed,
+                    commits: counter,
+                    checkpointer,
+                    foreign,
+                    look_pending: pending,
+                };
+                write_loop(conn, receiver, &mut loop_state)
+            })?;
+        let watcher = match watch {
+            None => None,
+            Some(path) => {
+                let ops = ops.clone();
+                let pending = look_pending.clone();
+                Some(Watcher::start(path, look_pending, move || {
+                    match ops.try_send(Box::new(Look)) {
+                        Ok(()) => true,
+                        // Busy: its next transaction looks anyway.
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            pending.store(false, Ordering::Release);
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    }
+                })?)
+            }
+        };
+        Ok(Self {
+            ops,
+            commits,
+            _watcher: watcher,
+        })
     }
 
     /// Runs `run` in the next group transaction; answers after the commit.
@@ -138,20 +200,40 @@ impl Writer {
     }
 }
 
-fn write_loop(
-    conn: Connection,
-    mut receiver: mpsc::Receiver<Box<dyn WriteOp>>,
+/// What the writer thread keeps between groups.
+struct LoopState {
     clock: Arc<dyn Clock>,
     feed: broadcast::Sender<Arc<JobEvent>>,
     commits: Arc<AtomicU64>,
     checkpointer: Option<Checkpointer>,
-) {
-    let wrote = || {
-        commits.fetch_add(1, Ordering::Relaxed);
-        if let Some(checkpointer) = &checkpointer {
+    foreign: ForeignEvents,
+    look_pending: Arc<AtomicBool>,
+}
+
+impl LoopState {
+    fn wrote(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(checkpointer) = &self.checkpointer {
             checkpointer.nudge();
         }
-    };
+    }
+
+    /// Publishes a committed group's events, other processes' first (they
+    /// committed before it).
+    fn committed(&mut self, ctx: &mut WriteCtx) {
+        publish(&self.feed, &mut ctx.foreign);
+        if let Some(last) = ctx.events.last() {
+            self.foreign.committed(last.id);
+        }
+        publish(&self.feed, &mut ctx.events);
+    }
+}
+
+fn write_loop(
+    conn: Connection,
+    mut receiver: mpsc::Receiver<Box<dyn WriteOp>>,
+    state: &mut LoopState,
+) {
     let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = receiver.blocking_recv() {
         group.push(first);
@@ -161,45 +243,69 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        if group.iter().any(|op| op.is_look()) {
+            // Cleared before looking: a change during the look asks again.
+            state.look_pending.store(false, Ordering::Release);
+            group.retain(|op| !op.is_look());
+            if group.is_empty() {
+                match state.foreign.idle_look(&conn) {
+                    Ok(mut events) => publish(&state.feed, &mut events),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot read other processes' events; will look again")
+                    }
+                }
+                continue;
+            }
+        }
         let mut ctx = WriteCtx {
-            now: clock.now(),
+            now: state.clock.now(),
             events: Vec::new(),
             next_event_id: 0,
             pending_events: Vec::new(),
+            foreign: Vec::new(),
         };
         let changes_before = conn.total_changes();
-        let committed = commit_group(&conn, &mut group, &mut ctx);
+        let committed = commit_group(&conn, &mut group, &mut ctx, &mut state.foreign);
         if committed.is_ok() {
             // Only transactions that wrote count: an empty claim writes nothing.
             if conn.total_changes() != changes_before {
-                wrote();
+                state.wrote();
             }
-            publish(&feed, &mut ctx);
+            state.committed(&mut ctx);
             for op in group.drain(..) {
                 op.respond(Ok(()));
             }
             continue;
         }
+        // Other processes' events read before the failure were committed.
+        publish(&state.feed, &mut ctx.foreign);
         // Something failed at the database level: run each op alone so
         // the failure stays with the op that caused it.
         tracing::warn!(error = ?committed, ops = group.len(), "group commit failed; retrying its operations one by one");
         for mut op in group.drain(..) {
             ctx.events.clear();
             let changes_before = conn.total_changes();
-            let committed = commit_group(&conn, std::slice::from_mut(&mut op), &mut ctx);
+            let committed = commit_group(
+                &conn,
+                std::slice::from_mut(&mut op),
+                &mut ctx,
+                &mut state.foreign,
+            );
             if committed.is_ok() {
                 if conn.total_changes() != changes_before {
-                    wrote();
+                    state.wrote();
                 }
-                publish(&feed, &mut ctx);
+                state.committed(&mut ctx);
+            } else {
+                publish(&state.feed, &mut ctx.foreign);
             }
             op.respond(committed);
         }
     }
 }
 
-fn publish(feed: &broadcast::Sender<Arc<JobEvent>>, ctx: &mut WriteCtx) {
-    for event in ctx.events.drain(..) {
+fn publish(feed: &broadcast::Sender<Arc<JobEvent>>, events: &mut Vec<JobEvent>) {
+    for event in events.drain(..) {
         // No subscriber is not an error.
         let _ = feed.send(Arc::new(event));
     }
@@ -220,14 +326,17 @@ fn commit_group(
     conn: &Connection,
     group: &mut [Box<dyn WriteOp>],
     ctx: &mut WriteCtx,
+    foreign: &mut ForeignEvents,
 ) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
-    match next_event_id(conn) {
-        Ok(id) => ctx.next_event_id = id,
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(err);
-        }
+    let started = next_event_id(conn).and_then(|id| {
+        ctx.next_event_id = id;
+        ctx.foreign.extend(foreign.before(conn, id)?);
+        Ok(())
+    });
+    if let Err(err) = started {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(err);
     }
     for op in group.iter_mut() {
         op.apply(conn, ctx);
@@ -256,7 +365,7 @@ mod tests {
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL);")
             .unwrap();
         let (feed, _) = broadcast::channel(16);
-        Writer::start(conn, Arc::new(SystemClock), feed, None).unwrap()
+        Writer::start(conn, Arc::new(SystemClock), feed, None, None).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 mod admin;
 mod args;
 mod bench;
+mod logging;
 mod run;
 mod terminal;
 
@@ -172,22 +173,16 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ERRAND_LOG").unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("ERRAND_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    let _flush_logs_at_exit = logging::init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Serve { .. } | Cmd::Worker { .. }) {
+        logging::die_quietly_on_closed_stdout();
+    }
     match run(cli).await {
         Ok(exit) => exit.into(),
         Err(error) => {
             let exit = Exit::for_error(&error);
-            anstream::eprintln!("errand: {error:#}");
+            logging::report_error(&error);
             exit.into()
         }
     }

@@ -3,14 +3,13 @@
 //! run as processes, checked by their output and exit codes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-
-const ERRAND: &str = env!("CARGO_BIN_EXE_errand");
+use common::serve::{errand_in, json, text, Server, ERRAND};
 
 /// Exit codes (docs/cli.md).
 const JOB_FAILED: i32 = 3;
@@ -46,125 +45,15 @@ argv = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo \"{\\\"progress\\\": 0.$i
 "#;
 
 /// `errand serve` in a folder of its own, with [`CONFIG`].
-struct Server {
-    dir: tempfile::TempDir,
-    url: String,
-    process: Child,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("errand.toml"), CONFIG).unwrap();
-        Self::start_in(dir, &[])
-    }
-
-    /// `errand serve ARGS` with `dir` as its working directory.
-    ///
-    /// Up once it says it serves on its port. Tests run in parallel, and
-    /// another may take the port between `free_port` and the bind: then
-    /// this server exits, and it is started again on another port (a probe
-    /// that connects could be answered by the other test's server).
-    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Self {
-        let log = dir.path().join("serve.log");
-        for _ in 0..5 {
-            let port = common::free_port();
-            let mut process = Command::new(ERRAND)
-                .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-                .args(args)
-                .current_dir(dir.path())
-                .env_remove("ERRAND_URL")
-                .env_remove("ERRAND_API_TOKEN")
-                .env_remove("ERRAND_LOG_FORMAT")
-                .env("ERRAND_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let serving = format!("serving on http://127.0.0.1:{port}/");
-            for _ in 0..500 {
-                if std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&serving)) {
-                    return Self {
-                        dir,
-                        url: format!("http://127.0.0.1:{port}"),
-                        process,
-                    };
-                }
-                if process.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-        panic!(
-            "errand serve did not come up: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    /// `errand ARGS` against this server, from its folder.
-    fn errand(&self, args: &[&str]) -> Output {
-        errand_in(self.dir.path(), &self.url, args)
-    }
-
-    /// Submits and returns the job id.
-    fn submit(&self, command: &str, input: &str) -> String {
-        let out = self.errand(&["submit", command, "--input", input]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout).trim().to_owned()
-    }
-
-    fn job(&self, id: &str) -> Value {
-        json(&self.errand(&["status", id, "--json"]))
-    }
-
-    fn wait_for_status(&self, id: &str, status: &str) -> Value {
-        for _ in 0..500 {
-            let job = self.job(id);
-            if job["status"] == status {
-                return job;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("job {id} never became {status}: {}", self.job(id));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.process.id().to_string()])
-            .status();
-        let _ = self.process.wait();
-    }
-}
-
-fn errand_in(dir: &Path, url: &str, args: &[&str]) -> Output {
-    Command::new(ERRAND)
-        .args(args)
-        .current_dir(dir)
-        .env("ERRAND_URL", url)
-        .env_remove("ERRAND_API_TOKEN")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json(out: &Output) -> Value {
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("errand.toml"), CONFIG).unwrap();
+    Server::start_in(dir, &[])
 }
 
 #[test]
 fn submit_wait_prints_the_result_and_exits_zero() {
-    let server = Server::start();
+    let server = start();
     let out = server.errand(&[
         "submit",
         "ext.upper",
@@ -180,7 +69,7 @@ fn submit_wait_prints_the_result_and_exits_zero() {
 
 #[test]
 fn submit_wait_exits_3_with_the_reason_when_the_job_fails() {
-    let server = Server::start();
+    let server = start();
     let out = server.errand(&["submit", "ext.garbage", "--wait"]);
     assert_eq!(out.status.code(), Some(JOB_FAILED));
     let stderr = text(&out.stderr);
@@ -193,7 +82,7 @@ fn submit_wait_exits_3_with_the_reason_when_the_job_fails() {
 
 #[test]
 fn refused_input_and_an_unreachable_server_have_their_own_exit_codes() {
-    let server = Server::start();
+    let server = start();
     // Fails the command's schema: the server's 422 names the field.
     let out = server.errand(&["submit", "ext.upper", "--input", r#"{"text": 5}"#]);
     assert_eq!(out.status.code(), Some(REJECTED));
@@ -223,7 +112,7 @@ fn refused_input_and_an_unreachable_server_have_their_own_exit_codes() {
 
 #[test]
 fn exit_code_75_requeues_the_job_and_the_next_attempt_completes() {
-    let server = Server::start();
+    let server = start();
     let id = server.submit("ext.flaky", "{}");
     let out = server.errand(&["watch", &id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -257,7 +146,7 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn cancel_kills_the_external_programs_whole_process_group() {
-    let server = Server::start();
+    let server = start();
     let id = server.submit("ext.forever", "{}");
     server.wait_for_status(&id, "running");
     let pid_file: PathBuf = server.dir.path().join(format!("pids-{id}"));
@@ -301,7 +190,7 @@ fn cancel_kills_the_external_programs_whole_process_group() {
 
 #[test]
 fn list_json_parses_and_filters_by_status_and_command() {
-    let server = Server::start();
+    let server = start();
     let done = server.submit("ext.upper", r#"{"text": "a"}"#);
     let failed = server.submit("ext.garbage", "{}");
     let waiting = server.submit("demo.sleep", r#"{"secs": 0}"#);
@@ -351,7 +240,7 @@ fn list_json_parses_and_filters_by_status_and_command() {
 
 #[test]
 fn stats_commands_and_workers_answer_in_json_and_tables() {
-    let server = Server::start();
+    let server = start();
     let id = server.submit("ext.upper", r#"{"text": "a"}"#);
     server.wait_for_status(&id, "completed");
     let commands = json(&server.errand(&["commands", "--json"]));
@@ -389,7 +278,7 @@ fn stats_commands_and_workers_answer_in_json_and_tables() {
 
 #[test]
 fn prune_deletes_finished_jobs_and_migrate_prepares_a_new_store() {
-    let server = Server::start();
+    let server = start();
     let id = server.submit("ext.upper", r#"{"text": "a"}"#);
     server.wait_for_status(&id, "completed");
     let out = server.errand(&["prune", "--older-than", "0s"]);
@@ -580,7 +469,7 @@ fn follow_draws_a_progress_bar_that_advances_and_ends_with_the_result() {
         eprintln!("SKIPPED: the terminal test needs tmux");
         return;
     }
-    let server = Server::start();
+    let server = start();
     let command = format!(
         "ERRAND_URL={} {ERRAND} submit ext.progress --follow; echo EXIT=$?; sleep 60",
         server.url

@@ -1,6 +1,9 @@
-//! Helpers shared by the PostgreSQL test files.
+//! Helpers shared by the test files: PostgreSQL databases, free ports, a
+//! running `errand serve`.
 
 #![allow(dead_code)]
+
+pub mod serve;
 
 use errand_postgres::{PgConfig, PgOptions, PgStore};
 
