@@ -169,12 +169,44 @@ impl ExternalProgram {
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
+        die_with_this_process(&mut command);
         command.spawn().map_err(|e| {
             HandlerError::permanent(format!("cannot start {program}: {e}"))
                 .with_kind(error_kind::HANDLER)
         })
     }
 }
+
+/// The program dies with its worker: SIGKILL the worker (or crash it) and
+/// the kernel kills the program (the `orphans` watchdog kills the rest of
+/// its group).
+///
+/// Linux sends the signal when the *thread* that forked the program ends;
+/// the program is spawned from an async task, on one of the runtime's
+/// worker threads, which live as long as the runtime.
+#[cfg(target_os = "linux")]
+fn die_with_this_process(command: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes two
+    // async-signal-safe system calls.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            // The worker may have died before the call above: then the
+            // program was already re-parented and no signal will come.
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(std::io::Error::other(
+                    "the worker exited while starting the program",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_this_process(_command: &mut Command) {}
 
 /// The program's stdout, at most `limit` bytes; past that the group is
 /// killed and the job fails.
@@ -393,6 +425,7 @@ impl ProcessGroup {
         let pid = child
             .id()
             .ok_or_else(|| HandlerError::retryable("the program exited before it was tracked"))?;
+        crate::orphans::guard(pid as i32);
         Ok(Self {
             id: Pid::from_raw(pid as i32),
             armed: true.into(),
@@ -432,6 +465,7 @@ impl Drop for ProcessGroup {
         if self.armed.load(std::sync::atomic::Ordering::Relaxed) {
             self.kill();
         }
+        crate::orphans::release(self.id.as_raw());
     }
 }
 

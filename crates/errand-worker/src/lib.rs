@@ -23,6 +23,7 @@ mod completer;
 pub mod context;
 mod execute;
 pub mod external;
+mod orphans;
 pub mod registry;
 mod running;
 mod services;

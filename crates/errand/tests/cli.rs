@@ -149,21 +149,7 @@ fn cancel_kills_the_external_programs_whole_process_group() {
     let server = start();
     let id = server.submit("ext.forever", "{}");
     server.wait_for_status(&id, "running");
-    let pid_file: PathBuf = server.dir.path().join(format!("pids-{id}"));
-    let mut pids = Vec::new();
-    for _ in 0..500 {
-        if let Ok(found) = std::fs::read_to_string(&pid_file) {
-            pids = found
-                .split_whitespace()
-                .map(|p| p.parse::<i32>().unwrap())
-                .collect();
-            if pids.len() == 2 {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(pids.len(), 2, "the program never wrote its pids");
+    let pids = program_pids(&server, &id);
     assert!(pids.iter().all(|pid| alive(*pid)));
 
     let out = server.errand(&["cancel", &id]);
@@ -184,6 +170,45 @@ fn cancel_kills_the_external_programs_whole_process_group() {
     }
     panic!(
         "still alive after cancel: {:?}",
+        pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
+}
+
+/// Reads the program's two pids (the shell and its `sleep`) once written.
+fn program_pids(server: &Server, id: &str) -> Vec<i32> {
+    let pid_file: PathBuf = server.dir.path().join(format!("pids-{id}"));
+    for _ in 0..500 {
+        if let Ok(found) = std::fs::read_to_string(&pid_file) {
+            let pids: Vec<i32> = found
+                .split_whitespace()
+                .map(|p| p.parse::<i32>().unwrap())
+                .collect();
+            if pids.len() == 2 {
+                return pids;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the program never wrote its pids");
+}
+
+#[test]
+fn a_sigkilled_worker_takes_its_program_and_the_programs_children_with_it() {
+    let mut server = start();
+    let id = server.submit("ext.forever", "{}");
+    server.wait_for_status(&id, "running");
+    let pids = program_pids(&server, &id);
+    assert!(pids.iter().all(|pid| alive(*pid)));
+    server.process.kill().unwrap();
+    server.process.wait().unwrap();
+    for _ in 0..250 {
+        if pids.iter().all(|pid| !alive(*pid)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "outlived their SIGKILLed worker: {:?}",
         pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
     );
 }
