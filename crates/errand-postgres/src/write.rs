@@ -917,7 +917,8 @@ pub(crate) async fn reap_expired(
             )
         } else {
             (
-                "status = 'new', run_at = $1, worker_id = NULL, lease_until = NULL, error = $6, updated = $1",
+                // run_at stays: the job keeps its place in the queue.
+                "status = 'new', worker_id = NULL, lease_until = NULL, error = $6, updated = $1",
                 EventKind::Failure,
                 json!({"status": "new", "error": error, "retry_at": now}),
                 Some(error_value),

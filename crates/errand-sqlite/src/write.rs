@@ -877,7 +877,8 @@ pub(crate) fn reap_expired(
             )
         } else {
             (
-                "status = 'new', run_at = ?1, worker_id = NULL, lease_until = NULL, error = ?4",
+                // run_at stays: the job keeps its place in the queue.
+                "status = 'new', worker_id = NULL, lease_until = NULL, error = ?4",
                 json!({"status": "new", "error": error, "retry_at": ctx.now}),
             )
         };

@@ -319,6 +319,20 @@ pub async fn expired_lease_is_reaped_and_counts_the_attempt(t: TestStore) {
     assert_eq!(t.store.get(&id).await.unwrap().attempt, 2);
 }
 
+/// A job whose worker died goes back to its place in the queue, ahead of
+/// the jobs submitted after it, not behind the whole backlog.
+pub async fn a_reaped_job_keeps_its_place_in_the_queue(t: TestStore) {
+    let first = t.store.submit(new_job("a")).await.unwrap().job_id;
+    claim_one(&t, "dead").await;
+    t.clock.advance(Duration::from_secs(5));
+    for _ in 0..3 {
+        t.store.submit(new_job("a")).await.unwrap();
+    }
+    assert_eq!(expire(&t).await, vec![first.clone()]);
+    let next = t.store.claim(claim_params("alive", 1)).await.unwrap();
+    assert_eq!(next[0].job_id, first, "the reaped job runs first");
+}
+
 pub async fn expired_lease_on_last_attempt_fails_the_job(t: TestStore) {
     let id = t
         .store

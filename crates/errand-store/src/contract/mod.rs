@@ -106,6 +106,7 @@ macro_rules! store_contract_tests {
             heartbeats_and_batched_finishes_of_the_same_jobs_never_collide,
             expired_lease_is_reaped_and_counts_the_attempt,
             expired_lease_on_last_attempt_fails_the_job,
+            a_reaped_job_keeps_its_place_in_the_queue,
             live_leases_are_not_reaped,
             cancel_of_a_new_job_is_immediate,
             cancel_of_a_running_job_asks_its_worker,
