@@ -215,6 +215,7 @@ async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
     let label = outcome.label();
     let mut wait = Duration::from_millis(50);
     let give_up = tokio::time::Instant::now() + shared.config.lease;
+    let mut retried = false;
     loop {
         match shared
             .completer
@@ -226,13 +227,20 @@ async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
                 return;
             }
             Err(StoreError::LeaseLost { .. }) => {
-                tracing::warn!(
-                    outcome = label,
-                    "outcome rejected: another attempt holds the job now"
-                );
+                let now = shared.store.get(&fence.job_id).await.ok();
+                match why_refused(&fence, retried, now.as_ref()) {
+                    Refusal::RecordedByAnEarlierTry => tracing::info!(
+                        outcome = label,
+                        "the outcome was recorded by an earlier try whose answer was lost (the store failed after committing it)"
+                    ),
+                    Refusal::LeaseLost(why) => {
+                        tracing::warn!(outcome = label, "outcome not recorded: {why}")
+                    }
+                }
                 return;
             }
             Err(err) if err.is_transient() && tokio::time::Instant::now() < give_up => {
+                retried = true;
                 tracing::warn!(error = %err, "cannot record the outcome yet; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
@@ -242,5 +250,96 @@ async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
                 return;
             }
         }
+    }
+}
+
+/// Why the store refused an attempt's outcome.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// A try that failed in transit had committed after all.
+    RecordedByAnEarlierTry,
+    /// The attempt lost the job; says what became of it.
+    LeaseLost(String),
+}
+
+/// Tells a refused outcome's real cause from the job as it is now (`None`
+/// when it could not be read). After a try whose answer was lost, the
+/// same attempt, no longer running, means that try committed.
+fn why_refused(fence: &Fence, retried: bool, now: Option<&Job>) -> Refusal {
+    let Some(job) = now else {
+        return Refusal::LeaseLost("this attempt no longer holds the job".into());
+    };
+    let same_attempt = job.attempt == fence.attempt;
+    let left_running = job.status != errand_core::JobStatus::Running
+        || job.worker_id.as_deref() != Some(fence.worker_id.as_str());
+    if retried && same_attempt && left_running && !job.cancel_requested {
+        return Refusal::RecordedByAnEarlierTry;
+    }
+    Refusal::LeaseLost(if same_attempt {
+        format!(
+            "this attempt's lease was lost; the job is {} now",
+            job.status
+        )
+    } else {
+        format!(
+            "this attempt's lease was lost; attempt {} holds the job now ({})",
+            job.attempt, job.status
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use errand_core::JobStatus;
+
+    fn job(status: JobStatus, attempt: u32, worker: Option<&str>) -> Job {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "job_id": "j", "app": "a", "command": "c", "input": {}, "context": null,
+            "status": "new", "result": null, "error_message": null, "error": null,
+            "progress": null, "attempt": 1, "max_attempts": 3,
+            "retry": errand_core::RetryPolicy::default(), "priority": 0, "queue": "default",
+            "run_at": "2026-01-01T00:00:00Z", "timeout_secs": null, "idempotency_key": null,
+            "parent_id": null, "cancel_requested": false, "worker_id": null,
+            "lease_until": null, "created": "2026-01-01T00:00:00Z",
+            "updated": "2026-01-01T00:00:00Z", "started": null, "finished": null
+        }))
+        .unwrap();
+        job.status = status;
+        job.attempt = attempt;
+        job.worker_id = worker.map(str::to_owned);
+        job
+    }
+
+    fn fence() -> Fence {
+        Fence {
+            job_id: "j".into(),
+            attempt: 2,
+            worker_id: "w".into(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_after_a_lost_answer_is_the_earlier_try_recorded() {
+        let completed = job(JobStatus::Completed, 2, Some("w"));
+        assert_eq!(
+            why_refused(&fence(), true, Some(&completed)),
+            Refusal::RecordedByAnEarlierTry
+        );
+        // Without a lost answer, the same state means the lease was lost
+        // (the job was reaped on its last attempt, say).
+        assert!(matches!(
+            why_refused(&fence(), false, Some(&completed)),
+            Refusal::LeaseLost(_)
+        ));
+    }
+
+    #[test]
+    fn a_refusal_names_the_attempt_that_holds_the_job() {
+        let taken = job(JobStatus::Running, 3, Some("other"));
+        let Refusal::LeaseLost(why) = why_refused(&fence(), true, Some(&taken)) else {
+            panic!("another attempt holds it");
+        };
+        assert!(why.contains("attempt 3"), "{why}");
     }
 }

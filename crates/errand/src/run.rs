@@ -16,6 +16,42 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         .with_context(|| format!("cannot open the store {}", settings.store))
 }
 
+/// Opens the store for a long-running process: a store that cannot be
+/// reached yet (a database starting beside errand, a network blip) is
+/// tried again with backoff for `store_unavailable_limit_secs`, as a
+/// running worker does when it loses its store. A bad URL, or a schema
+/// newer than this errand, fails at once.
+async fn open_store_patiently(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let url = StoreUrl::parse(&settings.store)?;
+    let limit = Duration::from_secs(settings.worker.store_unavailable_limit_secs);
+    let give_up = tokio::time::Instant::now() + limit;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match url.open(Arc::new(SystemClock)).await {
+            Ok(store) => return Ok(store),
+            Err(errand::Error::Store(err))
+                if err.is_transient() && tokio::time::Instant::now() + wait < give_up =>
+            {
+                tracing::warn!(error = %err, retry_in = ?wait, "cannot reach the store yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => anyhow::bail!("stopped while waiting for the store {}", settings.store),
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                return Err(anyhow::Error::new(err).context(format!(
+                    "cannot open the store {} (tried for up to {limit:?})",
+                    settings.store
+                )))
+            }
+        }
+    }
+}
+
 fn worker_config(settings: &Settings) -> WorkerConfig {
     let worker = &settings.worker;
     let mut config = WorkerConfig {
@@ -45,7 +81,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let registry = (!settings.serve.no_worker)
         .then(|| settings.registry())
         .transpose()?;
-    let store = open_store(&settings).await?;
+    let signaled = CancellationToken::new();
+    tokio::spawn(stop_on_signal(signaled.clone()));
+    let store = open_store_patiently(&settings, &signaled).await?;
     let config = errand_server::ServerConfig {
         api_token: settings.api_token.clone(),
         body_limit: settings.serve.body_limit,
@@ -53,7 +91,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ..errand_server::ServerConfig::default()
     };
     let state = errand_server::AppState::new(store.clone(), config);
-    tokio::spawn(stop_on_signal(state.shutdown.clone()));
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        signaled.cancelled().await;
+        shutdown.cancel();
+    });
     let worker_shutdown = CancellationToken::new();
     let mut worker = None;
     if let Some(registry) = registry {
@@ -100,9 +142,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 pub async fn worker(settings: Settings) -> anyhow::Result<()> {
     let registry = settings.registry()?;
-    let store = open_store(&settings).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let store = open_store_patiently(&settings, &shutdown).await?;
     Worker::new(store, registry, worker_config(&settings))
         .run(shutdown)
         .await?;

@@ -377,3 +377,81 @@ async fn a_database_restart_loses_nothing_and_submits_fail_fast_meanwhile() {
         "the worker survived the outage"
     );
 }
+
+/// Forwards connections on `port` to the real database, from now on.
+async fn start_forwarding(port: u16, to: String) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    })
+}
+
+/// A worker started before its database can be reached waits for it (as a
+/// running worker does when it loses it), and starts working when it
+/// comes; without it for longer than the limit, it exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_its_database_waits_for_it() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(db) = Database::create().await else {
+        eprintln!("SKIPPED: set ERRAND_TEST_PG_URL to run the PostgreSQL fault tests");
+        return;
+    };
+    let url = url::Url::parse(&db.url).unwrap();
+    let real = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let port = free_port();
+    let mut through_port = url.clone();
+    through_port.set_port(Some(port)).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let start = |limit: &str, log: &str| {
+        Command::new(env!("CARGO_BIN_EXE_errand"))
+            .args([
+                "worker",
+                "--store",
+                through_port.as_str(),
+                "--queue",
+                "unused",
+            ])
+            .args(["--store-unavailable-limit-secs", limit])
+            .env("ERRAND_LOG", "info")
+            .env("ERRAND_PG_POOL_SIZE", "2")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(logs.path().join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+
+    // Nothing there for longer than its limit: it gives up, non-zero.
+    let gives_up = start("1", "gives-up.log");
+    let status = exit_of(gives_up, Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(logs.path().join("gives-up.log")).unwrap();
+    assert!(log.contains("retrying"), "{log}");
+
+    // The database comes two seconds after the worker: it waits, then works.
+    let waits = Processes(vec![start("60", "waits.log")]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _forwarding = start_forwarding(port, real).await;
+    let (pg, connection) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    wait_until(
+        "the worker registers",
+        Duration::from_secs(30),
+        async || {
+            // The table exists once the worker has migrated the database.
+            pg.query_one("SELECT count(*) FROM errand_workers", &[])
+                .await
+                .is_ok_and(|row| row.get::<_, i64>(0) == 1)
+        },
+    )
+    .await;
+    drop(waits);
+}
