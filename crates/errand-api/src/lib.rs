@@ -17,23 +17,21 @@ use utoipa::ToSchema;
 /// `POST /api/commands/jobs`: Open Notebook's body, plus `context` and
 /// `options`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// The command's name (`generate_podcast`), or its full name
     /// (`open_notebook.generate_podcast`) when `app` is left out.
     pub command: String,
     pub app: Option<String>,
-    /// The command's input; checked against its JSON Schema.
-    #[serde(default = "empty_object")]
+    /// The command's input, a JSON object (`{}` for none); checked
+    /// against the command's JSON Schema.
+    #[schema(value_type = Object)]
     pub input: Value,
     /// Handed to the handler as is (user, tenant, request id...).
     #[serde(default)]
     pub context: Option<Value>,
     #[serde(default)]
     pub options: Option<SubmitOptions>,
-}
-
-fn empty_object() -> Value {
-    Value::Object(Default::default())
 }
 
 /// Per-job overrides of the command's defaults.
@@ -67,6 +65,7 @@ pub struct SubmitResponse {
 
 /// `POST /api/commands/jobs/batch`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub jobs: Vec<SubmitRequest>,
 }

@@ -27,4 +27,4 @@ pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};
 pub use retry::{RetryPolicy, RetryPolicyError, WaitStrategy};
 pub use status::{FailureDecision, IllegalTransition, JobStatus, Transition};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp, MAX_SPAN_SECS};

@@ -61,7 +61,7 @@ impl Default for RetryPolicy {
 pub enum RetryPolicyError {
     #[error("max_attempts must be at least 1, got {0}")]
     NoAttempts(u32),
-    #[error("{field} must be a finite number of seconds ≥ 0, got {value}")]
+    #[error("{field} must be a number of seconds from 0 to 315576000 (ten years), got {value}")]
     BadSeconds { field: &'static str, value: f64 },
     #[error("wait_max ({max}) must be ≥ wait_min ({min})")]
     MaxBelowMin { min: f64, max: f64 },
@@ -87,7 +87,7 @@ impl RetryPolicy {
             ("wait_min", self.wait_min),
             ("wait_max", self.wait_max),
         ] {
-            if !value.is_finite() || value < 0.0 {
+            if !value.is_finite() || !(0.0..=crate::time::MAX_SPAN_SECS).contains(&value) {
                 return Err(RetryPolicyError::BadSeconds { field, value });
             }
         }

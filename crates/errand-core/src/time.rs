@@ -13,6 +13,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(i64);
 
+/// The longest span errand accepts anywhere a caller gives one: a delay, a
+/// retry wait, a timeout, how far ahead `run_at` may be. Ten years is
+/// longer than any job queue should hold a plan; past it a number is a
+/// mistake (`1e12` seconds), and refused with a message, not stored as
+/// the end of time.
+pub const MAX_SPAN_SECS: f64 = 10.0 * 365.25 * 86_400.0;
+
+/// The last instant RFC 3339 can write (year 9999).
+const LAST_WRITABLE_MICROS: i64 = 253_402_300_799_999_999;
+/// The first one (year 0000).
+const FIRST_WRITABLE_MICROS: i64 = -62_167_219_200_000_000;
+
 impl Timestamp {
     pub const fn from_micros(micros: i64) -> Self {
         Self(micros)
@@ -26,8 +38,11 @@ impl Timestamp {
         Self(at.timestamp_micros())
     }
 
+    /// Instants outside years 0000–9999 (only reachable by saturating
+    /// arithmetic) come out as the nearest writable one, never as 1970.
     pub fn to_datetime(self) -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(self.0).unwrap_or_default()
+        let micros = self.0.clamp(FIRST_WRITABLE_MICROS, LAST_WRITABLE_MICROS);
+        DateTime::from_timestamp_micros(micros).expect("within chrono's range")
     }
 
     /// Parses an RFC 3339 string, e.g. `2026-11-22T13:00:00Z`.
@@ -35,6 +50,7 @@ impl Timestamp {
         DateTime::parse_from_rfc3339(text)
             .ok()
             .map(|at| Self::from_datetime(at.with_timezone(&Utc)))
+            .filter(|at| (FIRST_WRITABLE_MICROS..=LAST_WRITABLE_MICROS).contains(&at.0))
     }
 
     pub fn to_rfc3339(self) -> String {
@@ -149,6 +165,16 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn far_instants_are_written_as_the_nearest_rfc3339_time_not_1970() {
+        let far = Timestamp::from_micros(i64::MAX).to_rfc3339();
+        assert!(far.starts_with("9999-12-31T23:59:59"), "{far}");
+        let early = Timestamp::from_micros(i64::MIN).to_rfc3339();
+        assert!(early.starts_with("0000-01-01T00:00:00"), "{early}");
+        let round = Timestamp::parse_rfc3339(&far).unwrap().to_rfc3339();
+        assert_eq!(round, far);
+    }
 
     #[test]
     fn rfc3339_round_trips_with_microseconds() {

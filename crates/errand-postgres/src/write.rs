@@ -494,7 +494,7 @@ pub(crate) async fn finish_one(
     let id = fence.job_id.as_str();
     let (set, kind, data, value): (&str, EventKind, Value, Option<Value>) = match outcome {
         Outcome::Completed { result } => (
-            "status = 'completed', result = $7, finished = $1, lease_until = NULL, updated = $1",
+            "status = 'completed', result = $7, error = NULL, finished = $1, lease_until = NULL, updated = $1",
             EventKind::Result,
             json!({"status": "completed", "attempt": fence.attempt, "result": result}),
             Some(result.clone()),
@@ -561,7 +561,7 @@ pub(crate) const COMPLETE_MANY: &str =
          CROSS JOIN LATERAL (SELECT seq, status, attempt, worker_id FROM errand_jobs \
              WHERE id = i.id FOR UPDATE) j), \
      u AS (UPDATE errand_jobs j SET status = 'completed', \
-         result = ($5::jsonb[])[array_position($2::text[], j.id)], \
+         result = ($5::jsonb[])[array_position($2::text[], j.id)], error = NULL, \
          finished = $1, lease_until = NULL, updated = $1, event_seq = j.event_seq + 1 \
          WHERE j.seq = ANY(ARRAY(SELECT seq FROM locked WHERE status = 'running' \
              AND attempt = fence_attempt AND worker_id = fence_worker)) \

@@ -16,6 +16,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        check_content_type(req.headers())?;
         let limit = state.config.body_limit;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -37,6 +38,32 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("the body does not fit the request: {e}")))
     }
+}
+
+/// A JSON route takes JSON: a form or `text/plain` body, which a page on
+/// another site can send without asking (no CORS preflight), is refused.
+/// No Content-Type at all is allowed, for `curl -d` users; browsers
+/// always send one with a body.
+fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    // `curl -d` sends application/x-www-form-urlencoded, a type any page
+    // may post cross-site, so it is refused too, with a hint for curl.
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "the body must be JSON (Content-Type: application/json), not {essence:?}; with curl, add -H 'Content-Type: application/json'"
+    )))
 }
 
 /// Nesting depth of a JSON value: a scalar is 1.

@@ -21,6 +21,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     IllegalTransition(String),
+    #[error("{0}")]
+    IdempotencyConflict(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -42,7 +46,10 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::JobNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::IllegalTransition(_) => StatusCode::CONFLICT,
+            ApiError::IllegalTransition(_) | ApiError::IdempotencyConflict(_) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnknownCommand(_) | ApiError::InvalidInput(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -61,6 +68,8 @@ impl ApiError {
             ApiError::RouteNotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::IllegalTransition(_) => "illegal_transition",
+            ApiError::IdempotencyConflict(_) => "idempotency_conflict",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnknownCommand(_) => "unknown_command",
             ApiError::InvalidInput(_) => "invalid_input",

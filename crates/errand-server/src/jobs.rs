@@ -37,6 +37,12 @@ pub(crate) async fn build_job(
             "unknown command {full}: no worker has registered it"
         ))
     })?;
+    if !request.input.is_object() {
+        return Err(ApiError::InvalidInput(format!(
+            "input must be a JSON object (`{{}}` for none), got {}",
+            json_kind(&request.input)
+        )));
+    }
     command
         .check(&request.input)
         .map_err(ApiError::InvalidInput)?;
@@ -59,24 +65,90 @@ pub(crate) async fn build_job(
     if let Some(max_attempts) = options.max_attempts {
         job.retry.max_attempts = max_attempts;
     }
+    let now = state.store.clock().now();
+    let latest = now.plus(Duration::from_secs_f64(errand_core::MAX_SPAN_SECS));
     job.run_at = match (options.run_at, options.delay_secs) {
         (Some(_), Some(_)) => {
             return Err(ApiError::InvalidInput(
                 "options: give run_at or delay_secs, not both".into(),
             ))
         }
+        (Some(at), None) if at > latest => {
+            return Err(ApiError::InvalidInput(format!(
+                "options.run_at must be within ten years from now, got {at}"
+            )))
+        }
         (Some(at), None) => Some(at),
         (None, Some(secs)) => {
-            let delay = Duration::try_from_secs_f64(secs).map_err(|_| {
-                ApiError::InvalidInput(format!("options.delay_secs must be ≥ 0, got {secs}"))
-            })?;
-            Some(state.store.clock().now().plus(delay))
+            let delay = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|_| secs <= errand_core::MAX_SPAN_SECS)
+                .ok_or_else(|| {
+                    ApiError::InvalidInput(format!(
+                        "options.delay_secs must be a number of seconds from 0 to 315576000 (ten years), got {secs}"
+                    ))
+                })?;
+            Some(now.plus(delay))
         }
         (None, None) => None,
     };
     job.validate()
         .map_err(|msg| ApiError::InvalidInput(format!("options: {msg}")))?;
     Ok(job)
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A second submit with a used idempotency key is the same request sent
+/// again, or a mistake. The same command and input get the first job back;
+/// anything else is said: a single submit is refused (409), a batch's
+/// answer for that job says so (the rest of the batch is stored).
+async fn conflicting_key(
+    state: &AppState,
+    keyed: Option<KeyedRequest>,
+    receipt: &SubmitReceipt,
+) -> Result<Option<String>, ApiError> {
+    let Some(request) = keyed.filter(|_| !receipt.created) else {
+        return Ok(None);
+    };
+    let existing = state.store.get(&receipt.job_id).await?;
+    let same = (existing.app, existing.command, existing.input)
+        == (request.app, request.command, request.input);
+    Ok((!same).then(|| {
+        format!(
+            "idempotency key {:?} was used by job {} with another command or input; use a new key for a different job",
+            request.key, receipt.job_id
+        )
+    }))
+}
+
+/// What a keyed submit asked for, kept to compare with the job its key
+/// may already name (only keyed submits pay for the copy).
+struct KeyedRequest {
+    key: String,
+    app: String,
+    command: String,
+    input: serde_json::Value,
+}
+
+impl KeyedRequest {
+    fn of(job: &NewJob) -> Option<Self> {
+        job.idempotency_key.as_ref().map(|key| Self {
+            key: key.clone(),
+            app: job.app.clone(),
+            command: job.command.clone(),
+            input: job.input.clone(),
+        })
+    }
 }
 
 fn submitted(receipt: SubmitReceipt) -> SubmitResponse {
@@ -103,6 +175,8 @@ fn submitted(receipt: SubmitReceipt) -> SubmitResponse {
         (status = 202, description = "Stored; the job runs as soon as a worker is free", body = SubmitResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used for another command or input", body = ErrorBody),
+        (status = 415, description = "A Content-Type other than JSON", body = ErrorBody),
         (status = 422, description = "Unknown command or input that fails its schema", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
@@ -111,7 +185,11 @@ pub async fn submit(
     JsonBody(request): JsonBody<SubmitRequest>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let job = build_job(&state, request).await?;
+    let keyed = KeyedRequest::of(&job);
     let receipt = state.store.submit(job).await?;
+    if let Some(conflict) = conflicting_key(&state, keyed, &receipt).await? {
+        return Err(ApiError::IdempotencyConflict(conflict));
+    }
     tracing::info!(job_id = %receipt.job_id, created = receipt.created, "job submitted");
     Ok((StatusCode::ACCEPTED, Json(submitted(receipt))))
 }
@@ -139,13 +217,18 @@ pub async fn submit_batch(
             other => other,
         })?);
     }
+    let keyed: Vec<_> = jobs.iter().map(KeyedRequest::of).collect();
     let receipts = state.store.submit_batch(jobs).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(BatchResponse {
-            jobs: receipts.into_iter().map(submitted).collect(),
-        }),
-    ))
+    let mut answers = Vec::with_capacity(receipts.len());
+    for (keyed, receipt) in keyed.into_iter().zip(receipts) {
+        let conflict = conflicting_key(&state, keyed, &receipt).await?;
+        let mut answer = submitted(receipt);
+        if let Some(conflict) = conflict {
+            answer.message = conflict;
+        }
+        answers.push(answer);
+    }
+    Ok((StatusCode::ACCEPTED, Json(BatchResponse { jobs: answers })))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -103,29 +103,47 @@ pub(crate) async fn send(tx: &Sender, event: Event) -> bool {
 }
 
 /// Live events of one job. The first event is `status` with the whole job
-/// (as `GET /api/commands/jobs/{job_id}` returns it); the stream ends after
-/// the job's terminal event.
+/// (as `GET /api/commands/jobs/{job_id}` returns it); after the job's
+/// terminal event comes `end`, and the stream closes. A reconnect after
+/// the end (`Last-Event-ID` at or past the job's last event) answers 204,
+/// which tells a browser's `EventSource` to stop reconnecting.
 #[utoipa::path(get, path = "/api/commands/jobs/{job_id}/stream", tag = "streams",
     params(("job_id" = String, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event sequence number")),
     responses(
-        (status = 200, description = "text/event-stream: status, progress, log, result and failure events; `id:` is the job's event sequence number", content_type = "text/event-stream"),
-        (status = 404, body = errand_api::ErrorBody)))]
+        (status = 200, description = "text/event-stream: status, progress, log, result and failure events, then end; `id:` is the job's event sequence number", content_type = "text/event-stream"),
+        (status = 204, description = "The job has ended and the client has seen its last event: stop reconnecting"),
+        (status = 400, body = errand_api::ErrorBody),
+        (status = 404, body = errand_api::ErrorBody),
+        (status = 429, body = errand_api::ErrorBody)))]
 pub async fn job_stream(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
     client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
-) -> Result<EventStream, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let job_id = JobId::from(job_id);
-    let slot = slot(&state, client)?;
     let resume_after = last_event_id(&headers)?;
     // Subscribe before reading, so nothing falls in between.
     let feed = state.store.subscribe();
     let job = state.store.get(&job_id).await?;
+    if job.status.is_terminal() && resume_after.is_some_and(|after| after >= job.event_seq) {
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
+    }
+    let slot = slot(&state, client)?;
     let pump_state = state.clone();
     Ok(spawn_stream(&state, slot, 64, |tx| {
         pump_job(pump_state, job, resume_after, feed, tx)
-    }))
+    })
+    .into_response())
+}
+
+/// The last message of a job's stream: the job has ended.
+fn end_event(status: JobStatus) -> Event {
+    Event::default()
+        .event("end")
+        .json_data(serde_json::json!({ "status": status }))
+        .expect("a status serializes")
 }
 
 async fn pump_job(
@@ -145,7 +163,11 @@ async fn pump_job(
                 .retry(retry)
                 .json_data(&job)
                 .expect("jobs serialize");
-            if !send(&tx, snapshot).await || job.status.is_terminal() {
+            if !send(&tx, snapshot).await {
+                return;
+            }
+            if job.status.is_terminal() {
+                send(&tx, end_event(job.status)).await;
                 return;
             }
             job.event_seq
@@ -155,8 +177,12 @@ async fn pump_job(
                 return;
             }
             match catch_up_job(&state, &job_id, after, &tx).await {
-                Some((seq, false)) => seq,
-                _ => return,
+                Some((seq, None)) => seq,
+                Some((_, Some(ended))) => {
+                    send(&tx, end_event(ended)).await;
+                    return;
+                }
+                None => return,
             }
         }
     };
@@ -172,20 +198,32 @@ async fn pump_job(
                 if event.seq > last_seq + 1 {
                     // A gap (another process wrote in between): fill it.
                     match catch_up_job(&state, &job_id, last_seq, &tx).await {
-                        Some((seq, false)) => last_seq = seq,
-                        _ => return,
+                        Some((seq, None)) => last_seq = seq,
+                        Some((_, Some(ended))) => {
+                            send(&tx, end_event(ended)).await;
+                            return;
+                        }
+                        None => return,
                     }
                     continue;
                 }
-                if !send(&tx, job_event(&event, event.seq)).await || event.is_terminal() {
+                if !send(&tx, job_event(&event, event.seq)).await {
+                    return;
+                }
+                if event.is_terminal() {
+                    send(&tx, end_event(event.status)).await;
                     return;
                 }
                 last_seq = event.seq;
             }
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => match catch_up_job(&state, &job_id, last_seq, &tx).await {
-                Some((seq, false)) => last_seq = seq,
-                _ => return,
+                Some((seq, None)) => last_seq = seq,
+                Some((_, Some(ended))) => {
+                    send(&tx, end_event(ended)).await;
+                    return;
+                }
+                None => return,
             },
             Err(RecvError::Closed) => return,
         }
@@ -193,14 +231,14 @@ async fn pump_job(
 }
 
 /// Sends the job's stored events after `after`. Returns the last sequence
-/// number sent and whether the job has ended, or `None` if the client left
-/// or the store failed.
+/// number sent and, once the job has ended, its final status; `None` if
+/// the client left or the store failed.
 async fn catch_up_job(
     state: &AppState,
     job_id: &JobId,
     after: i64,
     tx: &Sender,
-) -> Option<(i64, bool)> {
+) -> Option<(i64, Option<JobStatus>)> {
     let mut last = after;
     loop {
         let events = match state.store.events(job_id, last, PAGE).await {
@@ -216,7 +254,7 @@ async fn catch_up_job(
             }
             last = event.seq;
             if event.is_terminal() {
-                return Some((last, true));
+                return Some((last, Some(event.status)));
             }
         }
         if events.len() < PAGE {
@@ -225,7 +263,10 @@ async fn catch_up_job(
     }
     // Resumed after the job's last event: it may have ended already.
     match state.store.get(job_id).await {
-        Ok(job) => Some((last, job.status.is_terminal() && last >= job.event_seq)),
+        Ok(job) => Some((
+            last,
+            (job.status.is_terminal() && last >= job.event_seq).then_some(job.status),
+        )),
         Err(_) => None,
     }
 }

@@ -460,7 +460,7 @@ fn finish_one(
     let now = ctx.now.as_micros();
     let (set, kind, data): (&str, EventKind, Value) = match outcome {
         Outcome::Completed { result } => (
-            "status = 'completed', result = :text, finished = :now, lease_until = NULL",
+            "status = 'completed', result = :text, error = NULL, finished = :now, lease_until = NULL",
             EventKind::Result,
             json!({"status": "completed", "attempt": fence.attempt, "result": result}),
         ),
@@ -567,7 +567,7 @@ pub(crate) fn prepare_completions(
 
 static COMPLETE: ChunkedSql = ChunkedSql::new(|rows| {
     format!(
-        "UPDATE jobs SET status = 'completed', result = v.column4, finished = ?1, \
+        "UPDATE jobs SET status = 'completed', result = v.column4, error = NULL, finished = ?1, \
          lease_until = NULL, updated = ?1, event_seq = event_seq + 1 \
          FROM (VALUES {}) AS v \
          WHERE jobs.id = v.column1 AND jobs.status = 'running' \

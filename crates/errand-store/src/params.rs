@@ -98,8 +98,10 @@ impl NewJob {
             return Err("queue must not be empty".into());
         }
         if let Some(secs) = self.timeout_secs {
-            if !secs.is_finite() || secs <= 0.0 {
-                return Err(format!("timeout_secs must be > 0, got {secs}"));
+            if !secs.is_finite() || secs <= 0.0 || secs > errand_core::MAX_SPAN_SECS {
+                return Err(format!(
+                    "timeout_secs must be > 0 and at most 315576000 (ten years), got {secs}"
+                ));
             }
         }
         self.retry.validate().map_err(|e| e.to_string())

@@ -27,7 +27,7 @@ use errand_api::{
     CancelResponse, CommandList, ErrorBody, EventList, JobList, ListQuery, StatsResponse,
     SubmitRequest, SubmitResponse, WorkerList,
 };
-use errand_core::{Job, JobEvent};
+use errand_core::{Job, JobEvent, JobStatus};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -74,6 +74,8 @@ pub enum StreamEvent {
     Snapshot(Box<Job>),
     /// Anything that happened after.
     Event(JobEvent),
+    /// The last message: the job ended with this status.
+    End(JobStatus),
 }
 
 #[derive(Clone, Debug)]
@@ -240,8 +242,9 @@ impl Client {
     }
 
     /// The job's live SSE stream, from the start or after `last_event_id`
-    /// (which resumes without loss or duplicates). The stream ends after
-    /// the job's terminal event, or when the connection drops.
+    /// (which resumes without loss or duplicates). The stream ends with
+    /// [`StreamEvent::End`] after the job's terminal event, or early when
+    /// the connection drops; resumed after the end, it is empty.
     pub async fn stream(
         &self,
         job_id: &str,
@@ -261,7 +264,15 @@ impl Client {
                 reason,
             };
             let event = event.map_err(|e| protocol(e.to_string()))?;
-            if event.event == "status" && is_snapshot(&event.data) {
+            if event.event == "end" {
+                #[derive(serde::Deserialize)]
+                struct Ended {
+                    status: JobStatus,
+                }
+                serde_json::from_str::<Ended>(&event.data)
+                    .map(|ended| StreamEvent::End(ended.status))
+                    .map_err(|e| protocol(e.to_string()))
+            } else if event.event == "status" && is_snapshot(&event.data) {
                 serde_json::from_str(&event.data)
                     .map(|job| StreamEvent::Snapshot(Box::new(job)))
                     .map_err(|e| protocol(e.to_string()))

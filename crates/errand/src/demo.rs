@@ -29,6 +29,7 @@ impl Command for Echo {
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SleepInput {
     /// How long to sleep in all, in seconds.
     pub secs: f64,
@@ -80,6 +81,7 @@ impl Command for Sleep {
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FailInput {
     /// How many attempts fail (with a retryable error) before one succeeds.
     pub times: u32,

@@ -164,12 +164,15 @@ async fn read_events(response: reqwest::Response, max: usize) -> Vec<SseEvent> {
                 }
             }
             if !data.is_empty() {
-                let parsed =
-                    if event == "state" || event == "log" || event == "jobs" || event == "end" {
-                        Value::Null
-                    } else {
-                        serde_json::from_str(&data).unwrap()
-                    };
+                // The dashboard's streams send HTML (its `end` too); the
+                // API's send JSON.
+                let parsed = if event == "state" || event == "log" || event == "jobs" {
+                    Value::Null
+                } else if event == "end" {
+                    serde_json::from_str(&data).unwrap_or(Value::Null)
+                } else {
+                    serde_json::from_str(&data).unwrap()
+                };
                 events.push(SseEvent {
                     event,
                     id,
@@ -236,14 +239,17 @@ async fn submit_then_follow_the_sse_stream_to_completion() {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let events = read_events(response, 100).await;
+    let mut events = read_events(response, 100).await;
     assert_eq!(events[0].event, "status", "first comes the whole job");
     assert_eq!(events[0].data["job_id"], id.as_str());
-    let last = events.last().unwrap();
+    let end = events.pop().unwrap();
     assert_eq!(
-        last.event, "result",
-        "the stream ends after the terminal event"
+        (end.event.as_str(), &end.data, &end.id),
+        ("end", &json!({"status": "completed"}), &None),
+        "an explicit end closes the stream"
     );
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "result", "the terminal event comes before it");
     assert_eq!(
         last.data["data"]["result"],
         json!({"slept_secs": 0.4, "steps": 4})
@@ -262,6 +268,26 @@ async fn submit_then_follow_the_sse_stream_to_completion() {
         ids.windows(2).all(|w| w[1] == w[0] + 1),
         "ids increase one by one: {ids:?}"
     );
+    // A browser reconnects after the close with the last id it saw: 204
+    // tells it to stop.
+    let reconnect = s
+        .client
+        .get(s.url(&format!("/api/commands/jobs/{id}/stream")))
+        .header("Last-Event-ID", ids.last().unwrap().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reconnect.status(), StatusCode::NO_CONTENT);
+    // A new follower of the finished job gets its state, then the end.
+    let late = s
+        .client
+        .get(s.url(&format!("/api/commands/jobs/{id}/stream")))
+        .send()
+        .await
+        .unwrap();
+    let late = read_events(late, 10).await;
+    let names: Vec<&str> = late.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["status", "end"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,6 +307,8 @@ async fn last_event_id_resumes_with_exactly_the_missed_events() {
         .await
         .unwrap();
     let resumed = read_events(response, 100).await;
+    let (end, resumed) = resumed.split_last().unwrap();
+    assert_eq!(end.event, "end");
     let seqs: Vec<i64> = resumed
         .iter()
         .map(|e| e.data["seq"].as_i64().unwrap())
@@ -306,8 +334,9 @@ async fn a_finished_jobs_stream_sends_its_state_and_ends() {
         .await
         .unwrap();
     let events = read_events(response, 10).await;
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 2);
     assert_eq!(events[0].data["status"], "completed");
+    assert_eq!(events[1].event, "end");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,7 +478,7 @@ async fn client_mistakes_get_4xx_with_a_clear_message() {
     let (status, body) = s
         .post(
             "/api/commands/jobs",
-            json!({"app": "demo", "command": "nope"}),
+            json!({"app": "demo", "command": "nope", "input": {}}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -1198,4 +1227,175 @@ async fn the_dashboard_submit_form_follows_the_schema_and_shows_422_by_field() {
         .expect("sent to the job's page");
     let (_, job) = s.get(&format!("/api/commands/jobs/{id}")).await;
     assert_eq!(job["input"], json!({"secs": 0.1, "steps": 1}));
+}
+
+/// Asserts a refusal: its status, its code, and that the message names
+/// `needle`.
+fn refused(answer: (StatusCode, Value), status: StatusCode, code: &str, needle: &str) {
+    let (got, body) = answer;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{needle:?} not in {message:?}");
+}
+
+#[tokio::test]
+async fn absurd_times_and_durations_are_refused_naming_the_field() {
+    let s = server(ServerConfig::default(), false).await;
+    let echo =
+        |options: Value| json!({"app": "demo", "command": "echo", "input": {}, "options": options});
+    for (options, field) in [
+        (json!({"delay_secs": 9.3e12}), "delay_secs"),
+        (json!({"delay_secs": 1e12}), "delay_secs"),
+        (json!({"delay_secs": -1}), "delay_secs"),
+        (json!({"run_at": "9999-01-01T00:00:00Z"}), "run_at"),
+        (json!({"timeout_secs": 1e300}), "timeout_secs"),
+        (json!({"retry": {"wait_time": 1e308}}), "wait_time"),
+        (json!({"retry": {"wait_max": 1e20}}), "wait_max"),
+    ] {
+        refused(
+            s.post("/api/commands/jobs", echo(options.clone())).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            field,
+        );
+    }
+    // Nothing was stored by the refusals.
+    let (_, list) = s.get("/api/commands/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
+    // A long but sane delay is kept and written as RFC 3339.
+    let id = s
+        .post("/api/commands/jobs", echo(json!({"delay_secs": 3e8})))
+        .await
+        .1["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, job) = s.get(&format!("/api/commands/jobs/{id}")).await;
+    let run_at = job["run_at"].as_str().unwrap();
+    assert!(run_at.starts_with("2036-"), "{run_at}");
+}
+
+#[tokio::test]
+async fn a_submit_is_refused_unless_its_input_is_an_object_and_its_fields_known() {
+    let s = server(ServerConfig::default(), false).await;
+    for input in [json!(null), json!("text"), json!([1, 2]), json!(3)] {
+        refused(
+            s.post(
+                "/api/commands/jobs",
+                json!({"app": "demo", "command": "echo", "input": input}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "input must be a JSON object",
+        );
+    }
+    refused(
+        s.post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "echo"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "input",
+    );
+    refused(
+        s.post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "echo", "input": {}, "priorty": 5}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "priorty",
+    );
+    refused(
+        s.post(
+            "/api/commands/jobs",
+            json!({"app": "demo", "command": "sleep", "input": {"secs": 1, "stepz": 3}}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+        "stepz",
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_another_input_is_refused() {
+    let s = server(ServerConfig::default(), false).await;
+    let keyed = |text: &str| {
+        json!({"app": "demo", "command": "echo", "input": {"text": text},
+               "options": {"idempotency_key": "k-1"}})
+    };
+    let (status, first) = s.post("/api/commands/jobs", keyed("a")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The same request again: the same job.
+    let (status, again) = s.post("/api/commands/jobs", keyed("a")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        (again["job_id"].clone(), again["created"].clone()),
+        (first["job_id"].clone(), json!(false))
+    );
+    // Another input under the same key: refused, naming the job.
+    refused(
+        s.post("/api/commands/jobs", keyed("b")).await,
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        first["job_id"].as_str().unwrap(),
+    );
+    // In a batch, the answer for that job says so.
+    let (status, batch) = s
+        .post("/api/commands/jobs/batch", json!({"jobs": [keyed("c")]}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{batch}");
+    let message = batch["jobs"][0]["message"].as_str().unwrap();
+    assert!(message.contains("another command or input"), "{message}");
+}
+
+#[tokio::test]
+async fn json_routes_refuse_form_and_text_bodies_but_allow_no_content_type() {
+    let s = server(ServerConfig::default(), false).await;
+    let body = r#"{"app": "demo", "command": "echo", "input": {}}"#;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let response = s
+            .client
+            .post(s.url("/api/commands/jobs"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        refused(
+            (status, answer),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type",
+        );
+    }
+    let response = s
+        .client
+        .post(s.url("/api/commands/jobs"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let response = s
+        .client
+        .post(s.url("/api/commands/jobs"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
 }

@@ -358,6 +358,53 @@ fn handler_error(attempt: u32, retryable: bool) -> JobError {
     }
 }
 
+/// A job that succeeds after failed attempts shows no error: a client
+/// testing `error_message` would show one for a good job. The failures stay
+/// in the event log. Alone and in a batch of completions.
+pub async fn a_success_after_a_failed_attempt_clears_the_error(t: TestStore) {
+    let ids: Vec<_> = t
+        .store
+        .submit_batch((0..3).map(|_| new_job("a")).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    let failed: Vec<_> = t
+        .store
+        .claim(claim_params("w", 3))
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| {
+            (
+                fence(job, "w"),
+                Outcome::Failed {
+                    error: handler_error(1, true),
+                    retry_at: Some(t.clock.now()),
+                },
+            )
+        })
+        .collect();
+    t.store.finish(failed).await.unwrap();
+    let mut second = t.store.claim(claim_params("w", 3)).await.unwrap();
+    assert_eq!(second.len(), 3);
+    let alone = second.pop().unwrap();
+    let done = |job: &Job| (fence(job, "w"), Outcome::Completed { result: json!({}) });
+    t.store.finish(vec![done(&alone)]).await.unwrap();
+    t.store
+        .finish(second.iter().map(done).collect())
+        .await
+        .unwrap();
+    for id in &ids {
+        let job = t.store.get(id).await.unwrap();
+        assert_eq!(job.status, JobStatus::Completed);
+        assert_eq!((job.error, job.error_message), (None, None), "{id}");
+        let events = t.store.events(id, 0, 100).await.unwrap();
+        assert!(events.iter().any(|e| e.kind == EventKind::Failure));
+    }
+}
+
 pub async fn retryable_failure_goes_back_to_new_at_run_at(t: TestStore) {
     let id = t.store.submit(new_job("a")).await.unwrap().job_id;
     let job = claim_one(&t, "w").await;

@@ -97,6 +97,7 @@ macro_rules! store_contract_tests {
             complete_records_the_result,
             retryable_failure_goes_back_to_new_at_run_at,
             final_failure_fails_the_job,
+            a_success_after_a_failed_attempt_clears_the_error,
             stale_worker_cannot_complete_reclaimed_job,
             a_batch_of_completions_fences_each_job_on_its_own,
             a_batch_with_two_attempts_of_one_job_completes_the_current_one,

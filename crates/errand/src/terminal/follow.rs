@@ -39,6 +39,7 @@ pub async fn follow(client: &Client, job_id: &str) -> anyhow::Result<Job> {
                             view.event(&event);
                             event.is_terminal()
                         }
+                        StreamEvent::End(_) => true,
                     };
                     if ended {
                         view.finish();
