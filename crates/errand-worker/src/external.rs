@@ -299,16 +299,21 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, ctx: &JobContext) -> Opt
 #[derive(Default)]
 struct LogBatch {
     text: String,
-    logged: usize,
+    /// Bytes of stderr kept so far, each line counted with its newline:
+    /// what the log holds once its events are read back as lines, however
+    /// the pipe's reads cut the output into events.
+    kept: usize,
     dropped: usize,
 }
 
 impl LogBatch {
     async fn push(&mut self, ctx: &JobContext, line: &str) {
-        if self.logged + self.text.len() + line.len() > MAX_LOGGED_BYTES {
-            self.dropped += line.len() + 1;
+        let cost = line.len() + 1;
+        if self.kept + cost > MAX_LOGGED_BYTES {
+            self.dropped += cost;
             return;
         }
+        self.kept += cost;
         if self.text.len() + line.len() > LOG_BATCH_BYTES {
             self.flush(ctx).await;
         }
@@ -322,7 +327,6 @@ impl LogBatch {
         if self.text.is_empty() {
             return;
         }
-        self.logged += self.text.len();
         let _ = ctx.log(std::mem::take(&mut self.text)).await;
     }
 

@@ -159,13 +159,13 @@ async fn stderr_past_the_cap_is_counted_not_logged() {
     let id = harness.submit(job(json!({}))).await;
     harness.wait_for(&id, JobStatus::Completed).await;
     let (text, _) = logged(&harness, &id).await;
-    assert!(
-        text.len() <= 1024 * 1024 + 200,
-        "{} bytes logged",
-        text.len()
-    );
-    assert!(text.len() > 1000 * 1000, "up to the cap is kept");
     let note = text.lines().last().unwrap();
+    // Read back as lines, what was kept is at most the cap, exactly,
+    // whatever sizes the pipe's reads had (they differ between debug and
+    // release builds).
+    let kept = text.len() - note.len();
+    assert!(kept <= 1024 * 1024, "{kept} bytes logged");
+    assert!(kept > 1024 * 1024 - 200, "up to the cap is kept: {kept}");
     assert!(
         note.contains("more bytes of stderr were not logged"),
         "{note}"

@@ -316,20 +316,48 @@ async fn cancel_stops_a_cooperative_handler() {
     h.stop().await.unwrap();
 }
 
+/// Counts the handler futures that were dropped before they finished.
+struct DroppedUnfinished(Arc<AtomicUsize>);
+
+impl Drop for DroppedUnfinished {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[tokio::test]
 async fn cancel_aborts_a_handler_that_ignores_it_after_the_grace_period() {
+    let aborted = Arc::new(AtomicUsize::new(0));
     let mut registry = Registry::new();
-    sleeper(&mut registry, "stubborn", false, options());
-    let mut h = Harness::start(registry, fast_config()).await;
+    let counter = aborted.clone();
+    registry
+        .register_fn("t", "stubborn", options(), move |_input, _ctx| {
+            let guard = DroppedUnfinished(counter.clone());
+            async move {
+                let _guard = guard;
+                // Never looks at its context: only an abort ends it.
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+        .unwrap();
+    // One slot: the second job can run only if the first one's came back.
+    let config = WorkerConfig {
+        max_tasks: 1,
+        ..fast_config()
+    };
+    let mut h = Harness::start(registry, config).await;
     let id = h.submit(job("stubborn", json!({}))).await;
     h.wait_for(&id, JobStatus::Running).await;
     h.store.cancel(&id).await.unwrap();
     h.wait_for(&id, JobStatus::Canceled).await;
-    // The slot came back: another job runs.
+    assert_eq!(aborted.load(Ordering::SeqCst), 1, "the handler was aborted");
     let next = h.submit(job("stubborn", json!({}))).await;
     h.wait_for(&next, JobStatus::Running).await;
     h.store.cancel(&next).await.unwrap();
     h.wait_for(&next, JobStatus::Canceled).await;
+    assert_eq!(aborted.load(Ordering::SeqCst), 2);
     h.stop().await.unwrap();
 }
 
