@@ -168,7 +168,7 @@ async fn a_paused_workers_late_completion_is_rejected() {
     signal(&stale, "CONT"); // wakes up believing it still holds the job
     wait_until("the stale worker notices", async || {
         let log = std::fs::read_to_string(&stale_log).unwrap();
-        log.contains("outcome rejected") || log.contains("lost the lease")
+        log.contains("outcome not recorded") || log.contains("lost the lease")
     })
     .await;
     // Give any late write a moment to land, then check none did.

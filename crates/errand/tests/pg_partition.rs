@@ -251,7 +251,7 @@ async fn a_cut_off_workers_late_outcome_is_rejected() {
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("outcome rejected") || text.contains("lost the lease") {
+        if text.contains("outcome not recorded") || text.contains("lost the lease") {
             break;
         }
         if started.elapsed() > Duration::from_secs(120) {
