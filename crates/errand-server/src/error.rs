@@ -24,6 +24,10 @@ pub enum ApiError {
     #[error("{0}")]
     IdempotencyConflict(String),
     #[error("{0}")]
+    CrossSite(String),
+    #[error("too many wrong tokens from this client; try again in {0} s")]
+    TooManyGuesses(u64),
+    #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -50,6 +54,8 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyGuesses(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnknownCommand(_) | ApiError::InvalidInput(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -70,6 +76,8 @@ impl ApiError {
             ApiError::IllegalTransition(_) => "illegal_transition",
             ApiError::IdempotencyConflict(_) => "idempotency_conflict",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::CrossSite(_) => "cross_site_request",
+            ApiError::TooManyGuesses(_) => "too_many_guesses",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnknownCommand(_) => "unknown_command",
             ApiError::InvalidInput(_) => "invalid_input",
@@ -109,6 +117,20 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized => {
+                headers.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"errand\""),
+                );
+            }
+            ApiError::TooManyGuesses(secs) => {
+                headers.insert(axum::http::header::RETRY_AFTER, (*secs).into());
+            }
+            _ => {}
+        }
+        response
     }
 }

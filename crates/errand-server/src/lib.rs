@@ -18,11 +18,13 @@ mod body;
 mod catalog;
 mod dashboard;
 mod error;
+mod extract;
 mod feed;
 mod info;
 mod jobs;
 mod metrics;
 pub mod openapi;
+mod session;
 mod sse;
 mod state;
 

@@ -56,6 +56,8 @@ pub struct AppState {
     pub streams: Arc<StreamCounts>,
     /// Every job's events in id order, for `/api/events`.
     pub ordered: Arc<crate::feed::OrderedFeed>,
+    /// Dashboard logins and the brake on wrong tokens.
+    pub sessions: Arc<crate::session::Sessions>,
 }
 
 /// Counts open SSE streams per client, to bound what one client can hold.
@@ -106,6 +108,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             streams: Arc::default(),
             ordered: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 }

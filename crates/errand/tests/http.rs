@@ -1399,3 +1399,175 @@ async fn json_routes_refuse_form_and_text_bodies_but_allow_no_content_type() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 }
+
+/// The dashboard's session is a revocable, signed session, not the token;
+/// wrong tokens are braked; `next` cannot break the Location header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_session_is_revocable_and_guessing_is_braked() {
+    let config = ServerConfig {
+        api_token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    };
+    let s = server(config, false).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // A CR/LF in `next` is not a 500: the page falls back to /ui.
+    let form = browser
+        .get(s.url("/ui/login?next=/ui%0aSet-Cookie:x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    assert!(form
+        .text()
+        .await
+        .unwrap()
+        .contains(r#"name="next" value="/ui""#));
+    let login = |token: &'static str, next: &'static str| {
+        browser
+            .post(s.url("/ui/login"))
+            .form(&[("token", token), ("next", next)])
+            .send()
+    };
+    let right = login("s3cret", "/ui\r\nX: y").await.unwrap();
+    assert_eq!(right.status(), StatusCode::SEE_OTHER);
+    assert_eq!(right.headers()["location"], "/ui");
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let hex: String = "s3cret".bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(!pair.contains(&hex), "the cookie is not the token: {pair}");
+    let with_cookie = |path: &str| browser.get(s.url(path)).header("cookie", &pair).send();
+    assert_eq!(
+        with_cookie("/api/commands/jobs").await.unwrap().status(),
+        StatusCode::OK
+    );
+    // Behind an HTTPS proxy the cookie is Secure.
+    let behind_tls = browser
+        .post(s.url("/ui/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", "s3cret"), ("next", "/ui")])
+        .send()
+        .await
+        .unwrap();
+    assert!(behind_tls.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("; Secure"));
+
+    // Logging out revokes the session: the same cookie no longer works.
+    let out = browser
+        .post(s.url("/ui/logout"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let after = with_cookie("/api/commands/jobs").await.unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        after.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"),
+        "a 401 says how to authenticate"
+    );
+
+    // Ten wrong tokens, then the client must wait, even with the right one.
+    for _ in 0..10 {
+        assert_eq!(
+            login("guess", "/ui").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let braked = login("s3cret", "/ui").await.unwrap();
+    assert_eq!(braked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let api = s
+        .client
+        .get(s.url("/api/commands/jobs"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(api.headers().contains_key("retry-after"));
+}
+
+/// A page on another origin (another port of the same host included)
+/// cannot make a logged-in browser cancel, retry or submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_form_posts_are_refused() {
+    let s = server(ServerConfig::default(), true).await;
+    let id = s.submit("sleep", json!({"secs": 30})).await;
+    s.wait_for(&id, "running").await;
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let other_port = format!("http://{}:1", host.split(':').next().unwrap());
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (site, origin) in [
+        ("same-site", other_port.as_str()),
+        ("cross-site", "https://evil.example"),
+    ] {
+        let forged = browser
+            .post(s.url(&format!("/ui/jobs/{id}/cancel")))
+            .header("origin", origin)
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN, "{site}");
+        // An older browser without Sec-Fetch-Site: Origin alone tells.
+        let forged = browser
+            .delete(s.url(&format!("/api/commands/jobs/{id}")))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    let (_, job) = s.get(&format!("/api/commands/jobs/{id}")).await;
+    assert_eq!(job["status"], "running", "nothing was canceled");
+    assert_eq!(job["cancel_requested"], false);
+    // The dashboard's own form post passes.
+    let own = browser
+        .post(s.url(&format!("/ui/jobs/{id}/cancel")))
+        .header("origin", &s.base)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        own.status().is_success() || own.status().is_redirection(),
+        "{}",
+        own.status()
+    );
+    s.wait_for(&id, "canceled").await;
+}
+
+/// Bad query parameters and undecodable paths get the JSON error body.
+#[tokio::test]
+async fn malformed_queries_and_paths_get_json_errors() {
+    let s = server(ServerConfig::default(), false).await;
+    for path in [
+        "/api/commands/jobs?limit=abc",
+        "/api/commands/jobs/x?wait=abc",
+        "/api/commands/jobs/%ff%fe",
+        "/api/commands/jobs/x/events?after=soon",
+    ] {
+        let response = s.client.get(s.url(path)).send().await.unwrap();
+        let status = response.status();
+        assert!(status.is_client_error(), "{path}: {status}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["message"].is_string(), "{path}: {body}");
+    }
+}

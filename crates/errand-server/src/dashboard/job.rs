@@ -1,7 +1,9 @@
 //! The job page: state, progress, result, event log, child jobs, and the
 //! Cancel and Retry actions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use errand_core::{EventKind, Job, JobEvent, JobId, JobStatus, Timestamp};

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use errand_core::{Job, JobId, JobStatus, Timestamp};

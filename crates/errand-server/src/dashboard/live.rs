@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
+
+use crate::extract::{Path, Query};
 use axum::response::sse::Event;
 use axum::Extension;
 use errand_core::JobId;
