@@ -22,6 +22,7 @@ mod extract;
 mod feed;
 mod info;
 mod jobs;
+mod listen;
 mod metrics;
 pub mod openapi;
 mod session;
@@ -36,6 +37,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use listen::{connections_for, raise_open_file_limit, ConnectionLimits};
 pub use state::{AppState, ServerConfig};
 
 /// The whole HTTP API as a router; tests call it directly or over a socket.
@@ -73,6 +75,11 @@ pub fn app(state: AppState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
+        // A body trickled in slower than this holds a connection for
+        // nothing: the request fails instead.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.body_timeout,
+        ))
         .layer(middleware::from_fn(metrics::track_requests))
         .layer(TraceLayer::new_for_http().make_span_with(request_span));
     if !state.config.cors_origins.is_empty() {
@@ -110,10 +117,8 @@ fn cors(origins: &[String]) -> CorsLayer {
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let counting = tokio::spawn(metrics::count_outcomes(state.clone()));
     let shutdown = state.shutdown.clone();
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let limits = state.config.connections.clone();
+    let result = listen::serve_connections(listener, app(state), limits, shutdown).await;
     counting.abort();
     result
 }

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// Open SSE streams allowed per client address; more get 429.
     pub max_streams_per_client: usize,
+    /// Connections at most, and how long a request's headers may take.
+    pub connections: crate::ConnectionLimits,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,8 @@ impl Default for ServerConfig {
             sse_retry: Duration::from_secs(3),
             max_wait: Duration::from_secs(300),
             max_streams_per_client: 64,
+            connections: crate::ConnectionLimits::default(),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

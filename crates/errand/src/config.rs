@@ -96,6 +96,16 @@ pub struct ServeSettings {
     pub body_limit: usize,
     /// Origins allowed by CORS (`*` for any); CORS is off when empty.
     pub cors_origins: Vec<String>,
+    /// Open connections at most (SSE streams included); also bounded by
+    /// the process's open-file limit, which serve raises to its maximum.
+    pub max_connections: usize,
+    /// Seconds a connection's first request, and each request's headers,
+    /// may take to arrive.
+    pub header_timeout_secs: f64,
+    /// Seconds a kept-alive connection may sit with no request in progress.
+    pub idle_timeout_secs: f64,
+    /// Seconds a request's body may take to arrive.
+    pub body_timeout_secs: f64,
 }
 
 impl Default for ServeSettings {
@@ -105,6 +115,10 @@ impl Default for ServeSettings {
             no_worker: false,
             body_limit: 1024 * 1024,
             cors_origins: Vec::new(),
+            max_connections: 4096,
+            header_timeout_secs: 10.0,
+            idle_timeout_secs: 60.0,
+            body_timeout_secs: 30.0,
         }
     }
 }

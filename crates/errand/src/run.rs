@@ -84,10 +84,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let signaled = CancellationToken::new();
     tokio::spawn(stop_on_signal(signaled.clone()));
     let store = open_store_patiently(&settings, &signaled).await?;
+    let serve = &settings.serve;
+    let seconds = |name: &str, secs: f64| {
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("serve.{name} must be a number of seconds > 0, got {secs}"))
+    };
+    let open_files = errand_server::raise_open_file_limit();
     let config = errand_server::ServerConfig {
         api_token: settings.api_token.clone(),
-        body_limit: settings.serve.body_limit,
-        cors_origins: settings.serve.cors_origins.clone(),
+        body_limit: serve.body_limit,
+        cors_origins: serve.cors_origins.clone(),
+        connections: errand_server::ConnectionLimits {
+            max_connections: errand_server::connections_for(open_files, serve.max_connections),
+            header_timeout: seconds("header_timeout_secs", serve.header_timeout_secs)?,
+            idle_timeout: seconds("idle_timeout_secs", serve.idle_timeout_secs)?,
+        },
+        body_timeout: seconds("body_timeout_secs", serve.body_timeout_secs)?,
         ..errand_server::ServerConfig::default()
     };
     let state = errand_server::AppState::new(store.clone(), config);
