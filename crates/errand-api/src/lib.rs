@@ -38,13 +38,20 @@ pub struct SubmitRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitOptions {
+    #[serde(default, deserialize_with = "errand_core::whole::optional_integer")]
     pub priority: Option<i32>,
+    #[schema(min_length = 1)]
     pub queue: Option<String>,
-    /// Not before this time (RFC 3339).
+    /// Not before this time (RFC 3339). Not with `delay_secs`.
     pub run_at: Option<Timestamp>,
-    /// Not before this many seconds from now.
+    /// Not before this many seconds from now (at most ten years).
+    #[schema(minimum = 0, maximum = 315576000)]
     pub delay_secs: Option<f64>,
+    /// The attempt fails past this many seconds (at most ten years).
+    #[schema(exclusive_minimum = 0, maximum = 315576000)]
     pub timeout_secs: Option<f64>,
+    #[schema(minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "errand_core::whole::optional_integer")]
     pub max_attempts: Option<u32>,
     /// A second submit with the same key returns the first job.
     pub idempotency_key: Option<String>,
@@ -91,6 +98,7 @@ pub struct ListQuery {
     pub command_filter: Option<String>,
     /// new, running, completed, failed or canceled.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<JobStatus>)]
     pub status_filter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
@@ -100,15 +108,19 @@ pub struct ListQuery {
     pub parent_id: Option<String>,
     /// RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub created_after: Option<String>,
     /// RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub created_before: Option<String>,
     /// 1 to 1000, default 50.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 

@@ -22,6 +22,7 @@ pub mod retry;
 pub mod status;
 pub mod time;
 
+pub mod whole;
 pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};

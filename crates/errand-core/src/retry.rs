@@ -21,17 +21,28 @@ pub enum WaitStrategy {
     ExponentialJitter,
 }
 
+/// The most attempts a job may have: a bound for mistakes, far above any
+/// sensible policy.
+pub const MAX_ATTEMPTS: u32 = 10_000;
+
 /// When and how often a failed job is tried again. Times are in seconds.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetryPolicy {
     /// Attempts in all, counting the first one.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    #[serde(deserialize_with = "crate::whole::integer")]
     pub max_attempts: u32,
     pub wait_strategy: WaitStrategy,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 315576000))]
     pub wait_time: f64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 315576000))]
     pub wait_min: f64,
+    /// Below `wait_min`, every bounded wait is `wait_min`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 315576000))]
     pub wait_max: f64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub wait_multiplier: f64,
     /// If not empty, only errors of these kinds are retried.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -59,12 +70,10 @@ impl Default for RetryPolicy {
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum RetryPolicyError {
-    #[error("max_attempts must be at least 1, got {0}")]
+    #[error("max_attempts must be from 1 to 10000, got {0}")]
     NoAttempts(u32),
     #[error("{field} must be a number of seconds from 0 to 315576000 (ten years), got {value}")]
     BadSeconds { field: &'static str, value: f64 },
-    #[error("wait_max ({max}) must be ≥ wait_min ({min})")]
-    MaxBelowMin { min: f64, max: f64 },
     #[error("wait_multiplier must be ≥ 1, got {0}")]
     MultiplierBelowOne(f64),
 }
@@ -79,7 +88,7 @@ impl RetryPolicy {
     }
 
     pub fn validate(&self) -> Result<(), RetryPolicyError> {
-        if self.max_attempts < 1 {
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
             return Err(RetryPolicyError::NoAttempts(self.max_attempts));
         }
         for (field, value) in [
@@ -90,12 +99,6 @@ impl RetryPolicy {
             if !value.is_finite() || !(0.0..=crate::time::MAX_SPAN_SECS).contains(&value) {
                 return Err(RetryPolicyError::BadSeconds { field, value });
             }
-        }
-        if self.wait_max < self.wait_min {
-            return Err(RetryPolicyError::MaxBelowMin {
-                min: self.wait_min,
-                max: self.wait_max,
-            });
         }
         if !self.wait_multiplier.is_finite() || self.wait_multiplier < 1.0 {
             return Err(RetryPolicyError::MultiplierBelowOne(self.wait_multiplier));
@@ -110,20 +113,20 @@ impl RetryPolicy {
     }
 
     /// The wait after failed attempt number `attempt` (1-based).
-    /// `random` is uniform in `[0, 1)`.
+    /// `random` is uniform in `[0, 1)`. A `wait_max` below `wait_min`
+    /// means every bounded wait is `wait_min` (a range of one value).
     pub fn backoff(&self, attempt: u32, random: f64) -> Duration {
         let random = random.clamp(0.0, 1.0);
+        let (min, max) = (self.wait_min, self.wait_max.max(self.wait_min));
         let exponential = || {
             let exponent = attempt.saturating_sub(1).min(1023) as i32;
-            (self.wait_multiplier * 2f64.powi(exponent)).clamp(self.wait_min, self.wait_max)
+            (self.wait_multiplier * 2f64.powi(exponent)).clamp(min, max)
         };
         let secs = match self.wait_strategy {
             WaitStrategy::Fixed => self.wait_time,
             WaitStrategy::Exponential => exponential(),
-            WaitStrategy::Random => self.wait_min + (self.wait_max - self.wait_min) * random,
-            WaitStrategy::ExponentialJitter => {
-                (exponential() + self.wait_time * random).min(self.wait_max)
-            }
+            WaitStrategy::Random => min + (max - min) * random,
+            WaitStrategy::ExponentialJitter => (exponential() + self.wait_time * random).min(max),
         };
         Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
     }
@@ -180,16 +183,33 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_bad_field() {
-        let bad = RetryPolicy {
+    fn a_max_below_the_min_is_a_range_of_one_value() {
+        let narrow = RetryPolicy {
             wait_min: 10.0,
             wait_max: 1.0,
             ..RetryPolicy::default()
         };
-        assert!(matches!(
-            bad.validate(),
-            Err(RetryPolicyError::MaxBelowMin { .. })
-        ));
+        assert_eq!(narrow.validate(), Ok(()));
+        for strategy in [
+            WaitStrategy::Exponential,
+            WaitStrategy::Random,
+            WaitStrategy::ExponentialJitter,
+        ] {
+            let policy = RetryPolicy {
+                wait_strategy: strategy,
+                wait_time: 0.0,
+                ..narrow.clone()
+            };
+            assert_eq!(
+                policy.backoff(3, 0.7),
+                Duration::from_secs(10),
+                "{strategy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
         let bad = RetryPolicy {
             max_attempts: 0,
             ..RetryPolicy::default()

@@ -57,6 +57,12 @@ pub(crate) async fn build_job(
     }
     let defaults = &command.info.defaults;
     let options = request.options.unwrap_or_default();
+    if let Some(retry) = &options.retry {
+        // As sent: max_attempts below may replace its count, not excuse it.
+        retry
+            .validate()
+            .map_err(|e| ApiError::InvalidInput(format!("options.retry: {e}")))?;
+    }
     let mut job = NewJob::new(app, name, request.input)
         .queue(options.queue.unwrap_or_else(|| defaults.queue.clone()))
         .priority(options.priority.unwrap_or(defaults.priority))
@@ -68,17 +74,11 @@ pub(crate) async fn build_job(
         job.retry.max_attempts = max_attempts;
     }
     let now = state.store.clock().now();
-    let latest = now.plus(Duration::from_secs_f64(errand_core::MAX_SPAN_SECS));
     job.run_at = match (options.run_at, options.delay_secs) {
         (Some(_), Some(_)) => {
             return Err(ApiError::InvalidInput(
                 "options: give run_at or delay_secs, not both".into(),
             ))
-        }
-        (Some(at), None) if at > latest => {
-            return Err(ApiError::InvalidInput(format!(
-                "options.run_at must be within ten years from now, got {at}"
-            )))
         }
         (Some(at), None) => Some(at),
         (None, Some(secs)) => {
@@ -235,7 +235,9 @@ pub async fn submit_batch(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct WaitQuery {
-    /// Long-poll: answer when the job ends or after this many seconds.
+    /// Long-poll: answer when the job ends or after this many seconds
+    /// (at most the server's `max_wait`, 300 s by default).
+    #[param(minimum = 0)]
     pub wait: Option<f64>,
 }
 
@@ -251,11 +253,15 @@ pub async fn get_job(
     let job_id = JobId::from(job_id);
     let wait = match query.wait {
         None => Duration::ZERO,
-        Some(secs) => Duration::try_from_secs_f64(secs)
-            .map_err(|_| {
-                ApiError::BadRequest(format!("wait must be a number of seconds ≥ 0, got {secs}"))
-            })?
+        // Longer than the server allows is the server's longest.
+        Some(secs) if secs >= 0.0 => Duration::try_from_secs_f64(secs)
+            .unwrap_or(Duration::MAX)
             .min(state.config.max_wait),
+        Some(secs) => {
+            return Err(ApiError::BadRequest(format!(
+                "wait must be a number of seconds ≥ 0, got {secs}"
+            )))
+        }
     };
     if wait.is_zero() {
         return Ok(Json(state.store.get(&job_id).await?));
@@ -371,6 +377,7 @@ pub struct EventsQuery {
     /// Only events after this sequence number.
     pub after: Option<i64>,
     /// At most this many (default and maximum 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -383,7 +390,12 @@ pub async fn job_events(
     Path(job_id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
-    let limit = query.limit.unwrap_or(1000).clamp(1, 1000);
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 1000, got {limit}"
+        )));
+    }
     let events = state
         .store
         .events(&JobId::from(job_id), query.after.unwrap_or(0), limit)

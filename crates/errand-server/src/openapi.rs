@@ -15,7 +15,6 @@ use utoipa::OpenApi;
         crate::info::health, crate::info::ready, crate::metrics::render, openapi_json,
     ),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
 )]
 pub struct ApiDoc;
 
@@ -32,9 +31,198 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// This document.
+/// This document, as this server answers: with bearer auth required
+/// where it is (only when a token is configured, and never for health),
+/// and with the errors every route can give.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "health",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+) -> Result<Json<serde_json::Value>, crate::ApiError> {
+    let doc = document(state.config.api_token.is_some());
+    let mut doc = serde_json::to_value(doc).expect("the document serializes");
+    let commands = state.store.commands().await?;
+    describe_submits(&mut doc, &commands);
+    Ok(Json(doc))
+}
+
+/// Replaces the generic submit body (any command, any object as input)
+/// with what this server accepts now: one branch per registered command,
+/// its input held to the command's own JSON Schema, so that a client
+/// generated from the document (or a fuzzer) knows exactly which submits
+/// succeed. Each command may be named in full (`app.name`, no `app`) or by
+/// name with its `app`.
+fn describe_submits(doc: &mut serde_json::Value, commands: &[errand_store::CommandInfo]) {
+    use serde_json::{json, Value};
+    let schemas = &mut doc["components"]["schemas"];
+    let generic = schemas["SubmitRequest"].take();
+    let properties = &generic["properties"];
+    let (context, options) = (
+        json!({"type": ["object", "null"]}),
+        properties["options"].clone(),
+    );
+    let mut branches = Vec::new();
+    for command in commands {
+        let prefix = format!("{}.{}", command.app, command.name);
+        let own = hoist_definitions(schemas, &prefix, command.input_schema.clone());
+        // Whatever the command's schema says, a job's input is an object.
+        let input = json!({"allOf": [{"type": "object"}, own]});
+        let branch = |name: Value, app: Value, required: &[&str]| {
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": required,
+                "properties": {
+                    "command": name, "app": app, "input": input,
+                    "context": context, "options": options,
+                },
+            })
+        };
+        branches.push(branch(
+            json!({"const": prefix}),
+            json!({"type": "null"}),
+            &["command", "input"],
+        ));
+        branches.push(branch(
+            json!({"const": command.name}),
+            json!({"const": command.app}),
+            &["command", "app", "input"],
+        ));
+    }
+    let mut submit = if branches.is_empty() {
+        // No worker has registered a command: no submit can succeed.
+        json!({"not": {}})
+    } else {
+        json!({"anyOf": branches})
+    };
+    submit["description"] = json!(
+        "A registered command (`app.name`, or `name` with `app`), its input per the command's schema, and options."
+    );
+    schemas["SubmitRequest"] = submit;
+    // run_at and delay_secs together are refused.
+    let options = &mut schemas["SubmitOptions"];
+    options["not"] = json!({
+        "required": ["run_at", "delay_secs"],
+        "properties": {"run_at": {"type": "string"}, "delay_secs": {"type": "number"}},
+    });
+}
+
+/// A command's schema with its `$defs` moved into the document's
+/// components (as `app.name.Def`) and its references pointed there: in
+/// the document, `#/$defs/...` would name the document's root.
+fn hoist_definitions(
+    schemas: &mut serde_json::Value,
+    prefix: &str,
+    mut schema: serde_json::Value,
+) -> serde_json::Value {
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+        if let Some(serde_json::Value::Object(defs)) = object.remove("$defs") {
+            for (name, mut def) in defs {
+                rewrite_refs(&mut def, prefix);
+                schemas[format!("{prefix}.{name}")] = def;
+            }
+        }
+    }
+    rewrite_refs(&mut schema, prefix);
+    schema
+}
+
+fn rewrite_refs(value: &mut serde_json::Value, prefix: &str) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, inner) in object.iter_mut() {
+                match (key.as_str(), inner) {
+                    ("$ref", serde_json::Value::String(target)) => {
+                        if let Some(name) = target.strip_prefix("#/$defs/") {
+                            *target = format!("#/components/schemas/{prefix}.{name}");
+                        }
+                    }
+                    (_, inner) => rewrite_refs(inner, prefix),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                rewrite_refs(item, prefix);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The document for a server with or without a token.
+pub fn document(with_token: bool) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::HttpMethod;
+    let mut doc = ApiDoc::openapi();
+    if with_token {
+        doc.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    } else if let Some(components) = doc.components.as_mut() {
+        components.security_schemes.clear();
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let open = path == "/api/health";
+        for (method, operation) in [
+            (HttpMethod::Get, item.get.as_mut()),
+            (HttpMethod::Post, item.post.as_mut()),
+            (HttpMethod::Delete, item.delete.as_mut()),
+        ] {
+            let Some(operation) = operation else { continue };
+            if open && with_token {
+                // Health answers without a token.
+                operation.security = Some(vec![SecurityRequirement::default()]);
+            }
+            let has_input = operation.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                || operation.request_body.is_some();
+            let mut add = |status: &str, description: &str| {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error_response(description));
+            };
+            if has_input {
+                add("400", "A parameter or the body is malformed");
+            }
+            if with_token && !open {
+                add("401", "No valid bearer token (or dashboard session)");
+                add(
+                    "429",
+                    "Too many wrong tokens from this client; see Retry-After",
+                );
+            }
+            if method != HttpMethod::Get {
+                add(
+                    "403",
+                    "Sent by a page of another origin (cross-site request)",
+                );
+            }
+            if operation.request_body.is_some() {
+                add("413", "The body is larger than the server's body_limit");
+                add("415", "The body's Content-Type is not JSON");
+            }
+            if path != "/api/health" && path != "/api/openapi.json" && path != "/metrics" {
+                add("503", "The store is unavailable");
+            }
+        }
+    }
+    doc
+}
+
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
 }

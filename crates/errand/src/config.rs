@@ -106,6 +106,9 @@ pub struct ServeSettings {
     pub idle_timeout_secs: f64,
     /// Seconds a request's body may take to arrive.
     pub body_timeout_secs: f64,
+    /// The longest long-poll (`?wait=`) in seconds; longer asks are cut
+    /// to it.
+    pub max_wait_secs: f64,
 }
 
 impl Default for ServeSettings {
@@ -119,6 +122,7 @@ impl Default for ServeSettings {
             header_timeout_secs: 10.0,
             idle_timeout_secs: 60.0,
             body_timeout_secs: 30.0,
+            max_wait_secs: 300.0,
         }
     }
 }

@@ -102,6 +102,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             idle_timeout: seconds("idle_timeout_secs", serve.idle_timeout_secs)?,
         },
         body_timeout: seconds("body_timeout_secs", serve.body_timeout_secs)?,
+        max_wait: seconds("max_wait_secs", serve.max_wait_secs)?,
         ..errand_server::ServerConfig::default()
     };
     let state = errand_server::AppState::new(store.clone(), config);

@@ -1248,7 +1248,6 @@ async fn absurd_times_and_durations_are_refused_naming_the_field() {
         (json!({"delay_secs": 9.3e12}), "delay_secs"),
         (json!({"delay_secs": 1e12}), "delay_secs"),
         (json!({"delay_secs": -1}), "delay_secs"),
-        (json!({"run_at": "9999-01-01T00:00:00Z"}), "run_at"),
         (json!({"timeout_secs": 1e300}), "timeout_secs"),
         (json!({"retry": {"wait_time": 1e308}}), "wait_time"),
         (json!({"retry": {"wait_max": 1e20}}), "wait_max"),
@@ -1260,6 +1259,16 @@ async fn absurd_times_and_durations_are_refused_naming_the_field() {
             field,
         );
     }
+    refused(
+        s.post(
+            "/api/commands/jobs",
+            echo(json!({"run_at": "10000-01-01T00:00:00Z"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "RFC 3339",
+    );
     // Nothing was stored by the refusals.
     let (_, list) = s.get("/api/commands/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
