@@ -500,7 +500,7 @@ pub(crate) async fn finish_one(
             Some(result.clone()),
         ),
         Outcome::Failed { error, retry_at: Some(at) } => (
-            "status = 'new', error = $7, run_at = $8, worker_id = NULL, lease_until = NULL, updated = $1",
+            "status = 'new', error = $7, run_at = $8, progress = NULL, worker_id = NULL, lease_until = NULL, updated = $1",
             EventKind::Failure,
             json!({"status": "new", "error": error, "retry_at": at}),
             Some(serde_json::to_value(error).expect("errors serialize")),
@@ -518,7 +518,7 @@ pub(crate) async fn finish_one(
             None,
         ),
         Outcome::Released => (
-            "status = 'new', attempt = j.attempt - 1, worker_id = NULL, lease_until = NULL, updated = $1",
+            "status = 'new', attempt = j.attempt - 1, progress = NULL, started = NULL, worker_id = NULL, lease_until = NULL, updated = $1",
             EventKind::Status,
             json!({"status": "new", "reason": "released by a worker shutting down"}),
             None,
@@ -918,7 +918,7 @@ pub(crate) async fn reap_expired(
         } else {
             (
                 // run_at stays: the job keeps its place in the queue.
-                "status = 'new', worker_id = NULL, lease_until = NULL, error = $6, updated = $1",
+                "status = 'new', progress = NULL, worker_id = NULL, lease_until = NULL, error = $6, updated = $1",
                 EventKind::Failure,
                 json!({"status": "new", "error": error, "retry_at": now}),
                 Some(error_value),

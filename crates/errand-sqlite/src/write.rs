@@ -468,7 +468,7 @@ fn finish_one(
             error,
             retry_at: Some(at),
         } => (
-            "status = 'new', error = :text, run_at = :retry_at, worker_id = NULL, lease_until = NULL",
+            "status = 'new', error = :text, run_at = :retry_at, progress = NULL, worker_id = NULL, lease_until = NULL",
             EventKind::Failure,
             json!({"status": "new", "error": error, "retry_at": at}),
         ),
@@ -486,7 +486,7 @@ fn finish_one(
             json!({"status": "canceled", "reason": message, "attempt": fence.attempt}),
         ),
         Outcome::Released => (
-            "status = 'new', attempt = attempt - 1, worker_id = NULL, lease_until = NULL",
+            "status = 'new', attempt = attempt - 1, progress = NULL, started = NULL, worker_id = NULL, lease_until = NULL",
             EventKind::Status,
             json!({"status": "new", "reason": "released by a worker shutting down"}),
         ),
@@ -878,7 +878,7 @@ pub(crate) fn reap_expired(
         } else {
             (
                 // run_at stays: the job keeps its place in the queue.
-                "status = 'new', worker_id = NULL, lease_until = NULL, error = ?4",
+                "status = 'new', progress = NULL, worker_id = NULL, lease_until = NULL, error = ?4",
                 json!({"status": "new", "error": error, "retry_at": ctx.now}),
             )
         };

@@ -90,8 +90,12 @@ fn job_panel(job: &Job, log: &EventLog, notice: Option<&str>, now: Timestamp) ->
     let live = (!job.status.is_terminal()).then(|| format!("/ui/live/jobs/{}", job.job_id));
     html! {
         section #job .panel hx-ext=[live.as_ref().map(|_| "sse")] sse-connect=[live.as_deref()] sse-close=[live.as_ref().map(|_| "end")] {
-            @if let Some(notice) = notice { p role="status" { (notice) } }
-            div #job-state sse-swap="state" { (job_state(job, log, now)) }
+            // Inside the live part: the next state drawn replaces it, so
+            // "cancel requested" does not outlive the cancel.
+            div #job-state sse-swap="state" {
+                @if let Some(notice) = notice { p role="status" { (notice) } }
+                (job_state(job, log, now))
+            }
             h2 { "Event log" }
             ol #job-log .events sse-swap="log" { (log_items(log)) }
         }
@@ -113,7 +117,9 @@ pub(crate) fn job_state(job: &Job, log: &EventLog, now: Timestamp) -> Markup {
             dt { "Queue" } dd { (job.queue) " (priority " (job.priority) ")" }
             dt { "Created" } dd { (relative(job.created, now)) }
             @if job.run_at > job.created { dt { "Due" } dd { (relative(job.run_at, now)) } }
-            @if let Some(started) = job.started { dt { "Started" } dd { (relative(started, now)) } }
+            @if let Some(started) = job.started.filter(|_| job.status != JobStatus::New) {
+                dt { "Started" } dd { (relative(started, now)) }
+            }
             @if let Some(finished) = job.finished { dt { "Finished" } dd { (relative(finished, now)) } }
             @if let Some(worker) = &job.worker_id { dt { "Worker" } dd { (worker) } }
             @if let Some(parent) = &job.parent_id {
@@ -215,6 +221,11 @@ fn event_summary(event: &JobEvent) -> String {
                 None => message.to_owned(),
             }
         }
+        EventKind::Status
+            if event.data.get("cancel_requested") == Some(&serde_json::Value::Bool(true)) =>
+        {
+            "cancel requested: its worker is stopping it".to_owned()
+        }
         EventKind::Status => {
             let mut parts: Vec<String> = Vec::new();
             parts.extend(text("/reason").map(str::to_owned));
@@ -269,4 +280,25 @@ pub async fn act(
         Err(err) => return trouble(&err),
     };
     job_panel(&job, &log, Some(&notice), state.store.clock().now()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_request_is_said_in_the_log_not_shown_as_a_bare_status() {
+        let event = JobEvent {
+            id: 1,
+            job_id: JobId::from("j"),
+            seq: 3,
+            kind: EventKind::Status,
+            status: JobStatus::Running,
+            app: "a".into(),
+            command: "c".into(),
+            data: serde_json::json!({"status": "running", "cancel_requested": true}),
+            at: Timestamp::default(),
+        };
+        assert!(event_summary(&event).contains("cancel requested"));
+    }
 }

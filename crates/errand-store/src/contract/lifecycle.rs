@@ -139,10 +139,10 @@ pub async fn invalid_jobs_are_rejected_with_a_reason(t: TestStore) {
         new_job("a").queue(""),
         new_job("a").timeout_secs(-1.0),
         new_job("a").retry(RetryPolicy {
-            wait_min: 5.0,
-            wait_max: 1.0,
+            wait_time: 1e12,
             ..RetryPolicy::default()
         }),
+        new_job("a").max_attempts(0),
     ];
     for job in cases {
         let err = t.store.submit(job).await.unwrap_err();
@@ -611,6 +611,14 @@ pub async fn retry_of_a_running_or_completed_job_is_a_conflict(t: TestStore) {
 pub async fn release_returns_the_job_without_counting_the_attempt(t: TestStore) {
     let id = t.store.submit(new_job("a")).await.unwrap().job_id;
     let job = claim_one(&t, "w").await;
+    let halfway = Progress {
+        fraction: Some(0.5),
+        ..Progress::default()
+    };
+    t.store
+        .report_progress(&fence(&job, "w"), halfway)
+        .await
+        .unwrap();
     t.store
         .finish(vec![(fence(&job, "w"), Outcome::Released)])
         .await
@@ -621,6 +629,8 @@ pub async fn release_returns_the_job_without_counting_the_attempt(t: TestStore) 
     let released = t.store.get(&id).await.unwrap();
     assert_eq!((released.status, released.attempt), (JobStatus::New, 0));
     assert!(released.worker_id.is_none());
+    // Queued again as if never started: no stale progress, no run time.
+    assert_eq!((released.progress, released.started), (None, None));
     let again = claim_one(&t, "w2").await;
     assert_eq!((again.job_id, again.attempt), (id, 1));
     // The releasing worker's fence no longer holds.

@@ -70,6 +70,8 @@ pub async fn follow(client: &Client, job_id: &str) -> anyhow::Result<Job> {
 /// The bar on a terminal; plain lines on stderr otherwise.
 struct View {
     bar: ProgressBar,
+    /// The job's status as last seen: the bar fills only for `completed`.
+    status: std::cell::Cell<Option<JobStatus>>,
 }
 
 impl View {
@@ -81,7 +83,10 @@ impl View {
                 .progress_chars("=> "),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { bar }
+        Self {
+            bar,
+            status: std::cell::Cell::new(None),
+        }
     }
 
     /// A line above the bar, or on stderr when there is no bar.
@@ -94,6 +99,7 @@ impl View {
     }
 
     fn set_status(&self, status: JobStatus) {
+        self.status.set(Some(status));
         self.bar.set_prefix(paint(status_style(status), status));
     }
 
@@ -135,6 +141,9 @@ impl View {
                 );
             }
             EventKind::Log => self.say(text("line").unwrap_or_default()),
+            EventKind::Status if data.get("cancel_requested") == Some(&Value::Bool(true)) => {
+                self.say(paint(status_style(JobStatus::Canceled), "cancel requested"));
+            }
             EventKind::Status => {
                 self.set_status(event.status);
                 let mut line = paint(status_style(event.status), event.status);
@@ -169,7 +178,33 @@ impl View {
         }
     }
 
+    /// Leaves the bar where the job left it: full only for a completed
+    /// job, never for one that failed or was canceled part way.
     fn finish(&self) {
-        self.bar.finish();
+        if self.status.get() == Some(JobStatus::Completed) {
+            self.bar.finish();
+        } else {
+            self.bar.abandon();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_stays_where_a_failed_or_canceled_job_left_it() {
+        for (status, position) in [
+            (JobStatus::Failed, 300),
+            (JobStatus::Canceled, 300),
+            (JobStatus::Completed, 1000),
+        ] {
+            let view = View::new();
+            view.progress(Some(0.3), None);
+            view.set_status(status);
+            view.finish();
+            assert_eq!(view.bar.position(), position, "{status}");
+        }
     }
 }

@@ -203,7 +203,8 @@ fn describe(job: &Job, now: Timestamp) -> String {
     if job.status == JobStatus::New && job.run_at > now {
         lines.push(("runs", relative(job.run_at, now)));
     }
-    if let Some(started) = job.started {
+    // A queued job (waiting for a retry) is not running: no run time.
+    if let Some(started) = job.started.filter(|_| job.status != JobStatus::New) {
         let ran = job.finished.unwrap_or(now).since(started).as_secs_f64();
         lines.push((
             "started",

@@ -61,6 +61,17 @@ impl From<JobStatusArg> for JobStatus {
     }
 }
 
+/// How far a job got matters while it runs; after, its status says it
+/// (a completed job is not "92%").
+fn progress_cell(job: &errand::Job) -> String {
+    job.progress
+        .as_ref()
+        .filter(|_| job.status == JobStatus::Running)
+        .and_then(|p| p.fraction)
+        .map(|f| format!("{:>3.0}%", f * 100.0))
+        .unwrap_or_default()
+}
+
 pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<Exit> {
     let now = SystemClock.now();
     let query = ListQuery {
@@ -83,17 +94,11 @@ pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<Exit> {
         "JOB", "COMMAND", "STATUS", "PROGRESS", "TRY", "CREATED", "UPDATED",
     ]);
     for job in &page.jobs {
-        let progress = job
-            .progress
-            .as_ref()
-            .and_then(|p| p.fraction)
-            .map(|f| format!("{:>3.0}%", f * 100.0))
-            .unwrap_or_default();
         table.row(vec![
             job.job_id.to_string(),
             job.full_command(),
             paint(status_style(job.status), job.status),
-            progress,
+            progress_cell(job),
             format!("{}/{}", job.attempt, job.max_attempts),
             relative(job.created, now),
             relative(job.updated, now),
@@ -238,5 +243,29 @@ fn print_table(table: &Table, when_empty: &str) {
         anstream::eprintln!("{}", paint(dim(), when_empty));
     } else {
         anstream::print!("{}", table.render());
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_running_job_shows_how_far_it_got() {
+        let mut job: errand::Job = serde_json::from_value(serde_json::json!({
+            "job_id": "j", "app": "a", "command": "c", "input": {}, "context": null,
+            "status": "completed", "result": null, "error_message": null, "error": null,
+            "progress": {"fraction": 0.92, "message": null, "stage": null, "data": null, "updated": null},
+            "attempt": 1, "max_attempts": 3, "retry": errand::RetryPolicy::default(),
+            "priority": 0, "queue": "default", "run_at": "2026-01-01T00:00:00Z",
+            "timeout_secs": null, "idempotency_key": null, "parent_id": null,
+            "cancel_requested": false, "worker_id": null, "lease_until": null,
+            "created": "2026-01-01T00:00:00Z", "updated": "2026-01-01T00:00:00Z",
+            "started": null, "finished": null
+        }))
+        .unwrap();
+        assert_eq!(progress_cell(&job), "");
+        job.status = JobStatus::Running;
+        assert_eq!(progress_cell(&job), " 92%");
     }
 }
