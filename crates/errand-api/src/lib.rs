@@ -1,4 +1,4 @@
-//! errand's HTTP wire types (SPEC §4), shared by the server, the client and
+//! errand's HTTP wire types, shared by the server, the client and
 //! the tests, so all of them speak exactly the same JSON.
 //!
 //! Jobs, events, commands, stats and workers go over the wire as the core

@@ -1,4 +1,4 @@
-//! The append-only event log every job keeps (SPEC §2.2, §4.4).
+//! The append-only event log every job keeps.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

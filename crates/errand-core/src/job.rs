@@ -1,4 +1,4 @@
-//! The job record, with the wire field names of SPEC §2.2.
+//! The job record, with its wire field names.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -6,10 +6,10 @@
 //!   wire) and the injectable [`Clock`] that every component asks for "now",
 //!   so tests of leases, timeouts and back-off are deterministic.
 //! - [`id`]: [`JobId`], a time-ordered opaque string.
-//! - [`status`]: [`JobStatus`] and the state machine of SPEC §2.3 as pure
+//! - [`status`]: [`JobStatus`] and the state machine as pure
 //!   functions.
-//! - [`retry`]: [`RetryPolicy`] with the four wait strategies of SPEC §2.4.
-//! - [`job`]: the [`Job`] record with the wire field names of SPEC §2.2, its
+//! - [`retry`]: [`RetryPolicy`] with its four wait strategies.
+//! - [`job`]: the [`Job`] record with its wire field names, its
 //!   [`Progress`] and structured [`JobError`].
 //! - [`event`]: the append-only per-job event log ([`JobEvent`]).
 

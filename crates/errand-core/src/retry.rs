@@ -1,4 +1,4 @@
-//! The retry policy of SPEC §2.4, field for field the `RetryConfig` of
+//! The retry policy, field for field the `RetryConfig` of
 //! surreal-commands, so Open Notebook's policies can be written down as is.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The job state machine of SPEC §2.3, as pure functions.
+//! The job state machine, as pure functions.
 //!
 //! Stores call [`JobStatus::apply`] to learn the status a transition leads
 //! to, and then write it with a compare-and-set on (job id, status, attempt),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A UTC instant with microsecond precision.
 ///
 /// Stored as an integer so stores can index and compare it cheaply; written
-/// on the wire as RFC 3339 (SPEC §2.2).
+/// on the wire as RFC 3339.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(i64);
 

@@ -1,5 +1,5 @@
 //! errand's PostgreSQL store: many servers and workers on many hosts share
-//! one database (SPEC §10).
+//! one database.
 //!
 //! # Layout
 //! - [`PgStore`] (this file): the pool, migrations on connect, and the

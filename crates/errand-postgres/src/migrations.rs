@@ -19,8 +19,14 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<usize, String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| e.to_string())?;
+    // Created only where missing: CREATE ... IF NOT EXISTS would log a
+    // NOTICE ("already exists, skipping") at every start.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS errand_schema (version integer NOT NULL); \
+        "DO $$ BEGIN \
+           IF to_regclass('errand_schema') IS NULL THEN \
+             CREATE TABLE errand_schema (version integer NOT NULL); \
+           END IF; \
+         END $$; \
          INSERT INTO errand_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM errand_schema)",
     )
     .await

@@ -1,6 +1,6 @@
 //! The commands workers published in the store, with their input schemas
 //! compiled, so an API-only server validates input without linking any
-//! handler (SPEC §2.1, fixes W13).
+//! handler.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

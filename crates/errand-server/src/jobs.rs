@@ -1,4 +1,4 @@
-//! The job routes of SPEC §4.1 and §4.2.
+//! The job routes: submit, batch, get (long-poll), list, cancel, retry, events.
 
 use std::time::Duration;
 

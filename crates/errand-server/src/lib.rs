@@ -1,4 +1,4 @@
-//! `errand serve`: the HTTP API of SPEC §4 over any [`Store`].
+//! `errand serve`: the HTTP API (docs/api.md) over any [`Store`].
 //!
 //! # Layout
 //! - [`app`] (this file): the router: every route under `/api` and again

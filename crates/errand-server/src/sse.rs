@@ -1,4 +1,4 @@
-//! Server-Sent Events (SPEC §4.4): a job's stream and the global feed.
+//! Server-Sent Events: a job's stream and the global feed.
 //!
 //! Both come from the store's change feed, one in-memory broadcast per
 //! server fanned out to every client: no client polls the database. A

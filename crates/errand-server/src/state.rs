@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 
-/// The server's settings (SPEC §4.3).
+/// The server's settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// When set, every route but `/api/health` needs `Authorization: Bearer`.

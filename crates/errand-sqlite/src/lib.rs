@@ -16,7 +16,7 @@
 //!
 //! Durability: WAL with `synchronous=NORMAL` survives a process crash; with
 //! [`Synchronous::Full`] every commit is also on disk before submit returns,
-//! surviving power loss (SPEC §3.1).
+//! surviving power loss.
 
 mod checkpoint;
 mod chunks;

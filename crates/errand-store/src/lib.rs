@@ -1,5 +1,5 @@
 //! The one interface every errand store implements, and the contract suite
-//! that proves a store keeps errand's guarantees (SPEC §2–3).
+//! that proves a store keeps errand's guarantees.
 //!
 //! # Layout
 //! - [`store`]: the [`Store`] trait, one method per operation.

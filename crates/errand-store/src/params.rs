@@ -314,7 +314,7 @@ pub struct CommandDefaults {
 }
 
 /// A command as a worker publishes it, so API servers can validate input
-/// without linking the handler (SPEC §2.1).
+/// without linking the handler.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandInfo {

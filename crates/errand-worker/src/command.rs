@@ -50,7 +50,7 @@ pub trait Command: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, HandlerError>> + Send;
 }
 
-/// A command's defaults (SPEC §2.1).
+/// A command's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CommandOptions {
     pub description: Option<String>,

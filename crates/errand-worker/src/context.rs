@@ -1,4 +1,4 @@
-//! What a handler gets besides its input (SPEC §2.5).
+//! What a handler gets besides its input.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

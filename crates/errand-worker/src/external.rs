@@ -1,4 +1,4 @@
-//! Commands that are external programs (SPEC §6), so a handler can be
+//! Commands that are external programs, so a handler can be
 //! written in any language.
 //!
 //! The protocol: the job's input JSON on stdin; the result JSON on stdout;

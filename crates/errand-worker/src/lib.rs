@@ -1,4 +1,4 @@
-//! errand's worker runtime (SPEC §5): runs registered commands on jobs
+//! errand's worker runtime: runs registered commands on jobs
 //! claimed from a [`Store`](errand_store::Store).
 //!
 //! # Layout
@@ -12,7 +12,7 @@
 //!   store's change feed with a periodic poll as the guarantee, and shuts
 //!   down gracefully.
 //! - [`external`]: [`ExternalProgram`], a command that is a program in any
-//!   language (SPEC §6): JSON on stdin and stdout, events on stderr.
+//!   language: JSON on stdin and stdout, events on stderr.
 //! - `execute`: one attempt: timeout, cancel, grace period, panic → outcome.
 //! - `completer`: records outcomes in batches, one store call for many.
 //! - `running`: the attempts in flight and how to stop each.

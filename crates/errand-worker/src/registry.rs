@@ -101,7 +101,7 @@ impl Registry {
     }
 
     /// Adds a typed command. Registering the same `app.name` twice is an
-    /// error, never a silent replacement (SPEC §2.1).
+    /// error, never a silent replacement.
     pub fn register<C: Command>(&mut self, command: C) -> Result<&mut Self, RegistryError> {
         let schema =
             serde_json::to_value(schemars::schema_for!(C::Input)).expect("a JSON Schema is JSON");

@@ -1,4 +1,4 @@
-//! The worker loop (SPEC §5, §3.3, §3.7, §3.8).
+//! The worker loop.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! External-program commands (SPEC §6) run by a real worker on a real
+//! External-program commands run by a real worker on a real
 //! store: the stdin/stdout/stderr protocol, limits, and that no process of
 //! a stopped job survives it.
 

@@ -41,7 +41,7 @@ pub enum ClientError {
     /// No answer: the server is down, the address is wrong, or it timed out.
     #[error("cannot reach the errand server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    /// The server answered with an error (SPEC §4's error body).
+    /// The server answered with an error (errand's JSON error body).
     #[error("{message} ({status} {code})")]
     Api {
         status: u16,

@@ -32,15 +32,17 @@ pub const DEFAULT_FILE: &str = "errand.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    // The causes are in the messages, not error sources: a report that
+    // prints the chain would say them twice.
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        error: Box<toml::de::Error>,
     },
     #[error("command {name:?} in {path}: {reason}")]
     Command {
@@ -162,7 +164,7 @@ impl Default for WorkerSettings {
     }
 }
 
-/// A command that is an external program (SPEC §6).
+/// A command that is an external program.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalCommand {
@@ -204,6 +206,43 @@ fn default_max_output() -> usize {
     1024 * 1024
 }
 
+/// Whether `program` would be found to run: a path (relative to `cwd`)
+/// to an executable file, or a name found in one of `path_var`'s folders.
+fn program_exists(program: &str, cwd: Option<&Path>, path_var: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = Path::new(program);
+        return match (path.is_relative(), cwd) {
+            (true, Some(cwd)) => executable(&cwd.join(path)),
+            _ => executable(path),
+        };
+    }
+    std::env::split_paths(path_var).any(|folder| executable(&folder.join(program)))
+}
+
+/// `sqlite://PATH[?options]` with a relative PATH made relative to `base`;
+/// any other store URL as it is.
+fn sqlite_relative_to(store: &str, base: &Path) -> String {
+    let Some(rest) = store.strip_prefix("sqlite://") else {
+        return store.to_owned();
+    };
+    let (path, options) = match rest.split_once('?') {
+        Some((path, options)) => (path, Some(options)),
+        None => (rest, None),
+    };
+    if path.is_empty() || Path::new(path).is_absolute() {
+        return store.to_owned();
+    }
+    let joined = base.join(path);
+    match options {
+        Some(options) => format!("sqlite://{}?{options}", joined.display()),
+        None => format!("sqlite://{}", joined.display()),
+    }
+}
+
 impl Settings {
     /// Reads `path`, or `./errand.toml` when it exists, or nothing.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -212,15 +251,22 @@ impl Settings {
             None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
             None => return Ok(Self::default()),
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
-        let mut settings = Self::parse(&text).map_err(|source| ConfigError::Parse {
+        let mut settings = Self::parse(&text).map_err(|error| ConfigError::Parse {
             path: path.clone(),
-            source: Box::new(source),
+            error: Box::new(error),
         })?;
         settings.file = Some(std::path::absolute(&path).unwrap_or(path));
+        // One rule for every path the file names: relative to its folder.
+        let names_store = text
+            .parse::<toml::Table>()
+            .is_ok_and(|table| table.contains_key("store"));
+        if let (true, Some(base)) = (names_store, settings.base_dir()) {
+            settings.store = sqlite_relative_to(&settings.store, base);
+        }
         Ok(settings)
     }
 
@@ -270,6 +316,24 @@ impl Settings {
                 (Some(cwd), None) => Some(cwd.clone()),
                 (None, base) => base.map(Path::to_owned),
             };
+            // Found now, not when the first job runs and fails.
+            let path_var = command
+                .env
+                .get("PATH")
+                .cloned()
+                .or_else(|| (!command.clear_env).then(|| std::env::var("PATH").unwrap_or_default()))
+                .unwrap_or_default();
+            if !program_exists(&command.argv[0], program.cwd.as_deref(), &path_var) {
+                return Err(invalid(format!(
+                    "the program {:?} is not found (looked {})",
+                    command.argv[0],
+                    if command.argv[0].contains('/') {
+                        "from the command's cwd".to_owned()
+                    } else {
+                        format!("in PATH={path_var}")
+                    }
+                )));
+            }
             let options = CommandOptions {
                 description: command.description.clone(),
                 timeout,
@@ -390,6 +454,60 @@ mod tests {
         assert_eq!(command.options.retry.max_attempts, 5);
         assert_eq!(command.input_schema["required"][0], "path");
         assert!(registry.get("demo", "echo").is_some());
+    }
+
+    #[test]
+    fn a_program_that_is_not_there_is_refused_at_start() {
+        let settings =
+            Settings::parse("[commands.\"a.b\"]\nargv = [\"no-such-program-here\"]\n").unwrap();
+        let error = settings.registry().unwrap_err().to_string();
+        assert!(
+            error.contains("no-such-program-here") && error.contains("not found"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::parse(&format!(
+            "[commands.\"a.b\"]\nargv = [\"./missing.sh\"]\ncwd = \"{}\"\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        assert!(settings.registry().is_err());
+    }
+
+    #[test]
+    fn the_store_in_the_file_is_relative_to_the_file_like_cwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(&file, "store = \"sqlite://data/q.db?synchronous=full\"\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        let expected = format!(
+            "sqlite://{}?synchronous=full",
+            dir.path().join("data/q.db").display()
+        );
+        assert_eq!(settings.store, expected);
+        // Not named in the file: the default stays relative to where errand runs.
+        std::fs::write(&file, "[worker]\nmax_tasks = 2\n").unwrap();
+        assert_eq!(
+            Settings::load(Some(&file)).unwrap().store,
+            Settings::default().store
+        );
+    }
+
+    #[test]
+    fn a_toml_error_is_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(&file, "[worker\n").unwrap();
+        let error = anyhow::Error::new(Settings::load(Some(&file)).unwrap_err());
+        let report = format!("{error:#}");
+        let first_line = report.lines().next().unwrap();
+        assert_eq!(
+            report
+                .matches(first_line.split(": ").nth(1).unwrap_or(first_line))
+                .count(),
+            1,
+            "{report}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The `errand` command line (SPEC §7). Settings come from flags, then
+//! The `errand` command line. Settings come from flags, then
 //! `ERRAND_*` variables, then `errand.toml`, then defaults.
 
 mod admin;
@@ -72,6 +72,7 @@ enum Cmd {
     /// Show a job.
     Status {
         job_id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -81,6 +82,7 @@ enum Cmd {
     Watch {
         job_id: String,
         /// Print the final job as JSON.
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -96,6 +98,7 @@ enum Cmd {
     /// Cancel a job (a running one is stopped by its worker).
     Cancel {
         job_id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -104,6 +107,7 @@ enum Cmd {
     /// Queue a failed or canceled job again.
     Retry {
         job_id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -111,6 +115,7 @@ enum Cmd {
     },
     /// Per command: counts by status, failure rate, run times.
     Stats {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -118,6 +123,7 @@ enum Cmd {
     },
     /// The commands workers have registered.
     Commands {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -125,6 +131,7 @@ enum Cmd {
     },
     /// Live workers.
     Workers {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -136,6 +143,7 @@ enum Cmd {
         /// Only events after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

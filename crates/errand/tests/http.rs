@@ -1,4 +1,4 @@
-//! The HTTP API over a real socket (SPEC §4): a server on port 0 with the
+//! The HTTP API over a real socket: a server on port 0 with the
 //! demo commands in-process, driven by an HTTP client as a user would.
 
 use std::time::Duration;

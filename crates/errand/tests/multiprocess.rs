@@ -1,4 +1,4 @@
-//! Many processes on one PostgreSQL database (SPEC §10): two API servers
+//! Many processes on one PostgreSQL database: two API servers
 //! and three worker processes, 10,000 jobs of mixed commands. Every job
 //! ends with exactly one recorded outcome; an SSE client on one server sees
 //! a job run by a worker that another server started; a cancel sent to one

@@ -1,4 +1,4 @@
-//! A worker host cut off from the network (SPEC §10): the worker runs in
+//! A worker host cut off from the network: the worker runs in
 //! a network namespace of its own, reaching PostgreSQL through a veth pair
 //! and a forwarder; the link is cut while it runs a job, another worker
 //! takes the job over when the lease expires, and when the link comes back

@@ -104,3 +104,23 @@ pub fn progress_bar(fraction: Option<f64>, label: &str) -> Markup {
         None => html! {},
     }
 }
+
+/// A description as written in a doc comment or a command's config:
+/// `backticks` become code, the rest stays text (escaped). No other
+/// Markdown: descriptions are a line or two.
+pub fn prose(text: &str) -> Markup {
+    html! {
+        @for (i, part) in text.split('`').enumerate() {
+            @if i % 2 == 1 { code { (part) } } @else { (part) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod prose_tests {
+    #[test]
+    fn backticks_become_code_and_the_rest_is_escaped() {
+        let html = super::prose("Sleeps `secs` <seconds>").into_string();
+        assert_eq!(html, "Sleeps <code>secs</code> &lt;seconds&gt;");
+    }
+}

@@ -1,4 +1,4 @@
-//! The web dashboard (SPEC §8), server-rendered with maud, under `/ui`
+//! The web dashboard, server-rendered with maud, under `/ui`
 //! (`/` redirects there; bare paths such as `/workers` are the API's).
 //!
 //! - `layout`: the page frame and shared pieces.

@@ -15,7 +15,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::layout::{page, Section, Session};
+use super::layout::{page, prose, Section, Session};
 use crate::error::ApiError;
 use crate::jobs::build_job;
 use crate::state::AppState;
@@ -80,7 +80,7 @@ fn render(
         }
         @if let Some(command) = command {
             form.panel method="post" action="/ui/submit" {
-                @if let Some(description) = &command.description { p.muted { (description) } }
+                @if let Some(description) = &command.description { p.muted { (prose(description)) } }
                 @if let Some(problem) = problems.0.get(&None) { p.error-box role="alert" { (problem) } }
                 input type="hidden" name="command" value=(chosen);
                 (fields(&command.input_schema, values, problems))
@@ -128,7 +128,7 @@ fn fields(schema: &Value, values: &HashMap<String, String>, problems: &Problems)
                 dd {
                     (input(&id, &key, property, &value, is_required, problem.is_some()))
                     @if let Some(description) = property.get("description").and_then(Value::as_str) {
-                        br; small.muted { (description) }
+                        br; small.muted { (prose(description)) }
                     }
                     @if let Some(problem) = problem { p.error-box role="alert" { (problem) } }
                 }
@@ -235,7 +235,7 @@ fn read_input(schema: &Value, form: &HashMap<String, String>) -> Result<Value, P
     }
 }
 
-/// The submit options the form offers (SPEC §4.1), as form field, label,
+/// The submit options the form offers, as form field, label,
 /// and what the API names the option in its messages.
 const OPTIONS: [(&str, &str, &str); 4] = [
     ("option.delay_secs", "Delay (seconds)", "delay_secs"),

@@ -1,4 +1,4 @@
-//! Submit, claim and every transition of SPEC §2.3.
+//! Submit, claim and every transition of a job.
 
 use std::time::Duration;
 

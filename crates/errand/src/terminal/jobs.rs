@@ -22,8 +22,10 @@ pub struct SubmitArgs {
     /// JSON handed to the handler as is (user, tenant, request id...).
     #[arg(long)]
     pub context: Option<String>,
-    #[arg(long)]
+    /// Higher runs first among waiting jobs [default: the command's].
+    #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i32>,
+    /// The queue to wait in [default: the command's].
     #[arg(long)]
     pub queue: Option<String>,
     /// Not before this time (RFC 3339).
@@ -35,6 +37,7 @@ pub struct SubmitArgs {
     /// Per-attempt time limit (30s, 10m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Attempts in all, the first included [default: the command's].
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// A second submit with the same key returns the first job.
@@ -55,22 +58,26 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
-fn read_json(what: &str, text: &str) -> Result<Value, InputError> {
+/// Reads `--input`/`--context`. A file or stdin that cannot be read is
+/// an ordinary error (exit 1); JSON that does not parse is refused before
+/// it is sent (exit 5).
+fn read_json(what: &str, text: &str) -> anyhow::Result<Value> {
     let text = match text {
         "-" => {
             let mut all = String::new();
             std::io::stdin()
                 .read_to_string(&mut all)
-                .map_err(|e| InputError(format!("cannot read {what} from stdin: {e}")))?;
+                .map_err(|e| anyhow::anyhow!("cannot read {what} from stdin: {e}"))?;
             all
         }
         _ => match text.strip_prefix('@') {
             Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| InputError(format!("cannot read {what} from {path}: {e}")))?,
+                .map_err(|e| anyhow::anyhow!("cannot read {what} from {path}: {e}"))?,
             None => text.to_owned(),
         },
     };
-    serde_json::from_str(&text).map_err(|e| InputError(format!("{what} is not valid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| InputError(format!("{what} is not valid JSON: {e}")).into())
 }
 
 pub async fn submit(client: &Client, args: SubmitArgs) -> anyhow::Result<Exit> {

@@ -18,8 +18,10 @@ pub struct ListArgs {
     /// Only jobs in this status (new, running, completed, failed, canceled).
     #[arg(long)]
     pub status: Option<JobStatusArg>,
+    /// Only commands of this app.
     #[arg(long)]
     pub app: Option<String>,
+    /// Only jobs in this queue.
     #[arg(long)]
     pub queue: Option<String>,
     /// Only children of this job.
