@@ -1080,19 +1080,25 @@ async fn dashboard_live_streams_redraw_the_table_and_follow_a_job() {
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
-/// With a token set, a browser is sent to log in; the token typed once
-/// becomes a cookie that the dashboard and the API (SSE included) accept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_logs_in_with_the_token_and_keeps_a_cookie() {
+/// A server whose token is `s3cret`, and a client that, like a browser,
+/// does not follow redirects by itself.
+async fn token_server_and_browser() -> (Server, reqwest::Client) {
     let config = ServerConfig {
         api_token: Some("s3cret".into()),
         ..ServerConfig::default()
     };
-    let s = server(config, false).await;
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    (server(config, false).await, browser)
+}
+
+/// With a token set, a browser is sent to log in; the token typed once
+/// becomes a cookie that the dashboard and the API (SSE included) accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_logs_in_with_the_token_and_keeps_a_cookie() {
+    let (s, browser) = token_server_and_browser().await;
     let away = browser.get(s.url("/ui/stats")).send().await.unwrap();
     assert_eq!(away.status(), StatusCode::SEE_OTHER);
     assert_eq!(away.headers()["location"], "/ui/login?next=%2Fui%2Fstats");
@@ -1413,15 +1419,7 @@ async fn json_routes_refuse_form_and_text_bodies_but_allow_no_content_type() {
 /// wrong tokens are braked; `next` cannot break the Location header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_session_is_revocable_and_guessing_is_braked() {
-    let config = ServerConfig {
-        api_token: Some("s3cret".into()),
-        ..ServerConfig::default()
-    };
-    let s = server(config, false).await;
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let (s, browser) = token_server_and_browser().await;
     // A CR/LF in `next` is not a 500: the page falls back to /ui.
     let form = browser
         .get(s.url("/ui/login?next=/ui%0aSet-Cookie:x"))

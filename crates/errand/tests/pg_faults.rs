@@ -158,10 +158,28 @@ async fn a_killed_workers_jobs_run_again_within_the_lease() {
 /// An errand process (`args` start with its subcommand) on the `unused`
 /// queue that gives up after one second without its store.
 fn quitting(db: &Database, logs: &tempfile::TempDir, log: &str, args: &[&str]) -> Child {
+    giving_up_after(
+        &db.url,
+        "1",
+        logs,
+        log,
+        &[args, &["--poll-ms", "200"]].concat(),
+    )
+}
+
+/// An errand process on `store`'s `unused` queue that gives up after
+/// `limit` seconds without its store, logging to `log`.
+fn giving_up_after(
+    store: &str,
+    limit: &str,
+    logs: &tempfile::TempDir,
+    log: &str,
+    args: &[&str],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_errand"))
         .args(args)
-        .args(["--store", &db.url, "--queue", "unused"])
-        .args(["--poll-ms", "200", "--store-unavailable-limit-secs", "1"])
+        .args(["--store", store, "--queue", "unused"])
+        .args(["--store-unavailable-limit-secs", limit])
         .env("ERRAND_LOG", "info")
         .env("ERRAND_PG_POOL_SIZE", "2")
         .stdout(Stdio::null())
@@ -412,21 +430,7 @@ async fn a_worker_started_before_its_database_waits_for_it() {
     through_port.set_port(Some(port)).unwrap();
     let logs = tempfile::tempdir().unwrap();
     let start = |limit: &str, log: &str| {
-        Command::new(env!("CARGO_BIN_EXE_errand"))
-            .args([
-                "worker",
-                "--store",
-                through_port.as_str(),
-                "--queue",
-                "unused",
-            ])
-            .args(["--store-unavailable-limit-secs", limit])
-            .env("ERRAND_LOG", "info")
-            .env("ERRAND_PG_POOL_SIZE", "2")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(logs.path().join(log)).unwrap())
-            .spawn()
-            .unwrap()
+        giving_up_after(through_port.as_str(), limit, &logs, log, &["worker"])
     };
 
     // Nothing there for longer than its limit: it gives up, non-zero.
