@@ -16,6 +16,12 @@ use common::serve::{text, Server, ERRAND};
 const CONFIG: &str = r#"
 [commands."ext.steps"]
 argv = ["sh", "-c", "for i in 1 2 3; do echo \"{\\\"progress\\\": 0.$((i * 3))}\" >&2; sleep 0.3; done; echo '{\"done\": true}'"]
+
+[commands."ext.gated"]
+# Reports 0.3, then waits until the test opens the gate: what follows can
+# only reach the test live. (Pauses keep the worker's progress throttle,
+# 250 ms, from merging the reports.)
+argv = ["sh", "-c", "echo '{\"progress\": 0.3}' >&2; while [ ! -e \"gate-$ERRAND_JOB_ID\" ]; do sleep 0.05; done; sleep 0.3; echo '{\"progress\": 0.6}' >&2; sleep 0.3; echo '{\"done\": true}'"]
 "#;
 
 struct Worker(Child);
@@ -76,7 +82,8 @@ async fn a_long_poll_answers_when_another_process_finishes_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_stream_carries_the_other_processes_events_to_the_end() {
     let (server, _worker) = server_and_worker();
-    let id = server.submit("ext.steps", "{}");
+    let id = server.submit("ext.gated", "{}");
+    server.wait_for_status(&id, "running");
     let response = reqwest::get(format!("{}/api/commands/jobs/{id}/stream", server.url))
         .await
         .unwrap();
@@ -84,6 +91,12 @@ async fn the_job_stream_carries_the_other_processes_events_to_the_end() {
     let mut stream = response.bytes_stream();
     let mut body = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // The first chunk is the job's state; only then may the job go on.
+    match tokio::time::timeout_at(deadline, stream.next()).await {
+        Ok(Some(chunk)) => body.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+        other => panic!("no first event: {other:?}"),
+    }
+    std::fs::write(server.dir.path().join(format!("gate-{id}")), "").unwrap();
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(chunk)) => body.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
@@ -96,11 +109,9 @@ async fn the_job_stream_carries_the_other_processes_events_to_the_end() {
         .filter_map(|line| line.strip_prefix("event: "))
         .collect();
     assert_eq!(names.first(), Some(&"status"), "{body}");
-    assert!(
-        names.iter().filter(|n| **n == "progress").count() >= 3,
-        "{body}"
-    );
-    assert!(names.contains(&"result"), "{body}");
+    // Written by the worker process after the stream began.
+    assert!(body.contains("\"fraction\":0.6"), "{body}");
+    assert_eq!(names[names.len() - 2..], ["result", "end"], "{body}");
 }
 
 #[test]
