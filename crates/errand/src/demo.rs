@@ -31,10 +31,12 @@ impl Command for Echo {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SleepInput {
-    /// How long to sleep in all, in seconds.
+    /// How long to sleep in all, in seconds (at most a day).
+    #[schemars(range(min = 0, max = 86400))]
     pub secs: f64,
     /// In how many steps, each reporting progress.
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10000))]
     pub steps: u32,
 }
 
@@ -84,6 +86,7 @@ impl Command for Sleep {
 #[serde(deny_unknown_fields)]
 pub struct FailInput {
     /// How many attempts fail (with a retryable error) before one succeeds.
+    #[schemars(range(max = 1000))]
     pub times: u32,
 }
 
