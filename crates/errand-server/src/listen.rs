@@ -108,9 +108,6 @@ pub async fn serve_connections(
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    // Finalised once, as `into_make_service` does: a router called as it is
-    // rebuilds each route's handler service on every request.
-    let router: Router = router.with_state(());
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
