@@ -6,6 +6,8 @@
 //! [`CommandStats`], [`WorkerInfo`]); this crate adds the requests and the
 //! envelopes around them.
 
+pub mod worker;
+
 use std::collections::BTreeMap;
 
 pub use errand_core::{Job, JobEvent, JobId, JobStatus, RetryPolicy, Timestamp};
@@ -182,7 +184,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`,
     /// `job_not_found`, `illegal_transition`, `payload_too_large`,
-    /// `unknown_command`, `invalid_input`, `store_unavailable`, `internal`.
+    /// `unknown_command`, `invalid_input`, `store_unavailable`, `internal`;
+    /// in the worker protocol's item results also `lease_lost`.
     pub code: String,
     /// For people; names the field for `invalid_input`.
     pub message: String,

@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_jobs.sql"),
     include_str!("migrations/0002_idempotency_index.sql"),
+    include_str!("migrations/0003_command_output_schema.sql"),
 ];
 
 /// The schema version this build brings a database to.

@@ -316,8 +316,8 @@ pub(crate) async fn commands(client: &Client) -> Result<Vec<CommandInfo>, StoreE
         .query(
             &prepared(
                 client,
-                "SELECT app, name, description, input_schema, defaults, worker_id, updated \
-             FROM errand_commands ORDER BY app, name",
+                "SELECT app, name, description, input_schema, defaults, worker_id, updated, \
+             output_schema FROM errand_commands ORDER BY app, name",
             )
             .await?,
             &[],
@@ -332,6 +332,7 @@ pub(crate) async fn commands(client: &Client) -> Result<Vec<CommandInfo>, StoreE
                 name: row.get(1),
                 description: row.get(2),
                 input_schema: row.get(3),
+                output_schema: row.get(7),
                 defaults: serde_json::from_value(row.get(4)).unwrap_or_default(),
                 worker_id: row.get(5),
                 updated: Timestamp::from_datetime(updated),

@@ -995,10 +995,10 @@ pub(crate) async fn register_worker(
     for command in &worker.commands {
         let defaults = serde_json::to_value(&command.defaults).expect("defaults serialize");
         tx.execute(
-&prepared(tx, "INSERT INTO errand_commands (app, name, description, input_schema, defaults, worker_id, updated) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app, name) DO UPDATE SET \
-             description = $3, input_schema = $4, defaults = $5, worker_id = $6, updated = $7").await?,
-            &[&command.app, &command.name, &command.description, &command.input_schema, &defaults, &worker.worker_id, &now_at],
+&prepared(tx, "INSERT INTO errand_commands (app, name, description, input_schema, defaults, worker_id, updated, output_schema) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (app, name) DO UPDATE SET \
+             description = $3, input_schema = $4, defaults = $5, worker_id = $6, updated = $7, output_schema = $8").await?,
+            &[&command.app, &command.name, &command.description, &command.input_schema, &defaults, &worker.worker_id, &now_at, &command.output_schema],
         )
         .await
         .map_err(db)?;

@@ -59,6 +59,20 @@ pub fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     }
 }
 
+/// The worker protocol's paths.
+pub const WORKER_PATHS: &str = "/api/worker/";
+
+/// Whether `headers` may use the worker protocol: the worker token when
+/// one is set (and only it), else the API token; never a dashboard
+/// session, which is a browser's.
+pub fn authorized_worker(state: &AppState, headers: &HeaderMap) -> bool {
+    let config = &state.config;
+    let Some(expected) = config.worker_token.as_ref().or(config.api_token.as_ref()) else {
+        return true;
+    };
+    bearer(headers).is_some_and(|token| same_secret(token.as_bytes(), expected.as_bytes()))
+}
+
 /// The client's address, when the server knows it (not in tests that
 /// call the router directly).
 pub fn client_ip(request: &Request) -> Option<IpAddr> {
@@ -85,7 +99,12 @@ pub async fn require_token(
     if let Some(wait) = client.and_then(|ip| state.sessions.guessing_too_fast(ip)) {
         return ApiError::TooManyGuesses(wait.as_secs().max(1)).into_response();
     }
-    if authorized(&state, request.headers()) {
+    let allowed = if path.starts_with(WORKER_PATHS) {
+        authorized_worker(&state, request.headers())
+    } else {
+        authorized(&state, request.headers())
+    };
+    if allowed {
         return next.run(request).await;
     }
     if let (Some(ip), Some(_)) = (client, bearer(request.headers())) {

@@ -7,6 +7,8 @@
 //! - `jobs`: submit, batch, get (long-poll), list, cancel, retry, events.
 //! - `sse`: the per-job stream and the global feed.
 //! - `info`: commands, stats, workers, registry debug, health, readiness.
+//! - `protocol`: the worker protocol (`/api/worker/v1`) for workers in
+//!   other processes and languages, and the server's lease reaper.
 //! - `catalog`: published commands with compiled input schemas.
 //! - `body`: the JSON body extractor (400, 413, depth limit).
 //! - `auth`, `metrics`, `openapi`, `error`: what their names say.
@@ -25,6 +27,7 @@ mod jobs;
 mod listen;
 mod metrics;
 pub mod openapi;
+mod protocol;
 mod session;
 mod sse;
 mod state;
@@ -60,9 +63,18 @@ pub fn app(state: AppState) -> Router {
         .route("/events", get(sse::global_feed))
         .route("/health", get(info::health))
         .route("/ready", get(info::ready));
+    // The worker protocol is new: only under /api, versioned in its path.
+    let worker = Router::new()
+        .route("/register", post(protocol::register))
+        .route("/claim", post(protocol::claim))
+        .route("/heartbeat", post(protocol::heartbeat))
+        .route("/updates", post(protocol::updates))
+        .route("/finish", post(protocol::finish))
+        .route("/deregister", post(protocol::deregister));
     let mut router = Router::new()
         .nest("/api", api.clone())
         .merge(api)
+        .nest("/api/worker/v1", worker)
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(metrics::render))
         .merge(dashboard::routes())
@@ -116,9 +128,11 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// in flight.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let counting = tokio::spawn(metrics::count_outcomes(state.clone()));
+    let reaping = tokio::spawn(protocol::reap_expired_leases(state.clone()));
     let shutdown = state.shutdown.clone();
     let limits = state.config.connections.clone();
     let result = listen::serve_connections(listener, app(state), limits, shutdown).await;
     counting.abort();
+    reaping.abort();
     result
 }

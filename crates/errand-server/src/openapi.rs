@@ -13,6 +13,8 @@ use utoipa::OpenApi;
         crate::sse::job_stream, crate::sse::global_feed,
         crate::info::commands, crate::info::stats, crate::info::workers, crate::info::registry_debug,
         crate::info::health, crate::info::ready, crate::metrics::render, openapi_json,
+        crate::protocol::register, crate::protocol::claim, crate::protocol::heartbeat,
+        crate::protocol::updates, crate::protocol::finish, crate::protocol::deregister,
     ),
     modifiers(&BearerAuth),
 )]
@@ -39,7 +41,11 @@ impl utoipa::Modify for BearerAuth {
 pub async fn openapi_json(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
 ) -> Result<Json<serde_json::Value>, crate::ApiError> {
-    let doc = document(state.config.api_token.is_some());
+    let config = &state.config;
+    let doc = document(
+        config.api_token.is_some(),
+        config.worker_token.is_some() || config.api_token.is_some(),
+    );
     let mut doc = serde_json::to_value(doc).expect("the document serializes");
     let commands = state.store.commands().await?;
     describe_submits(&mut doc, &commands);
@@ -151,12 +157,15 @@ fn rewrite_refs(value: &mut serde_json::Value, prefix: &str) {
     }
 }
 
-/// The document for a server with or without a token.
-pub fn document(with_token: bool) -> utoipa::openapi::OpenApi {
+/// The document for a server with or without a token for its API
+/// (`api_token`) and for its worker protocol (`worker_token`: its own, or
+/// the API's).
+pub fn document(api_token: bool, worker_token: bool) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::security::SecurityRequirement;
     use utoipa::openapi::HttpMethod;
     let mut doc = ApiDoc::openapi();
-    if with_token {
+    let doc_has_token = api_token || worker_token;
+    if doc_has_token {
         doc.security = Some(vec![SecurityRequirement::new(
             "bearer",
             Vec::<String>::new(),
@@ -166,14 +175,20 @@ pub fn document(with_token: bool) -> utoipa::openapi::OpenApi {
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         let open = path == "/api/health";
+        let with_token = if path.starts_with(crate::auth::WORKER_PATHS) {
+            worker_token
+        } else {
+            api_token
+        };
         for (method, operation) in [
             (HttpMethod::Get, item.get.as_mut()),
             (HttpMethod::Post, item.post.as_mut()),
             (HttpMethod::Delete, item.delete.as_mut()),
         ] {
             let Some(operation) = operation else { continue };
-            if open && with_token {
-                // Health answers without a token.
+            if (open || !with_token) && doc_has_token {
+                // Health answers without a token, and so does the API when
+                // only the worker protocol has one.
                 operation.security = Some(vec![SecurityRequirement::default()]);
             }
             let has_input = operation.parameters.as_ref().is_some_and(|p| !p.is_empty())
@@ -188,7 +203,8 @@ pub fn document(with_token: bool) -> utoipa::openapi::OpenApi {
             if has_input {
                 add("400", "A parameter or the body is malformed");
             }
-            if with_token && !open {
+            let with_token = with_token && !open;
+            if with_token {
                 add("401", "No valid bearer token (or dashboard session)");
                 add(
                     "429",

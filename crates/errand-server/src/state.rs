@@ -13,6 +13,17 @@ use crate::catalog::Catalog;
 pub struct ServerConfig {
     /// When set, every route but `/api/health` needs `Authorization: Bearer`.
     pub api_token: Option<String>,
+    /// When set, the worker protocol (`/api/worker/...`) needs this token
+    /// and no other; otherwise it takes the API token. The API token never
+    /// opens it then, so a token given to browsers cannot claim jobs.
+    pub worker_token: Option<String>,
+    /// The lease a remote worker's claim gets when it asks for none.
+    pub worker_lease: Duration,
+    /// How often the server returns jobs of dead workers to the queue.
+    pub reap_interval: Duration,
+    /// How often a waiting claim looks for jobs with no event to wake it
+    /// (a delayed job's time coming announces nothing).
+    pub claim_poll_interval: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     /// Deepest JSON nesting accepted in a body.
@@ -37,6 +48,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             api_token: None,
+            worker_token: None,
+            worker_lease: Duration::from_secs(15),
+            reap_interval: Duration::from_secs(1),
+            claim_poll_interval: Duration::from_secs(1),
             body_limit: 1024 * 1024,
             max_json_depth: 64,
             cors_origins: Vec::new(),

@@ -3,7 +3,10 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_jobs.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_jobs.sql"),
+    include_str!("migrations/0002_command_output_schema.sql"),
+];
 
 /// The schema version this build brings a database to.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

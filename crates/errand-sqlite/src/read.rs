@@ -242,8 +242,8 @@ pub(crate) fn workers(conn: &Connection, now: Timestamp) -> Result<Vec<WorkerInf
 
 pub(crate) fn commands(conn: &Connection) -> Result<Vec<CommandInfo>, StoreError> {
     conn.prepare_cached(
-        "SELECT app, name, description, input_schema, defaults, worker_id, updated FROM commands \
-         ORDER BY app, name",
+        "SELECT app, name, description, input_schema, defaults, worker_id, updated, \
+         output_schema FROM commands ORDER BY app, name",
     )
     .map_err(backend)?
     .query_map([], |row| {
@@ -252,6 +252,7 @@ pub(crate) fn commands(conn: &Connection) -> Result<Vec<CommandInfo>, StoreError
             name: row.get(1)?,
             description: row.get(2)?,
             input_schema: json_column(row, 3)?.unwrap_or_default(),
+            output_schema: json_column(row, 7)?,
             defaults: json_column(row, 4)?.unwrap_or_default(),
             worker_id: row.get(5)?,
             updated: Timestamp::from_micros(row.get(6)?),

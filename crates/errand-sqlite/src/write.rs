@@ -962,13 +962,14 @@ pub(crate) fn register_worker(
     .map_err(backend)?;
     for command in &worker.commands {
         conn.execute(
-            "INSERT OR REPLACE INTO commands (app, name, description, input_schema, defaults, \
-             worker_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO commands (app, name, description, input_schema, \
+             output_schema, defaults, worker_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 command.app,
                 command.name,
                 command.description,
                 to_json(&command.input_schema),
+                command.output_schema.as_ref().map(to_json),
                 to_json(&command.defaults),
                 worker.worker_id,
                 now

@@ -179,6 +179,43 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A failed attempt of `job`: back to `new` when its policy allows
+    /// another try of an error of this kind, else `failed`. The one place
+    /// where a failure becomes an outcome, for handlers in process and for
+    /// workers over HTTP alike. `random` is uniform in `[0, 1)`.
+    pub fn failure(
+        job: &errand_core::Job,
+        kind: String,
+        message: String,
+        retryable: bool,
+        now: Timestamp,
+        random: f64,
+    ) -> Self {
+        use errand_core::status::{decide_failure, FailureDecision};
+        let retryable = retryable && job.retry.allows_retry_of(&kind);
+        let decision = decide_failure(
+            job.attempt,
+            job.max_attempts,
+            retryable,
+            &job.retry,
+            now,
+            random,
+        );
+        let retry_at = match decision {
+            FailureDecision::RetryAt(at) => Some(at),
+            FailureDecision::GiveUp => None,
+        };
+        Outcome::Failed {
+            error: JobError {
+                kind,
+                message,
+                retryable,
+                attempt: job.attempt,
+            },
+            retry_at,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Completed { .. } => "completed",
@@ -322,6 +359,10 @@ pub struct CommandInfo {
     pub name: String,
     pub description: Option<String>,
     pub input_schema: Value,
+    /// The JSON Schema of its result, when the worker says (published
+    /// for clients; results are not checked against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
     pub defaults: CommandDefaults,
     /// The worker that published it last.
     pub worker_id: Option<String>,

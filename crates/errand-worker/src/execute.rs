@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use errand_core::status::decide_failure;
-use errand_core::{error_kind, FailureDecision, Job, JobError};
+use errand_core::{error_kind, Job};
 use errand_store::{Fence, Outcome, StoreError};
 use serde_json::Value;
 use tokio::sync::{watch, OwnedSemaphorePermit};
@@ -183,30 +182,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// A failed attempt: retry later per the job's policy, or fail the job.
 fn failure(shared: &Shared, job: &Job, error: HandlerError) -> Outcome {
-    let retryable = error.retryable && job.retry.allows_retry_of(&error.kind);
-    let now = shared.store.clock().now();
-    let decision = decide_failure(
-        job.attempt,
-        job.max_attempts,
-        retryable,
-        &job.retry,
-        now,
+    let outcome = Outcome::failure(
+        job,
+        error.kind,
+        error.message,
+        error.retryable,
+        shared.store.clock().now(),
         rand::random::<f64>(),
     );
-    let retry_at = match decision {
-        FailureDecision::RetryAt(at) => Some(at),
-        FailureDecision::GiveUp => None,
-    };
-    tracing::info!(kind = %error.kind, error = %error.message, will_retry = retry_at.is_some(), "attempt failed");
-    Outcome::Failed {
-        error: JobError {
-            kind: error.kind,
-            message: error.message,
-            retryable,
-            attempt: job.attempt,
-        },
-        retry_at,
+    if let Outcome::Failed { error, retry_at } = &outcome {
+        tracing::info!(kind = %error.kind, error = %error.message, will_retry = retry_at.is_some(), "attempt failed");
     }
+    outcome
 }
 
 /// Writes the outcome, retrying while the store is unavailable for up to a

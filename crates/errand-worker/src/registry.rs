@@ -215,6 +215,7 @@ impl Registry {
                 name: c.name.clone(),
                 description: c.options.description.clone(),
                 input_schema: c.input_schema.clone(),
+                output_schema: None,
                 defaults: CommandDefaults {
                     timeout_secs: c.options.timeout.map(|t| t.as_secs_f64()),
                     retry: c.options.retry.clone(),

@@ -79,6 +79,10 @@ pub struct ServeOverrides {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// The token workers over HTTP (the worker protocol) must send; the
+    /// API token then no longer opens it. [default: the API token]
+    #[arg(long, env = "ERRAND_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
 }
 
 impl ServeOverrides {
@@ -93,6 +97,9 @@ impl ServeOverrides {
         }
         if !self.cors_origins.is_empty() {
             serve.cors_origins = self.cors_origins;
+        }
+        if let Some(token) = self.worker_token {
+            settings.worker_token = Some(token).filter(|t| !t.is_empty());
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct Settings {
     pub url: String,
     /// The server requires it; the client subcommands send it.
     pub api_token: Option<String>,
+    /// Workers over HTTP must send it (and the API token then does not
+    /// do); when unset they send the API token.
+    pub worker_token: Option<String>,
     pub serve: ServeSettings,
     pub worker: WorkerSettings,
     /// External-program commands by full name (`app.name`).
@@ -80,6 +83,7 @@ impl Default for Settings {
             store: "sqlite://errand.db".into(),
             url: "http://127.0.0.1:5055".into(),
             api_token: None,
+            worker_token: None,
             serve: ServeSettings::default(),
             worker: WorkerSettings::default(),
             commands: BTreeMap::new(),
@@ -111,6 +115,9 @@ pub struct ServeSettings {
     /// The longest long-poll (`?wait=`) in seconds; longer asks are cut
     /// to it.
     pub max_wait_secs: f64,
+    /// The lease, in seconds, of a job claimed over the worker protocol
+    /// when the worker asks for none.
+    pub worker_lease_secs: f64,
 }
 
 impl Default for ServeSettings {
@@ -125,6 +132,7 @@ impl Default for ServeSettings {
             idle_timeout_secs: 60.0,
             body_timeout_secs: 30.0,
             max_wait_secs: 300.0,
+            worker_lease_secs: 15.0,
         }
     }
 }
@@ -386,8 +394,10 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         const REDACTED: &str = "[redacted]";
         let mut shown = self.clone();
-        if shown.api_token.is_some() {
-            shown.api_token = Some(REDACTED.into());
+        for token in [&mut shown.api_token, &mut shown.worker_token] {
+            if token.is_some() {
+                *token = Some(REDACTED.into());
+            }
         }
         if let Ok(mut url) = ::url::Url::parse(&shown.store) {
             // Brackets would be percent-encoded in a URL.

@@ -94,6 +94,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let open_files = errand_server::raise_open_file_limit();
     let config = errand_server::ServerConfig {
         api_token: settings.api_token.clone(),
+        worker_token: settings.worker_token.clone(),
+        worker_lease: seconds("worker_lease_secs", serve.worker_lease_secs)
+            .ok()
+            .filter(|lease| (1..=3600).contains(&lease.as_secs()))
+            .context("serve.worker_lease_secs must be from 1 to 3600")?,
         body_limit: serve.body_limit,
         cors_origins: serve.cors_origins.clone(),
         connections: errand_server::ConnectionLimits {

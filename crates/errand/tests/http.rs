@@ -810,6 +810,12 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/api/ready"),
         ("get", "/api/openapi.json"),
         ("get", "/metrics"),
+        ("post", "/api/worker/v1/register"),
+        ("post", "/api/worker/v1/claim"),
+        ("post", "/api/worker/v1/heartbeat"),
+        ("post", "/api/worker/v1/updates"),
+        ("post", "/api/worker/v1/finish"),
+        ("post", "/api/worker/v1/deregister"),
     ];
     for (method, path) in routes {
         assert!(

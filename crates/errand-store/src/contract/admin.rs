@@ -79,6 +79,7 @@ fn command(name: &str) -> CommandInfo {
         name: name.into(),
         description: Some(format!("the {name} command")),
         input_schema: json!({"type": "object", "required": ["n"]}),
+        output_schema: Some(json!({"type": "object"})),
         defaults: CommandDefaults {
             timeout_secs: Some(60.0),
             retry: RetryPolicy::default(),
