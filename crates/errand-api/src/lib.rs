@@ -58,7 +58,23 @@ pub struct SubmitOptions {
     /// A second submit with the same key returns the first job.
     pub idempotency_key: Option<String>,
     /// A whole retry policy; `max_attempts` above still wins.
+    #[serde(default, deserialize_with = "retry_object")]
     pub retry: Option<RetryPolicy>,
+}
+
+/// A retry policy, which must be a JSON object: serde would also read a
+/// struct from an array (`[]` as every default).
+pub(crate) fn retry_object<'de, D>(deserializer: D) -> Result<Option<RetryPolicy>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(value @ Value::Object(_)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Some(_) => Err(serde::de::Error::custom("retry must be an object")),
+    }
 }
 
 /// The answer to a submit (202).

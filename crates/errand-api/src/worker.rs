@@ -24,6 +24,95 @@ fn default_queues() -> Vec<String> {
     vec![errand_store::DEFAULT_QUEUE.to_owned()]
 }
 
+/// The schema of a list of queues: 1 to 100 names, none empty.
+fn queues_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(100))
+        .build()
+}
+
+/// The schema of a claim's commands: full names (`app.name`), or null.
+fn commands_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let names = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"\.")),
+        )
+        .max_items(Some(1000));
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(names)
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    )
+}
+
+/// The schema of `limits`: command name → jobs of it at most (0 to 10000).
+fn limits_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let room = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(10000));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(room.into())))
+        .build()
+}
+
+/// A whole number from `MIN` to `MAX` (written `3` or `3.0`).
+fn bounded<'de, D, T, const MIN: i64, const MAX: i64>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let whole: i64 = errand_core::whole::integer(deserializer)?;
+    if !(MIN..=MAX).contains(&whole) {
+        return Err(serde::de::Error::custom(format!(
+            "{whole} is not from {MIN} to {MAX}"
+        )));
+    }
+    T::try_from(whole).map_err(|_| serde::de::Error::custom("out of range"))
+}
+
+fn optional_bounded<'de, D, T, const MIN: i64, const MAX: i64>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(number) => bounded::<_, T, MIN, MAX>(Value::Number(number))
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn room_per_command<'de, D>(deserializer: D) -> Result<BTreeMap<String, usize>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    BTreeMap::<String, serde_json::Number>::deserialize(deserializer)?
+        .into_iter()
+        .map(|(command, room)| {
+            bounded::<_, usize, 0, 10000>(Value::Number(room))
+                .map(|room| (command, room))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
+}
+
 /// `POST /api/worker/v1/register`: a worker and the commands it runs.
 /// Registering again (after `unknown_worker`, or with new commands)
 /// replaces what was published.
@@ -36,12 +125,15 @@ pub struct RegisterRequest {
     /// Shown on the Workers page.
     #[schema(max_length = 200)]
     pub host: Option<String>,
+    #[serde(default, deserialize_with = "optional_bounded::<_, _, 0, 2147483647>")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub pid: Option<u32>,
     /// The queues it claims from (default `["default"]`).
     #[serde(default = "default_queues")]
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(schema_with = queues_schema)]
     pub queues: Vec<String>,
     /// Jobs it runs at once.
+    #[serde(deserialize_with = "bounded::<_, _, 1, 10000>")]
     #[schema(minimum = 1, maximum = 10000)]
     pub slots: usize,
     #[serde(default)]
@@ -78,12 +170,14 @@ pub struct CommandDefaultsSpec {
     /// An attempt fails past this many seconds.
     #[schema(exclusive_minimum = 0, maximum = 315576000)]
     pub timeout_secs: Option<f64>,
+    #[serde(default, deserialize_with = "crate::retry_object")]
     pub retry: Option<RetryPolicy>,
     #[schema(min_length = 1)]
     pub queue: Option<String>,
     #[serde(default, deserialize_with = "errand_core::whole::optional_integer")]
     pub priority: Option<i32>,
     /// Jobs of this command one worker runs at once.
+    #[serde(default, deserialize_with = "optional_bounded::<_, _, 1, 10000>")]
     #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrency: Option<usize>,
 }
@@ -109,16 +203,18 @@ pub struct ClaimRequest {
     #[schema(min_length = 1, max_length = 200)]
     pub worker_id: String,
     #[serde(default = "default_queues")]
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(schema_with = queues_schema)]
     pub queues: Vec<String>,
     /// Full names (`app.name`) it may claim; any command when left out.
-    #[schema(max_items = 1000)]
+    #[schema(schema_with = commands_schema)]
     pub commands: Option<Vec<String>>,
     /// Room left per command that has a concurrency limit
     /// (`{"app.name": 1}`): no more jobs of it than that.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "room_per_command")]
+    #[schema(schema_with = limits_schema)]
     pub limits: BTreeMap<String, usize>,
     /// Jobs at most: the worker's free slots.
+    #[serde(deserialize_with = "bounded::<_, _, 1, 1000>")]
     #[schema(minimum = 1, maximum = 1000)]
     pub limit: usize,
     /// Long-poll: with no job ready, wait this long for one (cut to the
@@ -141,7 +237,8 @@ pub struct ClaimResponse {
 #[serde(deny_unknown_fields)]
 pub struct AttemptRef {
     pub job_id: JobId,
-    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "bounded::<_, _, 1, 10000>")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub attempt: u32,
 }
 
@@ -185,7 +282,8 @@ pub struct UpdatesRequest {
 #[serde(deny_unknown_fields)]
 pub struct AttemptUpdate {
     pub job_id: JobId,
-    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "bounded::<_, _, 1, 10000>")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub attempt: u32,
     pub progress: Option<ProgressReport>,
     /// Appended to the job's event log in this order, after the progress.
@@ -219,7 +317,8 @@ pub struct FinishRequest {
 #[serde(deny_unknown_fields)]
 pub struct AttemptOutcome {
     pub job_id: JobId,
-    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "bounded::<_, _, 1, 10000>")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub attempt: u32,
     pub outcome: OutcomeKind,
     /// The result, for `completed` (null when left out).

@@ -34,9 +34,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 state.config.max_json_depth
             )));
         }
-        serde_json::from_value(value)
+        // The path names the field that does not fit (`slots`,
+        // `outcomes[3].attempt`), which serde's own message does not.
+        serde_path_to_error::deserialize(value)
             .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("the body does not fit the request: {e}")))
+            .map_err(|e| match e.path().to_string().as_str() {
+                "." => ApiError::BadRequest(format!(
+                    "the body does not fit the request: {}",
+                    e.inner()
+                )),
+                path => ApiError::BadRequest(format!(
+                    "the body does not fit the request at {path}: {}",
+                    e.inner()
+                )),
+            })
     }
 }
 

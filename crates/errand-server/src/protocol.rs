@@ -35,6 +35,16 @@ fn check_worker_id(worker_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A list no longer than the document says.
+fn check_count(field: &str, count: usize, most: usize) -> Result<(), ApiError> {
+    if count > most {
+        return Err(invalid(format!(
+            "{field} may hold at most {most} items, got {count}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_queues(queues: &[String]) -> Result<(), ApiError> {
     if queues.is_empty() || queues.len() > 100 || queues.iter().any(String::is_empty) {
         return Err(invalid(
@@ -79,10 +89,17 @@ fn command_info(
     let input_schema = spec
         .input_schema
         .unwrap_or_else(|| serde_json::json!({"type": "object"}));
-    if let Err(err) = jsonschema::validator_for(&input_schema) {
-        return Err(at(format!(
-            "input_schema is not a valid JSON Schema: {err}"
-        )));
+    for (field, schema) in [
+        ("input_schema", Some(&input_schema)),
+        ("output_schema", spec.output_schema.as_ref()),
+    ] {
+        let Some(schema) = schema else { continue };
+        if !schema.is_object() {
+            return Err(at(format!("{field} must be a JSON Schema object")));
+        }
+        if let Err(err) = jsonschema::validator_for(schema) {
+            return Err(at(format!("{field} is not a valid JSON Schema: {err}")));
+        }
     }
     let given = spec.defaults;
     let defaults = CommandDefaults {
@@ -242,6 +259,11 @@ pub async fn claim(
             .min(state.config.max_wait),
         Some(secs) => return Err(invalid(format!("wait_secs must be ≥ 0, got {secs}"))),
     };
+    check_count(
+        "commands",
+        request.commands.as_ref().map_or(0, Vec::len),
+        1000,
+    )?;
     let plan = claim_plan(&request)?;
     let deadline = Instant::now() + wait;
     // Subscribed before the first look, so a submit in between wakes us.
@@ -324,6 +346,7 @@ pub async fn heartbeat(
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     check_worker_id(&request.worker_id)?;
+    check_count("running", request.running.len(), 10000)?;
     let lease = lease(&state, request.lease_secs)?;
     let running = request
         .running
@@ -381,6 +404,10 @@ pub async fn updates(
     JsonBody(request): JsonBody<UpdatesRequest>,
 ) -> Result<Json<ItemResults>, ApiError> {
     check_worker_id(&request.worker_id)?;
+    check_count("updates", request.updates.len(), 1000)?;
+    for (place, update) in request.updates.iter().enumerate() {
+        check_count(&format!("updates[{place}].logs"), update.logs.len(), 1000)?;
+    }
     let worker_id = &request.worker_id;
     let store = &state.store;
     // Items go at once (a store groups concurrent writes into one
@@ -428,6 +455,17 @@ pub async fn finish(
     JsonBody(request): JsonBody<FinishRequest>,
 ) -> Result<Json<ItemResults>, ApiError> {
     check_worker_id(&request.worker_id)?;
+    check_count("outcomes", request.outcomes.len(), 1000)?;
+    let empty_kind = request.outcomes.iter().position(|item| {
+        item.error
+            .as_ref()
+            .is_some_and(|e| e.kind.as_deref() == Some(""))
+    });
+    if let Some(place) = empty_kind {
+        return Err(invalid(format!(
+            "outcomes[{place}].error.kind must not be empty (leave it out for \"handler\")"
+        )));
+    }
     Ok(Json(
         record_outcomes(&state, &request.worker_id, request.outcomes).await?,
     ))
@@ -508,7 +546,6 @@ async fn failure(
     });
     let kind = report
         .kind
-        .filter(|k| !k.is_empty())
         .unwrap_or_else(|| error_kind::HANDLER.to_owned());
     Ok(Ok(Outcome::failure(
         &job,
@@ -532,6 +569,7 @@ pub async fn deregister(
     JsonBody(request): JsonBody<DeregisterRequest>,
 ) -> Result<(StatusCode, Json<ItemResults>), ApiError> {
     check_worker_id(&request.worker_id)?;
+    check_count("release", request.release.len(), 10000)?;
     let releases = request
         .release
         .into_iter()

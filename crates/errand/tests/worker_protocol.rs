@@ -531,8 +531,13 @@ async fn bad_registrations_are_refused_with_the_field_named() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.starts_with(named), "{message}");
     }
-    let (status, _) = s.post("/api/worker/v1/register", json!({"slots": 0})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = s.post("/api/worker/v1/register", json!({"slots": 0})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("at slots: 0 is not from 1 to 10000"),
+        "{message}"
+    );
     let (status, _) = s
         .post(
             "/api/worker/v1/claim",

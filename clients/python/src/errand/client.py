@@ -1,0 +1,457 @@
+"""``Client`` and ``AsyncClient``: submit, follow and manage jobs over HTTP.
+
+Both keep one connection pool (keep-alive) for their lifetime; use them as
+context managers, or call ``close()``. Every method of one is the method of
+the other, ``async`` or not: each request is described once (``_Call``) and
+sent by either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import httpx_sse
+
+from . import errors
+from .models import Cancelled, Job, JobEvent, JobPage, JobStatus, StreamEvent, Submitted
+
+DEFAULT_URL = "http://127.0.0.1:5055"
+
+# A long poll asks for at most this much at a time, so a proxy's idle
+# timeout never cuts it; wait() asks again until its own timeout.
+_LONG_POLL_SECS = 60.0
+
+
+def default_url() -> str:
+    return os.environ.get("ERRAND_URL", DEFAULT_URL)
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    token = token if token is not None else os.environ.get("ERRAND_API_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@dataclass
+class _Call:
+    method: str
+    path: str
+    parse: Callable[[Any], Any]
+    json: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+def _options(
+    priority: int | None,
+    queue: str | None,
+    run_at: datetime | str | None,
+    delay_secs: float | None,
+    timeout_secs: float | None,
+    max_attempts: int | None,
+    idempotency_key: str | None,
+    retry: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    options = {
+        "priority": priority,
+        "queue": queue,
+        "run_at": run_at.isoformat() if isinstance(run_at, datetime) else run_at,
+        "delay_secs": delay_secs,
+        "timeout_secs": timeout_secs,
+        "max_attempts": max_attempts,
+        "idempotency_key": idempotency_key,
+        "retry": retry,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    return options or None
+
+
+def submit_body(
+    command: str,
+    input: dict[str, Any] | None = None,
+    *,
+    app: str | None = None,
+    context: dict[str, Any] | None = None,
+    priority: int | None = None,
+    queue: str | None = None,
+    run_at: datetime | str | None = None,
+    delay_secs: float | None = None,
+    timeout_secs: float | None = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
+    retry: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of one submit (also an item of ``submit_many``)."""
+    body: dict[str, Any] = {"command": command, "input": input if input is not None else {}}
+    if app is not None:
+        body["app"] = app
+    if context is not None:
+        body["context"] = context
+    options = _options(
+        priority, queue, run_at, delay_secs, timeout_secs, max_attempts, idempotency_key, retry
+    )
+    if options:
+        body["options"] = options
+    return body
+
+
+def _list_params(
+    command: str | None,
+    status: JobStatus | str | None,
+    app: str | None,
+    queue: str | None,
+    parent_id: str | None,
+    created_after: datetime | str | None,
+    created_before: datetime | str | None,
+    limit: int | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    def when(value: datetime | str | None) -> str | None:
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    params = {
+        "command_filter": command,
+        "status_filter": status.value if isinstance(status, JobStatus) else status,
+        "app": app,
+        "queue": queue,
+        "parent_id": parent_id,
+        "created_after": when(created_after),
+        "created_before": when(created_before),
+        "limit": limit,
+        "cursor": cursor,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _stream_event(sse: httpx_sse.ServerSentEvent) -> StreamEvent:
+    try:
+        data = json.loads(sse.data) if sse.data else None
+    except ValueError:
+        data = sse.data
+    return StreamEvent(event=sse.event, id=sse.id or None, data=data)
+
+
+class _Calls:
+    """Every request of the API, described once."""
+
+    @staticmethod
+    def submit(*args: Any, **kwargs: Any) -> _Call:
+        return _Call(
+            "POST", "/api/commands/jobs", Submitted.model_validate, submit_body(*args, **kwargs)
+        )
+
+    @staticmethod
+    def submit_many(jobs: list[dict[str, Any]]) -> _Call:
+        def parse(body: Any) -> list[Submitted]:
+            return [Submitted.model_validate(item) for item in body["jobs"]]
+
+        return _Call("POST", "/api/commands/jobs/batch", parse, {"jobs": jobs})
+
+    @staticmethod
+    def get(job_id: str, wait: float | None = None) -> _Call:
+        params = {"wait": wait} if wait else {}
+        timeout = wait + 30.0 if wait else None
+        return _Call(
+            "GET", f"/api/commands/jobs/{job_id}", Job.model_validate, None, params, timeout
+        )
+
+    @staticmethod
+    def cancel(job_id: str) -> _Call:
+        return _Call("DELETE", f"/api/commands/jobs/{job_id}", Cancelled.model_validate)
+
+    @staticmethod
+    def retry(job_id: str) -> _Call:
+        return _Call("POST", f"/api/commands/jobs/{job_id}/retry", Job.model_validate, {})
+
+    @staticmethod
+    def events(job_id: str, after: int = 0, limit: int = 1000) -> _Call:
+        def parse(body: Any) -> list[JobEvent]:
+            return [JobEvent.model_validate(event) for event in body["events"]]
+
+        params = {"after": after, "limit": limit}
+        return _Call("GET", f"/api/commands/jobs/{job_id}/events", parse, None, params)
+
+    @staticmethod
+    def list(**filters: Any) -> _Call:
+        return _Call(
+            "GET", "/api/commands/jobs", JobPage.model_validate, None, _list_params(**filters)
+        )
+
+    @staticmethod
+    def commands() -> _Call:
+        return _Call("GET", "/api/commands", lambda body: body["commands"])
+
+
+def _answer(call: _Call, response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        raise errors.from_response(response.status_code, body)
+    return call.parse(response.json())
+
+
+def _unreachable(url: str, err: Exception) -> errors.ServerUnreachable:
+    return errors.ServerUnreachable(f"cannot reach errand at {url}: {err}")
+
+
+def _list_filters(
+    command: str | None = None,
+    status: JobStatus | str | None = None,
+    app: str | None = None,
+    queue: str | None = None,
+    parent_id: str | None = None,
+    created_after: datetime | str | None = None,
+    created_before: datetime | str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    return dict(
+        command=command,
+        status=status,
+        app=app,
+        queue=queue,
+        parent_id=parent_id,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+class Client:
+    """A blocking client. ``url`` and ``token`` default to ``ERRAND_URL``
+    and ``ERRAND_API_TOKEN``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.url = (url or default_url()).rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: _Call) -> Any:
+        timeout = call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT
+        try:
+            response = self._http.request(
+                call.method, call.path, json=call.json, params=call.params, timeout=timeout
+            )
+        except httpx.TransportError as err:
+            raise _unreachable(self.url, err) from err
+        return _answer(call, response)
+
+    def submit(self, command: str, input: dict[str, Any] | None = None, **options: Any) -> str:
+        """Submits a job; returns its id. ``command`` is ``app.name`` (or the
+        name, with ``app=``); options: ``context``, ``priority``, ``queue``,
+        ``run_at``, ``delay_secs``, ``timeout_secs``, ``max_attempts``,
+        ``idempotency_key``, ``retry``."""
+        return self._send(_Calls.submit(command, input, **options)).job_id
+
+    def submit_many(self, jobs: list[dict[str, Any]]) -> list[Submitted]:
+        """Submits jobs (bodies made by ``submit_body``) in one transaction."""
+        return self._send(_Calls.submit_many(jobs))
+
+    def get(self, job_id: str) -> Job:
+        return self._send(_Calls.get(job_id))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Returns the job once it has ended, by long poll (the server answers
+        the moment it ends). Raises ``TimeoutError`` after ``timeout``
+        seconds; the job goes on."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _LONG_POLL_SECS if deadline is None else deadline - time.monotonic()
+            job = self._send(_Calls.get(job_id, wait=max(0.0, min(left, _LONG_POLL_SECS))))
+            if job.status.is_terminal:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout} s")
+
+    def cancel(self, job_id: str) -> Cancelled:
+        return self._send(_Calls.cancel(job_id))
+
+    def retry(self, job_id: str) -> Job:
+        return self._send(_Calls.retry(job_id))
+
+    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        """The job's event log after sequence number ``after``."""
+        return self._send(_Calls.events(job_id, after, limit))
+
+    def list(self, **filters: Any) -> JobPage:
+        """One page of jobs, newest first: ``command``, ``status``, ``app``,
+        ``queue``, ``parent_id``, ``created_after``, ``created_before``,
+        ``limit``, ``cursor``."""
+        return self._send(_Calls.list(**_list_filters(**filters)))
+
+    def iter_jobs(self, **filters: Any) -> Iterator[Job]:
+        """Every job that fits the filters, page after page."""
+        while True:
+            page = self.list(**filters)
+            yield from page.jobs
+            if not page.next_cursor:
+                return
+            filters["cursor"] = page.next_cursor
+
+    def commands(self) -> list[dict[str, Any]]:
+        return self._send(_Calls.commands())
+
+    def stream(self, job_id: str, after: int | None = None) -> Iterator[StreamEvent]:
+        """The job's live events over SSE until it ends (the last is ``end``).
+        A dropped connection is resumed where it stopped."""
+        last = str(after) if after is not None else None
+        while True:
+            headers = {"Last-Event-ID": last} if last is not None else {}
+            try:
+                with httpx_sse.connect_sse(
+                    self._http,
+                    "GET",
+                    f"/api/commands/jobs/{job_id}/stream",
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=None),
+                ) as source:
+                    if source.response.status_code == 204:
+                        return
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        _answer(_Call("GET", "", lambda b: b), source.response)
+                    for sse in source.iter_sse():
+                        event = _stream_event(sse)
+                        if event.id:
+                            last = event.id
+                        yield event
+                        if event.event == "end":
+                            return
+            except (httpx.TransportError, httpx_sse.SSEError):
+                time.sleep(0.5)
+
+
+class AsyncClient:
+    """The same API as ``Client``, for event loops (FastAPI handlers...)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.url = (url or default_url()).rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: _Call) -> Any:
+        timeout = call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT
+        try:
+            response = await self._http.request(
+                call.method, call.path, json=call.json, params=call.params, timeout=timeout
+            )
+        except httpx.TransportError as err:
+            raise _unreachable(self.url, err) from err
+        return _answer(call, response)
+
+    async def submit(
+        self, command: str, input: dict[str, Any] | None = None, **options: Any
+    ) -> str:
+        return (await self._send(_Calls.submit(command, input, **options))).job_id
+
+    async def submit_many(self, jobs: list[dict[str, Any]]) -> list[Submitted]:
+        return await self._send(_Calls.submit_many(jobs))
+
+    async def get(self, job_id: str) -> Job:
+        return await self._send(_Calls.get(job_id))
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = _LONG_POLL_SECS if deadline is None else deadline - loop.time()
+            job = await self._send(_Calls.get(job_id, wait=max(0.0, min(left, _LONG_POLL_SECS))))
+            if job.status.is_terminal:
+                return job
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout} s")
+
+    async def cancel(self, job_id: str) -> Cancelled:
+        return await self._send(_Calls.cancel(job_id))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._send(_Calls.retry(job_id))
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        return await self._send(_Calls.events(job_id, after, limit))
+
+    async def list(self, **filters: Any) -> JobPage:
+        return await self._send(_Calls.list(**_list_filters(**filters)))
+
+    async def iter_jobs(self, **filters: Any) -> AsyncIterator[Job]:
+        while True:
+            page = await self.list(**filters)
+            for job in page.jobs:
+                yield job
+            if not page.next_cursor:
+                return
+            filters["cursor"] = page.next_cursor
+
+    async def commands(self) -> list[dict[str, Any]]:
+        return await self._send(_Calls.commands())
+
+    async def stream(self, job_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
+        last = str(after) if after is not None else None
+        while True:
+            headers = {"Last-Event-ID": last} if last is not None else {}
+            try:
+                async with httpx_sse.aconnect_sse(
+                    self._http,
+                    "GET",
+                    f"/api/commands/jobs/{job_id}/stream",
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=None),
+                ) as source:
+                    if source.response.status_code == 204:
+                        return
+                    if source.response.status_code >= 400:
+                        await source.response.aread()
+                        _answer(_Call("GET", "", lambda b: b), source.response)
+                    async for sse in source.aiter_sse():
+                        event = _stream_event(sse)
+                        if event.id:
+                            last = event.id
+                        yield event
+                        if event.event == "end":
+                            return
+            except (httpx.TransportError, httpx_sse.SSEError):
+                await asyncio.sleep(0.5)

@@ -1,0 +1,96 @@
+"""Commands the tests' workers run (app ``sample``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import errand
+from errand import CommandInput, CommandOutput, ExecutionContext
+
+
+class AddInput(CommandInput):
+    a: int
+    b: int
+
+
+class AddOutput(CommandOutput):
+    total: int
+
+
+@errand.command("add", app="sample")
+async def add(data: AddInput) -> AddOutput:
+    return AddOutput(total=data.a + data.b)
+
+
+class StepsInput(BaseModel):
+    steps: int = 3
+
+
+@errand.command("steps", app="sample")
+async def steps(data: StepsInput, ctx: ExecutionContext) -> dict:
+    for step in range(data.steps):
+        ctx.progress((step + 1) / data.steps, f"step {step + 1}")
+        ctx.log(f"did step {step + 1}")
+        await asyncio.sleep(0.3)
+    return {"steps": data.steps}
+
+
+class MarkerInput(BaseModel):
+    marker: str
+    secs: float = 60.0
+
+
+@errand.command("sleepy", app="sample")
+async def sleepy(data: MarkerInput) -> dict:
+    """Sleeps; notes in its marker file that it started, and how it ended."""
+    Path(data.marker).write_text(f"started {os.getpid()}\n")
+    try:
+        await asyncio.sleep(data.secs)
+    except asyncio.CancelledError:
+        with open(data.marker, "a") as marker:
+            marker.write("cancelled\n")
+        raise
+    return {"slept": data.secs}
+
+
+@errand.command("once", app="sample", retry={"max_attempts": 3})
+def once(data: MarkerInput, ctx: ExecutionContext) -> dict:
+    """A sync handler that leaves a line per start and per finish."""
+    with open(data.marker, "a") as marker:
+        marker.write(f"start {os.getpid()} attempt {ctx.attempt}\n")
+    time.sleep(data.secs)
+    with open(data.marker, "a") as marker:
+        marker.write(f"done {os.getpid()}\n")
+    return {"pid": os.getpid()}
+
+
+@errand.command("blocking", app="sample")
+def blocking(data: MarkerInput, ctx: ExecutionContext) -> dict:
+    """A sync handler that stops when it sees its job canceled."""
+    deadline = time.monotonic() + data.secs
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            raise RuntimeError("stopped: canceled")
+        time.sleep(0.05)
+    return {"finished": True}
+
+
+@errand.command(
+    "fails",
+    app="sample",
+    retry={"max_attempts": 2, "wait_strategy": "fixed", "wait_time": 0, "stop_on": [KeyError]},
+)
+async def fails(data: dict) -> dict:
+    if data.get("permanent"):
+        raise KeyError("no such notebook")
+    raise RuntimeError("the provider timed out")
+
+
+@errand.command("noop", app="sample")
+async def noop(data: dict) -> dict:
+    return {}

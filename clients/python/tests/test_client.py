@@ -1,0 +1,74 @@
+"""errand.Client and errand.AsyncClient against a real server."""
+
+from __future__ import annotations
+
+import pytest
+
+import errand
+
+
+def test_submit_options_batch_list_and_typed_errors(client, workers):
+    workers.start()
+    job_id = client.submit(
+        "sample.noop",
+        {},
+        context={"notebook_id": "42"},
+        priority=5,
+        max_attempts=4,
+        idempotency_key="once-only",
+    )
+    assert client.submit("sample.noop", {}, idempotency_key="once-only") == job_id
+    with pytest.raises(errand.IdempotencyConflict):
+        client.submit("sample.noop", {"other": 1}, idempotency_key="once-only")
+    job = client.wait(job_id, timeout=20)
+    assert (job.status, job.priority, job.max_attempts) == (errand.JobStatus.COMPLETED, 5, 4)
+    assert job.context == {"notebook_id": "42"}
+
+    batch = client.submit_many(
+        [errand.submit_body("sample.add", {"a": n, "b": 1}) for n in range(3)]
+    )
+    assert [s.created for s in batch] == [True, True, True]
+    totals = sorted(client.wait(s.job_id, timeout=20).result["total"] for s in batch)
+    assert totals == [1, 2, 3]
+    listed = client.list(command="sample.add", status="completed", limit=2)
+    assert len(listed.jobs) == 2 and listed.next_cursor
+    every = list(client.iter_jobs(command="sample.add", status=errand.JobStatus.COMPLETED, limit=2))
+    assert {s.job_id for s in batch} <= {j.job_id for j in every}
+
+    with pytest.raises(errand.JobNotFound):
+        client.get("no-such-job")
+    with pytest.raises(errand.IllegalTransition):
+        client.cancel(job_id)
+    with pytest.raises(errand.UnknownCommand):
+        client.submit("sample.nothing", {})
+    with pytest.raises(errand.BadRequest):
+        client.list(status="sleeping")
+    retried = client.retry(
+        client.wait(client.submit("sample.fails", {"permanent": True}), 20).job_id
+    )
+    assert retried.status == errand.JobStatus.NEW
+
+
+def test_an_unreachable_server_is_a_clear_error():
+    with errand.Client("http://127.0.0.1:9") as nowhere:
+        with pytest.raises(errand.ServerUnreachable) as err:
+            nowhere.get("x")
+    assert "127.0.0.1:9" in str(err.value)
+
+
+async def test_the_async_client_does_what_the_client_does(server, workers):
+    workers.start()
+    async with errand.AsyncClient(server.url) as aclient:
+        job_id = await aclient.submit("sample.steps", {"steps": 2})
+        kinds = [event.event async for event in aclient.stream(job_id)]
+        assert kinds[-1] == "end" and "log" in kinds
+        job = await aclient.wait(job_id, timeout=20)
+        assert job.result == {"steps": 2}
+        events = await aclient.events(job_id)
+        assert [e.data["line"] for e in events if e.kind == "log"] == ["did step 1", "did step 2"]
+        # Resuming after the last event: the stream is over (204).
+        assert [e async for e in aclient.stream(job_id, after=job.event_seq)] == []
+        with pytest.raises(errand.JobNotFound):
+            await aclient.get("no-such-job")
+        page = await aclient.list(command="sample.steps")
+        assert job_id in [j.job_id for j in page.jobs]

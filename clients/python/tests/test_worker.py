@@ -1,0 +1,159 @@
+"""Python commands run by Python worker processes, followed from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+from conftest import wait_until
+
+import errand
+
+
+def test_a_decorated_command_runs_in_a_worker_and_its_result_comes_back(client, workers):
+    workers.start()
+    job_id = errand.submit_command("sample", "add", {"a": 2, "b": 3})
+    result = errand.wait_for_command_sync(job_id, timeout=20)
+    assert result.is_success(), result
+    assert result.result["total"] == 5
+    # CommandOutput's fields are filled in, as surreal-commands does.
+    assert result.result["command_id"] == job_id
+    assert result.result["execution_time"] >= 0
+    assert result.result["execution_metadata"]["command_name"] == "add"
+
+
+def test_invalid_input_is_refused_naming_the_field_before_any_job_exists(client, workers):
+    workers.start()
+    before = client.list(command="sample.add", limit=1000).jobs
+    # This process did not import the command: the server checks it
+    # against the schema the worker published.
+    with pytest.raises(errand.InvalidInput) as refused:
+        client.submit("sample.add", {"a": "three", "b": 1})
+    assert refused.value.status == 422
+    assert "/a" in refused.value.message
+    assert client.list(command="sample.add", limit=1000).jobs == before
+
+
+def test_progress_and_log_lines_reach_an_sse_client(client, workers):
+    workers.start()
+    job_id = client.submit("sample.steps", {"steps": 3})
+    events = list(client.stream(job_id))
+    kinds = [e.event for e in events]
+    assert kinds[-1] == "end"
+    assert events[-1].data["status"] == "completed"
+    logs = [e.data["data"]["line"] for e in events if e.event == "log"]
+    assert logs == ["did step 1", "did step 2", "did step 3"]
+    progress = [e.data["data"] for e in events if e.event == "progress"]
+    assert progress, kinds
+    # The last progress is never dropped by the throttle.
+    assert client.get(job_id).progress.message == "step 3"
+
+
+def test_cancel_stops_a_running_async_handler(client, workers, tmp_path):
+    workers.start("--cancel-grace", "0.5")
+    marker = tmp_path / "sleepy"
+    job_id = client.submit("sample.sleepy", {"marker": str(marker), "secs": 60})
+    wait_until(marker.exists, what="the handler to start")
+    client.cancel(job_id)
+    job = client.wait(job_id, timeout=20)
+    assert job.status == errand.JobStatus.CANCELED
+    wait_until(lambda: "cancelled" in marker.read_text(), what="the handler to be cancelled")
+
+
+def test_a_sync_handler_sees_its_cancel(client, workers, tmp_path):
+    workers.start("--cancel-grace", "30")
+    job_id = client.submit("sample.blocking", {"marker": str(tmp_path / "m"), "secs": 60})
+    wait_until(lambda: client.get(job_id).status == errand.JobStatus.RUNNING)
+    client.cancel(job_id)
+    # Well inside the grace: the handler itself stopped.
+    assert client.wait(job_id, timeout=15).status == errand.JobStatus.CANCELED
+
+
+def test_failures_follow_the_commands_retry_config(client, workers):
+    workers.start()
+    retried = client.submit("sample.fails", {})
+    permanent = client.submit("sample.fails", {"permanent": True})
+    job = client.wait(retried, timeout=20)
+    assert (job.status, job.attempt) == (errand.JobStatus.FAILED, 2)
+    assert job.error.kind == "RuntimeError"
+    assert job.error_message == "the provider timed out"
+    job = client.wait(permanent, timeout=20)
+    # KeyError is in stop_on: no second attempt.
+    assert (job.status, job.attempt) == (errand.JobStatus.FAILED, 1)
+    assert job.error.retryable is False
+
+
+def test_a_worker_killed_mid_job_loses_it_and_another_finishes_it_once(client, workers, tmp_path):
+    marker = tmp_path / "once"
+    first = workers.start("--lease-secs", "2")
+    job_id = client.submit("sample.once", {"marker": str(marker), "secs": 3})
+    wait_until(lambda: marker.exists() and "start" in marker.read_text())
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    workers.start("--lease-secs", "2")
+    job = client.wait(job_id, timeout=30)
+    assert job.status == errand.JobStatus.COMPLETED
+    assert job.attempt == 2
+    lines = marker.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["start", "start", "done"], lines
+    assert lines[1].endswith("attempt 2")
+
+
+def test_sigterm_releases_running_jobs_without_counting_an_attempt(client, workers, tmp_path):
+    marker = tmp_path / "sleepy"
+    worker = workers.start("--shutdown-timeout", "0.5")
+    job_id = client.submit("sample.sleepy", {"marker": str(marker), "secs": 60})
+    wait_until(marker.exists)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0, worker.log.read_text()
+    assert time.monotonic() - started < 15
+    job = client.get(job_id)
+    assert job.status == errand.JobStatus.NEW, job
+    marker.unlink()
+    workers.start()
+    wait_until(marker.exists)
+    assert client.get(job_id).attempt == 1, "the released attempt was not counted"
+    client.cancel(job_id)
+
+
+async def test_a_worker_that_lost_its_lease_gets_lease_lost_and_its_result_is_dropped(
+    client, workers, server
+):
+    """An in-process worker cut off from its heartbeats (a partition that
+    lets only its job's result through): the server gives the job to
+    another worker, and the late result is refused."""
+    release = asyncio.Event()
+    commands = errand.CommandRegistry()
+
+    async def slow(data: dict) -> dict:
+        await release.wait()
+        return {"by": "the worker that lost its lease"}
+
+    commands.register("sample", "once", slow)
+    cut_off = errand.Worker(server.url, commands=commands, lease_secs=1, max_tasks=1)
+
+    async def no_heartbeats() -> None:
+        await asyncio.Event().wait()
+
+    cut_off._heartbeat = no_heartbeats  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(cut_off.run(stop))
+    async with errand.AsyncClient(server.url) as aclient:
+        job_id = await aclient.submit("sample.once", {"marker": os.devnull, "secs": 0})
+        while (await aclient.get(job_id)).worker_id != cut_off.worker_id:
+            await asyncio.sleep(0.05)
+        # Another worker gets it once the lease has expired, and finishes it.
+        await asyncio.to_thread(workers.start)
+        job = await aclient.wait(job_id, timeout=30)
+        assert job.status == errand.JobStatus.COMPLETED
+        assert job.attempt == 2
+        release.set()
+        while cut_off.lease_lost_total == 0:
+            await asyncio.sleep(0.05)
+        assert (await aclient.get(job_id)).result == job.result
+    stop.set()
+    await asyncio.wait_for(running, 30)
