@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import httpx_sse
 
-from . import errors
+from . import _wire, errors
 from .models import Cancelled, Job, JobEvent, JobPage, JobStatus, StreamEvent, Submitted
 
 DEFAULT_URL = "http://127.0.0.1:5055"
@@ -189,18 +189,13 @@ class _Calls:
         return _Call("GET", "/api/commands", lambda body: body["commands"])
 
 
-def _answer(call: _Call, response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        raise errors.from_response(response.status_code, body)
-    return call.parse(response.json())
-
-
-def _unreachable(url: str, err: Exception) -> errors.ServerUnreachable:
-    return errors.ServerUnreachable(f"cannot reach errand at {url}: {err}")
+def _refused(response: httpx.Response) -> errors.ErrandError:
+    """The error of a stream's answer that is not a stream."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return errors.from_response(response.status_code, body)
 
 
 def _list_filters(
@@ -240,8 +235,12 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ):
         self.url = (url or default_url()).rstrip("/")
+        self._headers = _headers(token)
+        self._timeout = httpx.Timeout(timeout)
+        self._transport = transport or httpx.HTTPTransport()
+        # The full client only for SSE streams; both share one pool.
         self._http = httpx.Client(
-            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+            base_url=self.url, headers=self._headers, timeout=timeout, transport=self._transport
         )
 
     def __enter__(self) -> Client:
@@ -254,14 +253,12 @@ class Client:
         self._http.close()
 
     def _send(self, call: _Call) -> Any:
-        timeout = call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT
-        try:
-            response = self._http.request(
-                call.method, call.path, json=call.json, params=call.params, timeout=timeout
-            )
-        except httpx.TransportError as err:
-            raise _unreachable(self.url, err) from err
-        return _answer(call, response)
+        timeout = httpx.Timeout(call.timeout) if call.timeout else self._timeout
+        request = _wire.build(
+            self.url, self._headers, call.method, call.path, call.json, call.params, timeout
+        )
+        status, content = _wire.send(self._transport, request)
+        return call.parse(_wire.decode(self.url, status, content))
 
     def submit(self, command: str, input: dict[str, Any] | None = None, **options: Any) -> str:
         """Submits a job; returns its id. ``command`` is ``app.name`` (or the
@@ -336,7 +333,7 @@ class Client:
                         return
                     if source.response.status_code >= 400:
                         source.response.read()
-                        _answer(_Call("GET", "", lambda b: b), source.response)
+                        raise _refused(source.response)
                     for sse in source.iter_sse():
                         event = _stream_event(sse)
                         if event.id:
@@ -360,8 +357,11 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         self.url = (url or default_url()).rstrip("/")
+        self._headers = _headers(token)
+        self._timeout = httpx.Timeout(timeout)
+        self._transport = transport or httpx.AsyncHTTPTransport()
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=_headers(token), timeout=timeout, transport=transport
+            base_url=self.url, headers=self._headers, timeout=timeout, transport=self._transport
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -374,14 +374,12 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _send(self, call: _Call) -> Any:
-        timeout = call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT
-        try:
-            response = await self._http.request(
-                call.method, call.path, json=call.json, params=call.params, timeout=timeout
-            )
-        except httpx.TransportError as err:
-            raise _unreachable(self.url, err) from err
-        return _answer(call, response)
+        timeout = httpx.Timeout(call.timeout) if call.timeout else self._timeout
+        request = _wire.build(
+            self.url, self._headers, call.method, call.path, call.json, call.params, timeout
+        )
+        status, content = await _wire.asend(self._transport, request)
+        return call.parse(_wire.decode(self.url, status, content))
 
     async def submit(
         self, command: str, input: dict[str, Any] | None = None, **options: Any
@@ -445,7 +443,7 @@ class AsyncClient:
                         return
                     if source.response.status_code >= 400:
                         await source.response.aread()
-                        _answer(_Call("GET", "", lambda b: b), source.response)
+                        raise _refused(source.response)
                     async for sse in source.aiter_sse():
                         event = _stream_event(sse)
                         if event.id:

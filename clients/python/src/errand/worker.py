@@ -28,7 +28,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
-from . import errors
+from . import _wire, errors
 from .client import default_url
 from .commands import (
     CommandInput,
@@ -141,7 +141,8 @@ class Worker:
         # Set while every outcome has been sent.
         self._reported = asyncio.Event()
         self._reported.set()
-        self._http: httpx.AsyncClient | None = None
+        self._transport: httpx.AsyncHTTPTransport | None = None
+        self._headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.heartbeat_secs = 5.0
@@ -150,17 +151,18 @@ class Worker:
     # -- the protocol's calls ------------------------------------------------
 
     async def _post(self, call: str, body: dict[str, Any], timeout: float | None = None) -> Any:
-        assert self._http is not None
-        response = await self._http.post(
-            f"{PROTOCOL}/{call}", json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT
+        assert self._transport is not None
+        request = _wire.build(
+            self.url,
+            self._headers,
+            "POST",
+            f"{PROTOCOL}/{call}",
+            body,
+            None,
+            httpx.Timeout(timeout or 30.0),
         )
-        if response.status_code >= 400:
-            try:
-                answer = response.json()
-            except ValueError:
-                answer = None
-            raise errors.from_response(response.status_code, answer)
-        return response.json()
+        status, content = await _wire.asend(self._transport, request)
+        return _wire.decode(self.url, status, content)
 
     async def register(self) -> None:
         commands = [item.spec() for item in self.registry.get_all_commands()]
@@ -186,11 +188,8 @@ class Worker:
         released (back to the queue, their attempt not counted)."""
         stop = stop or asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=30.0, limits=limits
-        )
+        self._transport = httpx.AsyncHTTPTransport(limits=limits)
         self._pool = ThreadPoolExecutor(self.max_tasks, thread_name_prefix="errand-job")
         try:
             await self._register_patiently(stop)
@@ -206,11 +205,11 @@ class Worker:
             await asyncio.gather(*services, return_exceptions=True)
             try:
                 await self._post("deregister", {"worker_id": self.worker_id})
-            except (httpx.TransportError, errors.ErrandError) as err:
+            except errors.ErrandError as err:
                 log.warning("could not deregister: %s", err)
             log.info("worker %s stopped", self.worker_id)
         finally:
-            await self._http.aclose()
+            await self._transport.aclose()
             # Sync handlers still in their threads are left to end alone.
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -220,7 +219,7 @@ class Worker:
             try:
                 await self.register()
                 return
-            except httpx.TransportError as err:
+            except errors.ServerUnreachable as err:
                 if stop.is_set():
                     raise
                 log.warning("cannot reach errand at %s yet (%s); retrying", self.url, err)
@@ -267,7 +266,7 @@ class Worker:
                 timeout = self.claim_wait_secs + 30.0
                 try:
                     answer = await self._post("claim", self._claim_body(free), timeout)
-                except (httpx.TransportError, errors.StoreUnavailable) as err:
+                except (errors.ServerUnreachable, errors.StoreUnavailable) as err:
                     log.warning("claim failed: %s; retrying in %.1f s", err, wait)
                     await asyncio.wait({stopping}, timeout=wait)
                     wait = min(wait * 2, 5.0)
@@ -414,7 +413,7 @@ class Worker:
                 body["lease_secs"] = self.lease_secs
             try:
                 answer = await self._post("heartbeat", body)
-            except (httpx.TransportError, errors.ErrandError) as err:
+            except errors.ErrandError as err:
                 log.warning("heartbeat failed: %s", err)
                 lease = self.lease_secs or self.heartbeat_secs * 3
                 if time.monotonic() - last_ok >= lease:
@@ -510,12 +509,12 @@ class Worker:
                         answer = await self._post(
                             "finish", {"worker_id": self.worker_id, "outcomes": outcomes}
                         )
-                    except (httpx.TransportError, errors.StoreUnavailable):
+                    except (errors.ServerUnreachable, errors.StoreUnavailable):
                         self._outcomes = outcomes + self._outcomes
                         raise
                     self._count_lost(answer, "outcome")
                 wait = 0.05
-            except (httpx.TransportError, errors.StoreUnavailable) as err:
+            except (errors.ServerUnreachable, errors.StoreUnavailable) as err:
                 log.warning("cannot report to errand: %s; retrying in %.2f s", err, wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 2.0)
