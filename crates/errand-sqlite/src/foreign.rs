@@ -29,7 +29,7 @@ use rusqlite::Connection;
 use crate::rows::backend;
 
 /// A change to the WAL may be seen by inotify a moment before the writing
-/// process publishes its commit in the WAL index: look once more after
+/// process publishes its commit in the WAL index: the look comes after
 /// this pause.
 const SETTLE: Duration = Duration::from_millis(3);
 /// The look that does not depend on file notifications.
@@ -135,11 +135,11 @@ impl Watcher {
                 };
                 loop {
                     match changed.recv_timeout(BACKSTOP) {
+                        // Most changes are this process's own commits: the
+                        // look waits out the settling pause instead of
+                        // waking the writer at once, when the commit's
+                        // own follow-up (a worker's claim) wants it.
                         Ok(()) => {
-                            while changed.try_recv().is_ok() {}
-                            if !ask() {
-                                return;
-                            }
                             std::thread::sleep(SETTLE);
                             while changed.try_recv().is_ok() {}
                             if !ask() {

@@ -279,6 +279,8 @@ class Worker:
                         self._report_due.set()
                     else:
                         self._start(job)
+                # The new jobs' handlers start before the next claim is sent.
+                await asyncio.sleep(0)
                 if answer["jobs"] and len(self.running) >= self.max_tasks:
                     continue
                 if not answer["jobs"] and self._slot_freed.is_set():
