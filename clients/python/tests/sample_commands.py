@@ -97,3 +97,9 @@ async def fails(data: dict) -> dict:
 @errand.command("noop", app="sample")
 async def noop(data: dict) -> dict:
     return {}
+
+
+@errand.command("slow", app="sample", timeout_secs=0.5)
+async def slow(data: dict) -> dict:
+    await asyncio.sleep(30)
+    return {}

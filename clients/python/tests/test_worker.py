@@ -86,6 +86,14 @@ def test_failures_follow_the_commands_retry_config(client, workers):
     assert job.error.retryable is False
 
 
+def test_a_handler_past_its_timeout_fails_the_attempt(client, workers):
+    workers.start()
+    job = client.wait(client.submit("sample.slow", {}, max_attempts=1), timeout=20)
+    assert job.status == errand.JobStatus.FAILED
+    assert job.error.kind == "timeout"
+    assert "0.5 s" in job.error_message
+
+
 def test_a_worker_killed_mid_job_loses_it_and_another_finishes_it_once(client, workers, tmp_path):
     marker = tmp_path / "once"
     first = workers.start("--lease-secs", "2")
