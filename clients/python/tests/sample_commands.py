@@ -103,3 +103,31 @@ async def noop(data: dict) -> dict:
 async def slow(data: dict) -> dict:
     await asyncio.sleep(30)
     return {}
+
+
+class LinesInput(BaseModel):
+    marker: str
+    lines: int = 6
+    pause: float = 0.3
+
+
+@errand.command("resumable", app="sample", retry={"max_attempts": 3})
+async def resumable(data: LinesInput, ctx: ExecutionContext) -> dict:
+    """Speaks its lines one by one, saving a checkpoint after each."""
+    start = ctx.checkpoint or 0
+    for line in range(start, data.lines):
+        await asyncio.sleep(data.pause)
+        with open(data.marker, "a") as marker:
+            marker.write(f"{ctx.attempt} {line}\n")
+        await ctx.save_checkpoint(line + 1)
+    return {"started_at": start, "attempt": ctx.attempt}
+
+
+@errand.command("resumable_sync", app="sample", retry={"max_attempts": 3})
+def resumable_sync(data: LinesInput, ctx: ExecutionContext) -> dict:
+    start = ctx.checkpoint or 0
+    for line in range(start, data.lines):
+        if ctx.attempt == 1 and line == 2:
+            raise RuntimeError("the TTS provider timed out")
+        ctx.save_checkpoint_sync(line + 1)
+    return {"started_at": start, "attempt": ctx.attempt}

@@ -110,6 +110,38 @@ def test_a_worker_killed_mid_job_loses_it_and_another_finishes_it_once(client, w
     assert lines[1].endswith("attempt 2")
 
 
+def test_a_job_killed_mid_way_resumes_from_its_checkpoint_in_a_new_worker(
+    client, workers, tmp_path
+):
+    marker = tmp_path / "lines"
+    first = workers.start("--lease-secs", "2")
+    job_id = client.submit("sample.resumable", {"marker": str(marker), "lines": 8, "pause": 0.3})
+    wait_until(lambda: marker.exists() and len(marker.read_text().splitlines()) >= 3)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    spoken_first = [line.split() for line in marker.read_text().splitlines()]
+    workers.start("--lease-secs", "2")
+    job = client.wait(job_id, timeout=30)
+    assert job.status == errand.JobStatus.COMPLETED, job
+    assert job.result["attempt"] == 2
+    # The second attempt began where the first one's last checkpoint said,
+    # not at line 0.
+    assert job.result["started_at"] >= len(spoken_first) - 1 >= 2
+    assert job.checkpoint == 8
+    lines = [line.split() for line in marker.read_text().splitlines()]
+    second = [int(n) for attempt, n in lines if attempt == "2"]
+    assert second == list(range(job.result["started_at"], 8))
+    saved = [e for e in client.events(job_id) if e.kind == "checkpoint"]
+    assert saved[-1].data["checkpoint"] == 8
+
+
+def test_a_sync_handler_saves_checkpoints_and_a_retry_continues_from_them(client, workers):
+    workers.start()
+    job = client.wait(client.submit("sample.resumable_sync", {"marker": "-"}), timeout=30)
+    assert job.status == errand.JobStatus.COMPLETED
+    assert job.result == {"started_at": 2, "attempt": 2}
+
+
 def test_sigterm_releases_running_jobs_without_counting_an_attempt(client, workers, tmp_path):
     marker = tmp_path / "sleepy"
     worker = workers.start("--shutdown-timeout", "0.5")

@@ -285,6 +285,9 @@ pub struct AttemptUpdate {
     #[serde(deserialize_with = "bounded::<_, _, 1, 10000>")]
     #[schema(minimum = 1, maximum = 10000)]
     pub attempt: u32,
+    /// Saved first, durable once the answer says `ok`: every later attempt
+    /// of the job starts with it (`null` saves nothing).
+    pub checkpoint: Option<Value>,
     pub progress: Option<ProgressReport>,
     /// Appended to the job's event log in this order, after the progress.
     #[serde(default)]

@@ -23,15 +23,18 @@ pub enum EventKind {
     Result,
     /// An attempt failed; `data.error` says how, `status` whether it retries.
     Failure,
+    /// The handler saved a checkpoint; `data.checkpoint` holds it.
+    Checkpoint,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Status,
         EventKind::Progress,
         EventKind::Log,
         EventKind::Result,
         EventKind::Failure,
+        EventKind::Checkpoint,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl EventKind {
             EventKind::Log => "log",
             EventKind::Result => "result",
             EventKind::Failure => "failure",
+            EventKind::Checkpoint => "checkpoint",
         }
     }
 

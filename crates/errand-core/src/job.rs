@@ -44,6 +44,10 @@ pub struct Job {
     /// stream after this one to miss nothing.
     #[serde(default)]
     pub event_seq: i64,
+    /// The last checkpoint a handler saved: where the next attempt
+    /// continues from (after a crash, a timeout, a retry).
+    #[serde(default)]
+    pub checkpoint: Option<Value>,
 }
 
 impl Job {

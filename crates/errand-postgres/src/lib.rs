@@ -389,12 +389,29 @@ impl Store for PgStore {
         .await?)
     }
 
-    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError> {
+    async fn retry_job(&self, job_id: &JobId, clear_checkpoint: bool) -> Result<Job, StoreError> {
         let now = self.clock.now();
         in_transaction!(self, |tx, events| write::retry(
             &tx,
             now,
             job_id,
+            clear_checkpoint,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn save_checkpoint(
+        &self,
+        fence: &Fence,
+        checkpoint: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::save_checkpoint(
+            &tx,
+            now,
+            fence,
+            &checkpoint,
             &mut events
         )
         .await?)

@@ -10,7 +10,8 @@ use tokio_postgres::Row;
 pub(crate) const JOB_COLUMNS: &str = "j.id, j.app, j.command, j.input, j.context, j.status, \
      j.result, j.error, j.progress, j.attempt, j.max_attempts, j.retry, j.priority, j.queue, \
      j.run_at, j.timeout_secs, j.idempotency_key, j.parent_id, j.cancel_requested, j.worker_id, \
-     j.lease_until, j.created, j.updated, j.started, j.finished, j.event_seq, j.seq";
+     j.lease_until, j.created, j.updated, j.started, j.finished, j.event_seq, j.seq, \
+     j.checkpoint";
 
 pub(crate) fn ts(at: Timestamp) -> DateTime<Utc> {
     at.to_datetime()
@@ -77,6 +78,7 @@ pub(crate) fn job(row: &Row) -> Result<Job, StoreError> {
         started: maybe_time(row, "started")?,
         finished: maybe_time(row, "finished")?,
         event_seq: row.try_get("event_seq").map_err(decode)?,
+        checkpoint: row.try_get("checkpoint").map_err(decode)?,
     })
 }
 

@@ -697,6 +697,36 @@ pub(crate) async fn report_progress(
     }
 }
 
+/// Stores a running attempt's checkpoint, fenced, with an event carrying it.
+pub(crate) async fn save_checkpoint(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    fence: &Fence,
+    checkpoint: &Value,
+    events: &mut Vec<JobEvent>,
+) -> Result<(), StoreError> {
+    let attempt = fence.attempt as i32;
+    let id = fence.job_id.as_str();
+    let extra: Params = vec![&id, &attempt, &fence.worker_id, checkpoint];
+    let changed = transition(
+        tx,
+        now,
+        "checkpoint = $7, updated = $1",
+        FENCE,
+        &extra,
+        EventKind::Checkpoint,
+        json!({ "checkpoint": checkpoint }),
+    )
+    .await?;
+    match changed.into_iter().next() {
+        Some((_, event)) => {
+            events.push(event);
+            Ok(())
+        }
+        None => Err(fenced_out(tx, fence).await?),
+    }
+}
+
 pub(crate) async fn append_log(
     tx: &Transaction<'_>,
     now: Timestamp,
@@ -844,6 +874,7 @@ pub(crate) async fn retry(
     tx: &Transaction<'_>,
     now: Timestamp,
     job_id: &JobId,
+    clear_checkpoint: bool,
     events: &mut Vec<JobEvent>,
 ) -> Result<Job, StoreError> {
     let status = current_status(tx, job_id).await?;
@@ -854,10 +885,17 @@ pub(crate) async fn retry(
             action: "retry a job that is not failed or canceled",
         });
     }
-    let data = json!({"status": "new", "reason": "retried", "previous_status": status});
-    let set = "status = 'new', attempt = 0, run_at = $1, result = NULL, error = NULL, \
+    let data = json!({"status": "new", "reason": "retried", "previous_status": status,
+                      "checkpoint_cleared": clear_checkpoint});
+    let set = if clear_checkpoint {
+        "status = 'new', attempt = 0, run_at = $1, result = NULL, error = NULL, \
          progress = NULL, cancel_requested = false, worker_id = NULL, lease_until = NULL, \
-         started = NULL, finished = NULL, updated = $1";
+         started = NULL, finished = NULL, updated = $1, checkpoint = NULL"
+    } else {
+        "status = 'new', attempt = 0, run_at = $1, result = NULL, error = NULL, \
+         progress = NULL, cancel_requested = false, worker_id = NULL, lease_until = NULL, \
+         started = NULL, finished = NULL, updated = $1"
+    };
     let change = Change {
         set,
         error: None,

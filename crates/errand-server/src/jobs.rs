@@ -360,16 +360,27 @@ pub async fn cancel_job(
     }))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RetryQuery {
+    /// Start from scratch: drop the checkpoint the last attempt saved
+    /// (by default the next attempt continues from it).
+    pub clear_checkpoint: Option<bool>,
+}
+
 /// Run a failed or canceled job again (attempts reset, history kept).
 #[utoipa::path(post, path = "/api/commands/jobs/{job_id}/retry", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(("job_id" = String, Path), RetryQuery),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not failed or canceled", body = ErrorBody)))]
 pub async fn retry_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
+    Query(query): Query<RetryQuery>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(state.store.retry(&JobId::from(job_id)).await?))
+    let clear = query.clear_checkpoint.unwrap_or(false);
+    Ok(Json(
+        state.store.retry_job(&JobId::from(job_id), clear).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -49,7 +49,18 @@ pub async fn openapi_json(
     let mut doc = serde_json::to_value(doc).expect("the document serializes");
     let commands = state.store.commands().await?;
     describe_submits(&mut doc, &commands);
+    describe_claims(&mut doc);
     Ok(Json(doc))
+}
+
+/// A claim's `limits` give the room of commands it names: with limits, it
+/// must name its `commands` (a claim of any command could not keep them).
+fn describe_claims(doc: &mut serde_json::Value) {
+    doc["components"]["schemas"]["ClaimRequest"]["anyOf"] = serde_json::json!([
+        {"not": {"required": ["limits"]}},
+        {"properties": {"limits": {"maxProperties": 0}}},
+        {"required": ["commands"], "properties": {"commands": {"type": "array"}}},
+    ]);
 }
 
 /// Replaces the generic submit body (any command, any object as input)

@@ -266,10 +266,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError> {
+    async fn retry_job(&self, job_id: &JobId, clear_checkpoint: bool) -> Result<Job, StoreError> {
         let job_id = job_id.clone();
         self.writer
-            .run(move |conn, ctx| write::retry(conn, ctx, &job_id))
+            .run(move |conn, ctx| write::retry(conn, ctx, &job_id, clear_checkpoint))
+            .await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        fence: &Fence,
+        checkpoint: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        let text = rows::to_json(&checkpoint);
+        self.writer
+            .run(move |conn, ctx| write::save_checkpoint(conn, ctx, &fence, &text))
             .await
     }
 

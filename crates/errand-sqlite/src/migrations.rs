@@ -6,6 +6,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_jobs.sql"),
     include_str!("migrations/0002_command_output_schema.sql"),
+    include_str!("migrations/0003_checkpoints.sql"),
 ];
 
 /// The schema version this build brings a database to.

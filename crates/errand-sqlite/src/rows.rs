@@ -9,7 +9,7 @@ use serde_json::Value;
 pub(crate) const JOB_COLUMNS: &str = "id, app, command, input, context, status, result, error, \
      progress, attempt, max_attempts, retry, priority, queue, run_at, timeout_secs, \
      idempotency_key, parent_id, cancel_requested, worker_id, lease_until, created, updated, \
-     started, finished, seq, event_seq";
+     started, finished, seq, event_seq, checkpoint";
 
 /// The columns [`event_from_row`] reads, with `events` as `e` and `jobs` as `j`.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -35,6 +35,7 @@ struct JsonColumns {
     error: Option<String>,
     progress: Option<String>,
     retry: Option<String>,
+    checkpoint: Option<String>,
 }
 
 impl JobRow {
@@ -46,6 +47,7 @@ impl JobRow {
             error: row.get(7)?,
             progress: row.get(8)?,
             retry: row.get(11)?,
+            checkpoint: row.get(27)?,
         };
         let job = Job {
             job_id: JobId::from(row.get::<_, String>(0)?),
@@ -75,6 +77,7 @@ impl JobRow {
             started: time_column(row, 23)?,
             finished: time_column(row, 24)?,
             event_seq: row.get(26)?,
+            checkpoint: None,
         };
         Ok(Self { job, json })
     }
@@ -95,6 +98,7 @@ impl JobRow {
         job.error_message = job.error.as_ref().map(|e| e.message.clone());
         job.progress = parse_json(8, json.progress.take())?;
         job.retry = parse_json(11, json.retry.take())?.unwrap_or_default();
+        job.checkpoint = parse_json(27, json.checkpoint.take())?;
         Ok(())
     }
 }

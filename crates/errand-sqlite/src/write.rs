@@ -705,6 +705,47 @@ pub(crate) fn report_progress(
     }
 }
 
+/// Stores a running attempt's checkpoint (JSON text), fenced, with an
+/// event carrying it.
+pub(crate) fn save_checkpoint(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    fence: &Fence,
+    checkpoint: &str,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET checkpoint = ?, updated = ?, event_seq = event_seq + 1 \
+         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {LEAN_RETURNING}"
+    );
+    let changed = conn
+        .prepare_cached(&sql)
+        .map_err(backend)?
+        .query_row(
+            params![
+                checkpoint,
+                ctx.now.as_micros(),
+                FenceJobId(&fence.job_id),
+                fence.attempt,
+                fence.worker_id
+            ],
+            |row| lean_from_row(&fence.job_id, row),
+        )
+        .optional()
+        .map_err(backend)?;
+    match changed {
+        Some(changed) => {
+            let value: Value = serde_json::from_str(checkpoint).unwrap_or(Value::Null);
+            record_event(
+                ctx,
+                changed,
+                EventKind::Checkpoint,
+                json!({ "checkpoint": value }),
+            )
+        }
+        None => Err(fenced_out(conn, fence)?),
+    }
+}
+
 pub(crate) fn append_log(
     conn: &Connection,
     ctx: &mut WriteCtx,
@@ -811,6 +852,7 @@ pub(crate) fn retry(
     conn: &Connection,
     ctx: &mut WriteCtx,
     job_id: &JobId,
+    clear_checkpoint: bool,
 ) -> Result<Job, StoreError> {
     let status = current_status(conn, job_id)?;
     if status.apply(errand_core::Transition::Retry).is_err() {
@@ -825,13 +867,20 @@ pub(crate) fn retry(
         ctx,
         job_id,
         status,
-        "status = 'new', attempt = 0, run_at = ?1, result = NULL, error = NULL, \
-         progress = NULL, cancel_requested = 0, worker_id = NULL, lease_until = NULL, \
-         started = NULL, finished = NULL",
+        if clear_checkpoint {
+            "status = 'new', attempt = 0, run_at = ?1, result = NULL, error = NULL, \
+             progress = NULL, cancel_requested = 0, worker_id = NULL, lease_until = NULL, \
+             started = NULL, finished = NULL, checkpoint = NULL"
+        } else {
+            "status = 'new', attempt = 0, run_at = ?1, result = NULL, error = NULL, \
+             progress = NULL, cancel_requested = 0, worker_id = NULL, lease_until = NULL, \
+             started = NULL, finished = NULL"
+        },
         None,
         (
             EventKind::Status,
-            json!({"status": "new", "reason": "retried", "previous_status": status}),
+            json!({"status": "new", "reason": "retried", "previous_status": status,
+                   "checkpoint_cleared": clear_checkpoint}),
         ),
     )
 }

@@ -66,9 +66,17 @@ impl Store for Observed {
         (self.hook)("cancel")?;
         self.inner.cancel(job_id).await
     }
-    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError> {
+    async fn retry_job(&self, job_id: &JobId, clear_checkpoint: bool) -> Result<Job, StoreError> {
         (self.hook)("retry")?;
-        self.inner.retry(job_id).await
+        self.inner.retry_job(job_id, clear_checkpoint).await
+    }
+    async fn save_checkpoint(
+        &self,
+        fence: &Fence,
+        checkpoint: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        (self.hook)("save_checkpoint")?;
+        self.inner.save_checkpoint(fence, checkpoint).await
     }
     async fn reap_expired(&self) -> Result<Vec<JobId>, StoreError> {
         (self.hook)("reap_expired")?;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use errand_core::{Clock, Job, JobEvent, JobId, Progress, Timestamp};
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::error::StoreError;
@@ -52,8 +53,18 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel(&self, job_id: &JobId) -> Result<Job, StoreError>;
 
     /// Sends a failed or canceled job back to `new` with its attempts reset
-    /// and its history kept. `Conflict` otherwise.
-    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError>;
+    /// and its history kept; its checkpoint too, unless `clear_checkpoint`
+    /// (the next attempt then starts from scratch). `Conflict` otherwise.
+    async fn retry_job(&self, job_id: &JobId, clear_checkpoint: bool) -> Result<Job, StoreError>;
+
+    /// [`Store::retry_job`] keeping the checkpoint.
+    async fn retry(&self, job_id: &JobId) -> Result<Job, StoreError> {
+        self.retry_job(job_id, false).await
+    }
+
+    /// Saves a running attempt's checkpoint (fenced): durable when this
+    /// returns, handed to every later attempt of the job.
+    async fn save_checkpoint(&self, fence: &Fence, checkpoint: Value) -> Result<(), StoreError>;
 
     /// Returns running jobs whose lease expired to `new` (attempt counted),
     /// or fails them when no attempts are left. Returns the jobs it moved.

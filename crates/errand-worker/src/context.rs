@@ -18,6 +18,8 @@ pub struct JobContext {
 struct Inner {
     fence: Fence,
     context: Option<Value>,
+    /// The checkpoint the attempt started with.
+    checkpoint: Option<Value>,
     started: Timestamp,
     store: Arc<dyn Store>,
     cancel: CancellationToken,
@@ -38,6 +40,7 @@ impl JobContext {
     pub(crate) fn new(
         fence: Fence,
         context: Option<Value>,
+        checkpoint: Option<Value>,
         started: Timestamp,
         store: Arc<dyn Store>,
         cancel: CancellationToken,
@@ -47,6 +50,7 @@ impl JobContext {
             inner: Arc::new(Inner {
                 fence,
                 context,
+                checkpoint,
                 started,
                 store,
                 cancel,
@@ -68,6 +72,33 @@ impl JobContext {
     /// The `context` JSON the job was submitted with (user, tenant...).
     pub fn context(&self) -> Option<&Value> {
         self.inner.context.as_ref()
+    }
+
+    /// The last checkpoint an earlier attempt saved (`None` on a fresh
+    /// start): continue from there instead of starting over.
+    pub fn checkpoint(&self) -> Option<&Value> {
+        self.inner.checkpoint.as_ref()
+    }
+
+    /// [`checkpoint`](Self::checkpoint) decoded into the handler's own
+    /// type; `None` on a fresh start or if it no longer decodes.
+    pub fn checkpoint_as<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.inner.checkpoint.clone()?).ok()
+    }
+
+    /// Saves a checkpoint: durable when this returns, and what every later
+    /// attempt of the job starts with. Fenced: an attempt that lost the job
+    /// gets `LeaseLost` and saves nothing.
+    pub async fn save_checkpoint(
+        &self,
+        checkpoint: impl serde::Serialize,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_value(checkpoint)
+            .map_err(|e| StoreError::Invalid(format!("the checkpoint is not JSON: {e}")))?;
+        self.inner
+            .store
+            .save_checkpoint(&self.inner.fence, value)
+            .await
     }
 
     pub fn started(&self) -> Timestamp {

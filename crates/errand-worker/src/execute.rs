@@ -80,6 +80,7 @@ async fn run_attempt(
     let ctx = JobContext::new(
         fence.clone(),
         job.context.clone(),
+        job.checkpoint.clone(),
         job.started.unwrap_or_else(|| shared.store.clock().now()),
         shared.store.clone(),
         token.clone(),

@@ -161,6 +161,44 @@ fn quick_retry(max_attempts: u32) -> RetryPolicy {
     }
 }
 
+/// A handler that saves where it got to continues from there on its next
+/// attempt instead of starting over.
+#[tokio::test]
+async fn a_retried_attempt_continues_from_the_last_checkpoint() {
+    let mut registry = Registry::new();
+    registry
+        .register_fn(
+            "t",
+            "lines",
+            options(),
+            |_input, ctx: JobContext| async move {
+                let start: u32 = ctx.checkpoint_as().unwrap_or(0);
+                let mut spoken = Vec::new();
+                for line in start..6 {
+                    if ctx.attempt() == 1 && line == 3 {
+                        return Err(HandlerError::retryable("the TTS provider timed out"));
+                    }
+                    spoken.push(line);
+                    ctx.save_checkpoint(line + 1).await?;
+                }
+                Ok(json!({"attempt": ctx.attempt(), "spoken": spoken}))
+            },
+        )
+        .unwrap();
+    let mut h = Harness::start(registry, fast_config()).await;
+    let id = h
+        .submit(job("lines", json!({})).retry(quick_retry(3)))
+        .await;
+    let done = h.wait_for(&id, JobStatus::Completed).await;
+    assert_eq!(
+        done.result,
+        Some(json!({"attempt": 2, "spoken": [3, 4, 5]})),
+        "the second attempt spoke only the lines the first had not"
+    );
+    assert_eq!(done.checkpoint, Some(json!(6)));
+    h.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn retryable_errors_retry_through_run_at_until_success() {
     let calls = Arc::new(AtomicUsize::new(0));

@@ -216,9 +216,14 @@ impl Client {
             .await
     }
 
-    pub async fn retry(&self, job_id: &str) -> Result<Job, ClientError> {
-        self.call(self.request(Method::POST, &["commands", "jobs", job_id, "retry"]))
-            .await
+    /// Runs a failed or canceled job again; from its last checkpoint, or
+    /// from scratch with `clear_checkpoint`.
+    pub async fn retry(&self, job_id: &str, clear_checkpoint: bool) -> Result<Job, ClientError> {
+        let mut request = self.request(Method::POST, &["commands", "jobs", job_id, "retry"]);
+        if clear_checkpoint {
+            request = request.query(&[("clear_checkpoint", true)]);
+        }
+        self.call(request).await
     }
 
     pub async fn events(&self, job_id: &str, after: i64) -> Result<EventList, ClientError> {

@@ -107,6 +107,9 @@ enum Cmd {
     /// Queue a failed or canceled job again.
     Retry {
         job_id: String,
+        /// Start from scratch: drop the checkpoint the last attempt saved.
+        #[arg(long)]
+        clear_checkpoint: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -239,9 +242,12 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         } => terminal::jobs::cancel(&client.client(settings)?, &job_id, json).await,
         Cmd::Retry {
             job_id,
+            clear_checkpoint,
             json,
             client,
-        } => terminal::jobs::retry(&client.client(settings)?, &job_id, json).await,
+        } => {
+            terminal::jobs::retry(&client.client(settings)?, &job_id, clear_checkpoint, json).await
+        }
         Cmd::Stats { json, client } => {
             terminal::tables::stats(&client.client(settings)?, json).await
         }

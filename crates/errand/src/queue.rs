@@ -132,9 +132,15 @@ impl Queue {
         Ok(self.store.cancel(job_id).await?)
     }
 
-    /// Runs a failed or canceled job again, with its attempts reset.
+    /// Runs a failed or canceled job again, with its attempts reset,
+    /// from its last checkpoint.
     pub async fn retry(&self, job_id: &JobId) -> Result<Job, Error> {
         Ok(self.store.retry(job_id).await?)
+    }
+
+    /// [`retry`](Self::retry) from scratch: the checkpoint is dropped.
+    pub async fn retry_from_scratch(&self, job_id: &JobId) -> Result<Job, Error> {
+        Ok(self.store.retry_job(job_id, true).await?)
     }
 
     pub async fn list(&self, params: ListParams) -> Result<JobPage, Error> {

@@ -593,3 +593,50 @@ async fn a_worker_token_is_the_only_key_to_the_worker_protocol() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
 }
+
+#[tokio::test]
+async fn a_checkpoint_saved_over_the_protocol_reaches_the_next_attempt() {
+    let s = server(quick()).await;
+    s.register("py-1").await;
+    let job_id = s.submit("t.echo", json!({"n": 1})).await;
+    let first = s.claim("py-1", 1, json!({})).await;
+    let mut update = attempt(&first[0]);
+    update["checkpoint"] = json!({"line": 12});
+    let answer = s
+        .ok(
+            "/api/worker/v1/updates",
+            json!({"worker_id": "py-1", "updates": [update]}),
+        )
+        .await;
+    assert_eq!(answer["results"], json!([{"ok": true}]));
+    assert_eq!(s.job(&job_id).await["checkpoint"], json!({"line": 12}));
+    let fail = |job: &Value| {
+        let mut item = attempt(job);
+        item["outcome"] = json!("failed");
+        item["error"] = json!({"message": "no", "retryable": false});
+        json!({"worker_id": "py-1", "outcomes": [item]})
+    };
+    s.ok("/api/worker/v1/finish", fail(&first[0])).await;
+
+    let (status, job) = s
+        .post(&format!("/api/commands/jobs/{job_id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["checkpoint"], json!({"line": 12}), "a retry keeps it");
+    let second = s.claim("py-1", 1, json!({})).await;
+    assert_eq!(second[0]["checkpoint"], json!({"line": 12}));
+    s.ok("/api/worker/v1/finish", fail(&second[0])).await;
+
+    let (status, job) = s
+        .post(
+            &format!("/api/commands/jobs/{job_id}/retry?clear_checkpoint=true"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["checkpoint"], Value::Null);
+    assert_eq!(
+        s.claim("py-1", 1, json!({})).await[0]["checkpoint"],
+        Value::Null
+    );
+}

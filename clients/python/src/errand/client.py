@@ -167,8 +167,9 @@ class _Calls:
         return _Call("DELETE", f"/api/commands/jobs/{job_id}", Cancelled.model_validate)
 
     @staticmethod
-    def retry(job_id: str) -> _Call:
-        return _Call("POST", f"/api/commands/jobs/{job_id}/retry", Job.model_validate, {})
+    def retry(job_id: str, clear_checkpoint: bool) -> _Call:
+        params = {"clear_checkpoint": "true"} if clear_checkpoint else {}
+        return _Call("POST", f"/api/commands/jobs/{job_id}/retry", Job.model_validate, None, params)
 
     @staticmethod
     def events(job_id: str, after: int = 0, limit: int = 1000) -> _Call:
@@ -290,8 +291,10 @@ class Client:
     def cancel(self, job_id: str) -> Cancelled:
         return self._send(_Calls.cancel(job_id))
 
-    def retry(self, job_id: str) -> Job:
-        return self._send(_Calls.retry(job_id))
+    def retry(self, job_id: str, clear_checkpoint: bool = False) -> Job:
+        """Runs a failed or canceled job again, from its last checkpoint (or
+        from scratch with ``clear_checkpoint``)."""
+        return self._send(_Calls.retry(job_id, clear_checkpoint))
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         """The job's event log after sequence number ``after``."""
@@ -406,8 +409,8 @@ class AsyncClient:
     async def cancel(self, job_id: str) -> Cancelled:
         return await self._send(_Calls.cancel(job_id))
 
-    async def retry(self, job_id: str) -> Job:
-        return await self._send(_Calls.retry(job_id))
+    async def retry(self, job_id: str, clear_checkpoint: bool = False) -> Job:
+        return await self._send(_Calls.retry(job_id, clear_checkpoint))
 
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         return await self._send(_Calls.events(job_id, after, limit))

@@ -129,6 +129,9 @@ class ExecutionContext:
     command_name: str
     user_context: dict[str, Any] | None = None
     attempt: int = 1
+    # The last checkpoint saved: by an earlier attempt when the handler
+    # starts (None on a fresh start), then by this one.
+    checkpoint: Any = None
     _reporter: Any = field(default=None, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -160,6 +163,21 @@ class ExecutionContext:
         """Appends a line to the job's event log."""
         if self._reporter is not None:
             self._reporter.log(self, str(line))
+
+    async def save_checkpoint(self, value: Any) -> None:
+        """Saves where the handler got to (any JSON value): durable when this
+        returns, and what the job's next attempt starts with
+        (``ctx.checkpoint``) after a crash, a timeout or a retry. Raises
+        ``LeaseLost`` if this attempt no longer holds the job."""
+        if self._reporter is not None:
+            await self._reporter.save_checkpoint(self, value)
+        self.checkpoint = value
+
+    def save_checkpoint_sync(self, value: Any) -> None:
+        """``save_checkpoint`` for sync handlers (which run in threads)."""
+        if self._reporter is not None:
+            self._reporter.save_checkpoint_from_thread(self, value)
+        self.checkpoint = value
 
 
 class CommandInput(BaseModel):

@@ -57,6 +57,13 @@ class UnknownCommand(InvalidInput):
     code = "unknown_command"
 
 
+class LeaseLost(ErrandError):
+    """This attempt no longer holds the job (its lease expired and the job
+    moved on, or it already ended): nothing it sends is recorded."""
+
+    code = "lease_lost"
+
+
 class TooManyRequests(ErrandError):
     code = "too_many_requests"
 
@@ -82,10 +89,19 @@ _BY_CODE: dict[str, type[ErrandError]] = {
         InvalidInput,
         UnknownCommand,
         StoreUnavailable,
+        LeaseLost,
     )
 }
 _BY_CODE["too_many_guesses"] = TooManyRequests
 _BY_CODE["too_many_streams"] = TooManyRequests
+
+
+def from_detail(detail: dict, status: int | None = None) -> ErrandError:
+    """The error of one item of a batch answer (``{"code", "message"}``)."""
+    code = str(detail.get("code", "error"))
+    return _BY_CODE.get(code, ErrandError)(
+        str(detail.get("message", code)), code=code, status=status
+    )
 
 
 def from_response(status: int, body: object) -> ErrandError:

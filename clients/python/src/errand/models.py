@@ -67,6 +67,7 @@ class Job(_Record):
     started: datetime | None = None
     finished: datetime | None = None
     event_seq: int = 0
+    checkpoint: Any = None
 
     @property
     def full_command(self) -> str:

@@ -297,6 +297,7 @@ class Worker:
             command_name=job["command"],
             user_context=job.get("context"),
             attempt=job["attempt"],
+            checkpoint=job.get("checkpoint"),
             _reporter=self,
         )
         attempt = _Attempt(job, item, ctx)
@@ -440,6 +441,29 @@ class Worker:
 
     def log(self, ctx: ExecutionContext, line: str) -> None:
         self._from_any_thread(self._add_log, ctx.command_id, line)
+
+    async def save_checkpoint(self, ctx: ExecutionContext, value: Any) -> None:
+        """Sends a checkpoint at once (not batched): the handler goes on only
+        once it is durable."""
+        item = {
+            "job_id": ctx.command_id,
+            "attempt": ctx.attempt,
+            "checkpoint": to_jsonable_python(value),
+        }
+        answer = await self._post("updates", {"worker_id": self.worker_id, "updates": [item]})
+        result = answer["results"][0]
+        if not result["ok"]:
+            raise errors.from_detail(result["error"])
+
+    def save_checkpoint_from_thread(self, ctx: ExecutionContext, value: Any) -> None:
+        assert self._loop is not None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("in an async handler, use `await ctx.save_checkpoint(...)`")
+        asyncio.run_coroutine_threadsafe(self.save_checkpoint(ctx, value), self._loop).result()
 
     def _from_any_thread(self, fn: Any, *args: Any) -> None:
         assert self._loop is not None

@@ -147,6 +147,7 @@ pub(crate) fn job_state(job: &Job, log: &EventLog, now: Timestamp) -> Markup {
             }
         }
         @if let Some(result) = &job.result { (json_block("Result", result)) }
+        @if let Some(checkpoint) = &job.checkpoint { (json_block("Checkpoint", checkpoint)) }
         div.actions {
             @if !job.status.is_terminal() {
                 form method="post" action={ "/ui/jobs/" (job.job_id) "/cancel" }
@@ -184,6 +185,20 @@ pub(crate) fn log_items(log: &EventLog) -> Markup {
     }
 }
 
+/// A JSON value as text, cut to about 120 characters.
+fn shortened(value: Option<&serde_json::Value>) -> String {
+    let mut text = value.map(|v| v.to_string()).unwrap_or_default();
+    if text.len() > 120 {
+        let cut = (0..=117)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 /// What an event says, in a few words.
 fn event_summary(event: &JobEvent) -> String {
     let text = |pointer: &str| event.data.pointer(pointer).and_then(|v| v.as_str());
@@ -201,19 +216,8 @@ fn event_summary(event: &JobEvent) -> String {
                 .join(" · ")
         }
         EventKind::Log => text("/line").unwrap_or_default().to_owned(),
-        EventKind::Result => {
-            let result = event.data.get("result").map(|r| r.to_string());
-            let mut result = result.unwrap_or_default();
-            if result.len() > 120 {
-                let cut = (0..=117)
-                    .rev()
-                    .find(|i| result.is_char_boundary(*i))
-                    .unwrap_or(0);
-                result.truncate(cut);
-                result.push('…');
-            }
-            format!("result {result}")
-        }
+        EventKind::Result => format!("result {}", shortened(event.data.get("result"))),
+        EventKind::Checkpoint => format!("checkpoint {}", shortened(event.data.get("checkpoint"))),
         EventKind::Failure => {
             let message = text("/error/message").unwrap_or("failed");
             match text("/retry_at") {

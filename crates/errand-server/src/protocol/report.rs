@@ -75,6 +75,9 @@ pub async fn updates(
                 attempt: update.attempt,
             },
         );
+        if let Some(checkpoint) = update.checkpoint {
+            store.save_checkpoint(&fence, checkpoint).await?;
+        }
         if let Some(progress) = update.progress {
             let progress = Progress {
                 fraction: progress.fraction,

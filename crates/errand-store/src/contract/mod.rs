@@ -5,11 +5,13 @@
 //! leases and `run_at` are tested by moving time, never by sleeping.
 
 mod admin;
+mod checkpoints;
 mod fencing;
 mod lifecycle;
 mod queries;
 
 pub use admin::*;
+pub use checkpoints::*;
 pub use fencing::*;
 pub use lifecycle::*;
 pub use queries::*;
@@ -99,6 +101,9 @@ macro_rules! store_contract_tests {
             final_failure_fails_the_job,
             a_success_after_a_failed_attempt_clears_the_error,
             stale_worker_cannot_complete_reclaimed_job,
+            a_checkpoint_is_handed_to_the_next_attempt,
+            a_stale_attempt_cannot_save_a_checkpoint,
+            a_retry_keeps_or_clears_the_checkpoint,
             a_batch_of_completions_fences_each_job_on_its_own,
             a_batch_with_two_attempts_of_one_job_completes_the_current_one,
             stale_worker_cannot_report_progress_or_log,

@@ -141,6 +141,9 @@ impl View {
                 );
             }
             EventKind::Log => self.say(text("line").unwrap_or_default()),
+            EventKind::Checkpoint => {
+                self.say(paint(status_style(event.status), "checkpoint saved"))
+            }
             EventKind::Status if data.get("cancel_requested") == Some(&Value::Bool(true)) => {
                 self.say(paint(status_style(JobStatus::Canceled), "cancel requested"));
             }

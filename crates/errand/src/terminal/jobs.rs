@@ -272,8 +272,13 @@ pub async fn cancel(client: &Client, job_id: &str, json: bool) -> anyhow::Result
     Ok(Exit::Success)
 }
 
-pub async fn retry(client: &Client, job_id: &str, json: bool) -> anyhow::Result<Exit> {
-    let job = client.retry(job_id).await?;
+pub async fn retry(
+    client: &Client,
+    job_id: &str,
+    clear_checkpoint: bool,
+    json: bool,
+) -> anyhow::Result<Exit> {
+    let job = client.retry(job_id, clear_checkpoint).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&job)?);
     } else {
