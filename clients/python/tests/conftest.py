@@ -44,13 +44,13 @@ class Server:
         self.log = log
 
 
-def _start_server(store: str, workdir: Path) -> Server:
-    port = free_port()
+def start_server(store: str, workdir: Path, port: int | None = None) -> Server:
+    port = port or free_port()
     log = workdir / "serve.log"
     process = subprocess.Popen(
         [errand_binary(), "serve", "--no-worker", "--bind", f"127.0.0.1:{port}", "--store", store],
         cwd=workdir,
-        stdout=log.open("w"),
+        stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "ERRAND_LOG": "info"},
     )
@@ -99,15 +99,20 @@ def server(
         if not base:
             pytest.skip("PostgreSQL suites skipped: set ERRAND_TEST_PG_URL to run them")
         store, drop = _postgres_database(base)
-    served = _start_server(store, workdir)
+    served = start_server(store, workdir)
     yield served
+    stop_server(served)
+    if drop:
+        drop()
+
+
+def stop_server(served: Server) -> None:
     served.process.send_signal(signal.SIGTERM)
     try:
         served.process.wait(10)
     except subprocess.TimeoutExpired:
         served.process.kill()
-    if drop:
-        drop()
+        served.process.wait()
 
 
 class Workers:
