@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import errand
@@ -72,3 +74,15 @@ async def test_the_async_client_does_what_the_client_does(server, workers):
             await aclient.get("no-such-job")
         page = await aclient.list(command="sample.steps")
         assert job_id in [j.job_id for j in page.jobs]
+
+
+def test_a_paused_queue_holds_its_jobs_until_resumed(client, workers):
+    workers.start("--queues", "held")
+    assert client.pause_queue("held")["paused"] is True
+    job_id = client.submit("sample.add", {"a": 1, "b": 2}, queue="held")
+    time.sleep(1.5)
+    assert client.get(job_id).status == errand.JobStatus.NEW
+    held = next(q for q in client.queues() if q["name"] == "held")
+    assert (held["paused"], held["new"]) == (True, 1)
+    client.resume_queue("held")
+    assert client.wait(job_id, timeout=20).result["total"] == 3

@@ -11,7 +11,7 @@ pub mod worker;
 use std::collections::BTreeMap;
 
 pub use errand_core::{Job, JobEvent, JobId, JobStatus, RetryPolicy, Timestamp};
-pub use errand_store::{CommandInfo, CommandStats, WorkerInfo};
+pub use errand_store::{CommandInfo, CommandStats, QueueInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -167,6 +167,12 @@ pub struct CommandList {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatsResponse {
     pub commands: Vec<CommandStats>,
+}
+
+/// `GET /api/queues`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<QueueInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -495,6 +495,35 @@ impl Store for PgStore {
         read::commands(&*self.client().await?).await
     }
 
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO errand_paused_queues (queue, paused_at) VALUES ($1, $2) \
+                 ON CONFLICT (queue) DO NOTHING",
+                &[&queue, &rows::ts(self.clock.now())],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM errand_paused_queues WHERE queue = $1",
+                &[&queue],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn queues(&self) -> Result<Vec<errand_store::QueueInfo>, StoreError> {
+        read::queues(&*self.client().await?).await
+    }
+
     fn subscribe(&self) -> ChangeFeed {
         self.publisher.feed.subscribe()
     }

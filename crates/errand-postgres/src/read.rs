@@ -311,6 +311,49 @@ pub(crate) async fn workers(
         .collect()
 }
 
+pub(crate) async fn queues(client: &Client) -> Result<Vec<errand_store::QueueInfo>, StoreError> {
+    use errand_store::QueueInfo;
+    let mut queues = std::collections::BTreeMap::<String, QueueInfo>::new();
+    let counts = client
+        .query(
+            &prepared(
+                client,
+                "SELECT queue, status, count(*) FROM errand_jobs \
+                 WHERE status IN ('new', 'running') GROUP BY queue, status",
+            )
+            .await?,
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    for row in counts {
+        let name: String = row.get(0);
+        let status: String = row.get(1);
+        let count: i64 = row.get(2);
+        let queue = queues
+            .entry(name.clone())
+            .or_insert_with(|| QueueInfo::empty(&name));
+        match status.as_str() {
+            "new" => queue.new = count as u64,
+            _ => queue.running = count as u64,
+        }
+    }
+    let paused = client
+        .query("SELECT queue, paused_at FROM errand_paused_queues", &[])
+        .await
+        .map_err(db)?;
+    for row in paused {
+        let name: String = row.get(0);
+        let at: chrono::DateTime<chrono::Utc> = row.get(1);
+        let queue = queues
+            .entry(name.clone())
+            .or_insert_with(|| QueueInfo::empty(&name));
+        queue.paused = true;
+        queue.paused_at = Some(Timestamp::from_datetime(at));
+    }
+    Ok(queues.into_values().collect())
+}
+
 pub(crate) async fn commands(client: &Client) -> Result<Vec<CommandInfo>, StoreError> {
     let rows = client
         .query(

@@ -304,7 +304,8 @@ pub(crate) async fn submit_many(
     Ok(receipts)
 }
 
-/// The claim of one queue: `$1` now, `$2` the event kind, `$3` the queue,
+/// The claim of one queue (none if it is paused, as the statement's own
+/// snapshot says): `$1` now, `$2` the event kind, `$3` the queue,
 /// `$4` the commands (or NULL), `$5` the limit, `$6` the worker, `$7` the
 /// lease's end, `$8` the notification's origin.
 ///
@@ -315,6 +316,7 @@ pub(crate) fn claim_sql() -> String {
     format!(
         "WITH picked AS (SELECT seq FROM errand_jobs WHERE status = 'new' AND queue = $3 \
              AND run_at <= $1 AND ($4::text[] IS NULL OR app || '.' || command = ANY($4)) \
+             AND NOT EXISTS (SELECT 1 FROM errand_paused_queues WHERE queue = $3) \
              ORDER BY priority DESC, run_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED), \
          u AS (UPDATE errand_jobs j SET status = 'running', attempt = j.attempt + 1, \
              worker_id = $6, lease_until = $7, started = $1, updated = $1, \

@@ -9,6 +9,7 @@
 //! - `info`: commands, stats, workers, registry debug, health, readiness.
 //! - `protocol`: the worker protocol (`/api/worker/v1`) for workers in
 //!   other processes and languages, and the server's lease reaper.
+//! - `queues`: queue depth, pause and resume.
 //! - `catalog`: published commands with compiled input schemas.
 //! - `body`: the JSON body extractor (400, 413, depth limit).
 //! - `auth`, `metrics`, `openapi`, `error`: what their names say.
@@ -28,6 +29,7 @@ mod listen;
 mod metrics;
 pub mod openapi;
 mod protocol;
+mod queues;
 mod session;
 mod sse;
 mod state;
@@ -60,6 +62,9 @@ pub fn app(state: AppState) -> Router {
         .route("/commands/stats", get(info::stats))
         .route("/commands/registry/debug", get(info::registry_debug))
         .route("/workers", get(info::workers))
+        .route("/queues", get(queues::list_queues))
+        .route("/queues/{queue}/pause", post(queues::pause))
+        .route("/queues/{queue}/resume", post(queues::resume))
         .route("/events", get(sse::global_feed))
         .route("/health", get(info::health))
         .route("/ready", get(info::ready));

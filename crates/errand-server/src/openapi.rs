@@ -13,6 +13,7 @@ use utoipa::OpenApi;
         crate::sse::job_stream, crate::sse::global_feed,
         crate::info::commands, crate::info::stats, crate::info::workers, crate::info::registry_debug,
         crate::info::health, crate::info::ready, crate::metrics::render, openapi_json,
+        crate::queues::list_queues, crate::queues::pause, crate::queues::resume,
         crate::protocol::register, crate::protocol::claim, crate::protocol::heartbeat,
         crate::protocol::updates, crate::protocol::finish, crate::protocol::deregister,
     ),

@@ -364,6 +364,24 @@ impl Store for SqliteStore {
         self.readers.run(read::commands).await
     }
 
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
+        let queue = queue.to_owned();
+        self.writer
+            .run(move |conn, ctx| write::pause_queue(conn, ctx, &queue, true))
+            .await
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
+        let queue = queue.to_owned();
+        self.writer
+            .run(move |conn, ctx| write::pause_queue(conn, ctx, &queue, false))
+            .await
+    }
+
+    async fn queues(&self) -> Result<Vec<errand_store::QueueInfo>, StoreError> {
+        self.readers.run(read::queues).await
+    }
+
     fn subscribe(&self) -> ChangeFeed {
         self.feed.subscribe()
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
 use errand_store::{
-    CommandInfo, CommandStats, FinishedInMinute, JobPage, ListCondition, ListParams, StoreError,
-    WorkerInfo,
+    CommandInfo, CommandStats, FinishedInMinute, JobPage, ListCondition, ListParams, QueueInfo,
+    StoreError, WorkerInfo,
 };
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
@@ -238,6 +238,44 @@ pub(crate) fn workers(conn: &Connection, now: Timestamp) -> Result<Vec<WorkerInf
             .map_err(backend)?;
     }
     Ok(workers)
+}
+
+pub(crate) fn queues(conn: &Connection) -> Result<Vec<QueueInfo>, StoreError> {
+    let mut queues = std::collections::BTreeMap::<String, QueueInfo>::new();
+    let counts: Vec<(String, String, u64)> = conn
+        .prepare_cached(
+            "SELECT queue, status, count(*) FROM jobs WHERE status IN ('new', 'running') \
+             GROUP BY queue, status",
+        )
+        .map_err(backend)?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    for (name, status, count) in counts {
+        let queue = queues
+            .entry(name.clone())
+            .or_insert_with(|| QueueInfo::empty(&name));
+        match status.as_str() {
+            "new" => queue.new = count,
+            _ => queue.running = count,
+        }
+    }
+    let paused: Vec<(String, i64)> = conn
+        .prepare_cached("SELECT queue, paused_at FROM paused_queues")
+        .map_err(backend)?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    for (name, at) in paused {
+        let queue = queues
+            .entry(name.clone())
+            .or_insert_with(|| QueueInfo::empty(&name));
+        queue.paused = true;
+        queue.paused_at = Some(Timestamp::from_micros(at));
+    }
+    Ok(queues.into_values().collect())
 }
 
 pub(crate) fn commands(conn: &Connection) -> Result<Vec<CommandInfo>, StoreError> {

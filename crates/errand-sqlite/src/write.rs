@@ -335,7 +335,15 @@ pub(crate) fn claim(
     let sql = claim_sql(params.commands.as_ref().map(|_| commands.len()));
     let lease_until = ctx.now.plus(params.lease).as_micros();
     let now = ctx.now.as_micros();
-    for queue in &params.queues {
+    // In the writer's transaction: a pause committed before is seen.
+    let paused: Vec<String> = conn
+        .prepare_cached("SELECT queue FROM paused_queues")
+        .map_err(backend)?
+        .query_map([], |row| row.get(0))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    for queue in params.queues.iter().filter(|q| !paused.contains(q)) {
         let remaining = params.limit.saturating_sub(claimed.len());
         if remaining == 0 {
             break;
@@ -703,6 +711,24 @@ pub(crate) fn report_progress(
         }
         None => Err(fenced_out(conn, fence)?),
     }
+}
+
+/// Pauses `queue` (or resumes it): claims skip a paused queue.
+pub(crate) fn pause_queue(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    queue: &str,
+    pause: bool,
+) -> Result<(), StoreError> {
+    if pause {
+        conn.prepare_cached("INSERT OR IGNORE INTO paused_queues (queue, paused_at) VALUES (?, ?)")
+            .and_then(|mut stmt| stmt.execute(params![queue, ctx.now.as_micros()]))
+    } else {
+        conn.prepare_cached("DELETE FROM paused_queues WHERE queue = ?")
+            .and_then(|mut stmt| stmt.execute([queue]))
+    }
+    .map_err(backend)?;
+    Ok(())
 }
 
 /// Stores a running attempt's checkpoint (JSON text), fenced, with an

@@ -138,6 +138,18 @@ impl Store for Observed {
         (self.hook)("commands")?;
         self.inner.commands().await
     }
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
+        (self.hook)("pause_queue")?;
+        self.inner.pause_queue(queue).await
+    }
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
+        (self.hook)("resume_queue")?;
+        self.inner.resume_queue(queue).await
+    }
+    async fn queues(&self) -> Result<Vec<crate::QueueInfo>, StoreError> {
+        (self.hook)("queues")?;
+        self.inner.queues().await
+    }
     fn subscribe(&self) -> ChangeFeed {
         self.inner.subscribe()
     }

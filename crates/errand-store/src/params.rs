@@ -393,6 +393,32 @@ pub struct WorkerInfo {
     pub last_heartbeat: Timestamp,
 }
 
+/// A queue: its depth and whether it is paused.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    pub name: String,
+    /// Paused: it takes submits, and no job of it starts until resumed.
+    pub paused: bool,
+    pub paused_at: Option<Timestamp>,
+    /// Jobs waiting (`new`), due or not.
+    pub new: u64,
+    pub running: u64,
+}
+
+impl QueueInfo {
+    /// A queue with no jobs, not paused: what the stores fill in.
+    pub fn empty(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            paused: false,
+            paused_at: None,
+            new: 0,
+            running: 0,
+        }
+    }
+}
+
 /// Nearest-rank percentile `p` (0..1) of sorted values; `None` when empty.
 /// Shared by the stores so their stats agree.
 pub fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {

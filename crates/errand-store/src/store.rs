@@ -115,6 +115,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn commands(&self) -> Result<Vec<CommandInfo>, StoreError>;
 
+    /// Pauses `queue` for every worker: it still takes submits, claims
+    /// start none of its jobs, running ones finish. Pausing a paused queue
+    /// changes nothing.
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError>;
+
+    /// Lets claims take `queue`'s jobs again.
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError>;
+
+    /// Every queue with waiting or running jobs, or paused, by name.
+    async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
+
     /// Subscribes to every event committed from now on.
     fn subscribe(&self) -> ChangeFeed;
 

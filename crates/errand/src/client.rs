@@ -24,8 +24,8 @@
 use std::time::Duration;
 
 use errand_api::{
-    CancelResponse, CommandList, ErrorBody, EventList, JobList, ListQuery, StatsResponse,
-    SubmitRequest, SubmitResponse, WorkerList,
+    CancelResponse, CommandList, ErrorBody, EventList, JobList, ListQuery, QueueInfo, QueueList,
+    StatsResponse, SubmitRequest, SubmitResponse, WorkerList,
 };
 use errand_core::{Job, JobEvent, JobStatus};
 use eventsource_stream::Eventsource;
@@ -244,6 +244,17 @@ impl Client {
 
     pub async fn workers(&self) -> Result<WorkerList, ClientError> {
         self.call(self.request(Method::GET, &["workers"])).await
+    }
+
+    pub async fn queues(&self) -> Result<QueueList, ClientError> {
+        self.call(self.request(Method::GET, &["queues"])).await
+    }
+
+    /// Pauses (`pause`) or resumes a queue for every worker.
+    pub async fn pause_queue(&self, queue: &str, pause: bool) -> Result<QueueInfo, ClientError> {
+        let action = if pause { "pause" } else { "resume" };
+        self.call(self.request(Method::POST, &["queues", queue, action]))
+            .await
     }
 
     /// The job's live SSE stream, from the start or after `last_event_id`

@@ -140,6 +140,26 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Queues: waiting and running jobs, and which are paused.
+    Queues {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Pause a queue for every worker: it takes submits, starts nothing.
+    Pause {
+        queue: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resume a paused queue.
+    Resume {
+        queue: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// A job's event log.
     Events {
         job_id: String,
@@ -256,6 +276,15 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Cmd::Workers { json, client } => {
             terminal::tables::workers(&client.client(settings)?, json).await
+        }
+        Cmd::Queues { json, client } => {
+            terminal::tables::queues(&client.client(settings)?, json).await
+        }
+        Cmd::Pause { queue, client } => {
+            terminal::tables::pause(&client.client(settings)?, &queue, true).await
+        }
+        Cmd::Resume { queue, client } => {
+            terminal::tables::pause(&client.client(settings)?, &queue, false).await
         }
         Cmd::Events {
             job_id,

@@ -579,3 +579,32 @@ fn the_example_python_and_shell_handlers_run_as_documented() {
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["counted"], 3);
 }
+
+/// A paused queue takes submits and starts nothing; resumed, its job runs.
+#[test]
+fn pause_holds_a_queues_jobs_until_resume() {
+    let server = start();
+    let out = server.errand(&["pause", "default"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("default paused"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = server.errand(&["submit", "ext.upper", "--input", r#"{"text": "held"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = json(&server.errand(&["status", &id, "--json"]));
+    assert_eq!(status["status"], "new", "nothing starts in a paused queue");
+    let queues = json(&server.errand(&["queues", "--json"]));
+    assert_eq!(queues["queues"][0]["name"], "default");
+    assert_eq!(queues["queues"][0]["paused"], true);
+    assert_eq!(queues["queues"][0]["new"], 1);
+
+    let out = server.errand(&["resume", "default"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server.errand(&["watch", &id, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["result"]["TEXT"], "HELD");
+}

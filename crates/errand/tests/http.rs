@@ -810,6 +810,9 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/api/ready"),
         ("get", "/api/openapi.json"),
         ("get", "/metrics"),
+        ("get", "/api/queues"),
+        ("post", "/api/queues/{queue}/pause"),
+        ("post", "/api/queues/{queue}/resume"),
         ("post", "/api/worker/v1/register"),
         ("post", "/api/worker/v1/claim"),
         ("post", "/api/worker/v1/heartbeat"),
@@ -823,7 +826,7 @@ async fn every_route_is_in_the_openapi_document() {
             "{method} {path} is not documented"
         );
         // ...and the route really exists (a made-up id gives 404 job_not_found, not a missing route).
-        let url = s.url(&path.replace("{job_id}", "x"));
+        let url = s.url(&path.replace("{job_id}", "x").replace("{queue}", "x"));
         let response = s
             .client
             .request(method.to_uppercase().parse().unwrap(), url)

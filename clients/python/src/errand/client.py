@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import httpx_sse
@@ -186,6 +187,15 @@ class _Calls:
         )
 
     @staticmethod
+    def queues() -> _Call:
+        return _Call("GET", "/api/queues", lambda body: body["queues"])
+
+    @staticmethod
+    def pause(queue: str, pause: bool) -> _Call:
+        action = "pause" if pause else "resume"
+        return _Call("POST", f"/api/queues/{quote(queue, safe='')}/{action}", lambda body: body, {})
+
+    @staticmethod
     def commands() -> _Call:
         return _Call("GET", "/api/commands", lambda body: body["commands"])
 
@@ -318,6 +328,19 @@ class Client:
     def commands(self) -> list[dict[str, Any]]:
         return self._send(_Calls.commands())
 
+    def queues(self) -> list[dict[str, Any]]:
+        """Queues with waiting or running jobs, or paused: ``name``, ``new``,
+        ``running``, ``paused``."""
+        return self._send(_Calls.queues())
+
+    def pause_queue(self, queue: str) -> dict[str, Any]:
+        """Pauses ``queue`` for every worker: submits are taken, none of its
+        jobs starts until ``resume_queue``; running ones finish."""
+        return self._send(_Calls.pause(queue, True))
+
+    def resume_queue(self, queue: str) -> dict[str, Any]:
+        return self._send(_Calls.pause(queue, False))
+
     def stream(self, job_id: str, after: int | None = None) -> Iterator[StreamEvent]:
         """The job's live events over SSE until it ends (the last is ``end``).
         A dropped connection is resumed where it stopped."""
@@ -429,6 +452,15 @@ class AsyncClient:
 
     async def commands(self) -> list[dict[str, Any]]:
         return await self._send(_Calls.commands())
+
+    async def queues(self) -> list[dict[str, Any]]:
+        return await self._send(_Calls.queues())
+
+    async def pause_queue(self, queue: str) -> dict[str, Any]:
+        return await self._send(_Calls.pause(queue, True))
+
+    async def resume_queue(self, queue: str) -> dict[str, Any]:
+        return await self._send(_Calls.pause(queue, False))
 
     async def stream(self, job_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
         last = str(after) if after is not None else None

@@ -9,12 +9,14 @@ mod checkpoints;
 mod fencing;
 mod lifecycle;
 mod queries;
+mod queues;
 
 pub use admin::*;
 pub use checkpoints::*;
 pub use fencing::*;
 pub use lifecycle::*;
 pub use queries::*;
+pub use queues::*;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -102,6 +104,8 @@ macro_rules! store_contract_tests {
             a_success_after_a_failed_attempt_clears_the_error,
             stale_worker_cannot_complete_reclaimed_job,
             a_checkpoint_is_handed_to_the_next_attempt,
+            a_paused_queue_takes_jobs_and_starts_none,
+            queues_are_listed_with_their_depth_and_pause,
             a_stale_attempt_cannot_save_a_checkpoint,
             a_retry_keeps_or_clears_the_checkpoint,
             a_batch_of_completions_fences_each_job_on_its_own,

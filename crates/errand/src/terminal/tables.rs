@@ -183,6 +183,36 @@ pub async fn commands(client: &Client, json: bool) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+pub async fn queues(client: &Client, json: bool) -> anyhow::Result<Exit> {
+    let list = client.queues().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(Exit::Success);
+    }
+    let mut table = Table::new(vec!["QUEUE", "WAITING", "RUNNING", "STATE"]);
+    for queue in &list.queues {
+        table.row(vec![
+            queue.name.clone(),
+            queue.new.to_string(),
+            queue.running.to_string(),
+            if queue.paused { "paused" } else { "active" }.to_owned(),
+        ]);
+    }
+    print_table(&table, "no queue has jobs");
+    Ok(Exit::Success)
+}
+
+/// Pauses (or resumes) a queue and says what it holds.
+pub async fn pause(client: &Client, queue: &str, pause: bool) -> anyhow::Result<Exit> {
+    let info = client.pause_queue(queue, pause).await?;
+    let state = if info.paused { "paused" } else { "resumed" };
+    println!(
+        "{} {state}: {} waiting, {} running",
+        info.name, info.new, info.running
+    );
+    Ok(Exit::Success)
+}
+
 pub async fn workers(client: &Client, json: bool) -> anyhow::Result<Exit> {
     let list = client.workers().await?;
     if json {
