@@ -823,15 +823,50 @@ async fn update_if_status(
     Ok(job)
 }
 
+/// Cancels the job, then every job under it (children, theirs...) that
+/// has not ended, in the same transaction.
 pub(crate) async fn cancel(
     tx: &Transaction<'_>,
     now: Timestamp,
     job_id: &JobId,
     events: &mut Vec<JobEvent>,
 ) -> Result<Job, StoreError> {
+    let job = cancel_one(tx, now, job_id, "canceled before it started", events).await?;
+    let descendants = tx
+        .query(
+            &prepared(
+                tx,
+                "WITH RECURSIVE below(id) AS (SELECT id FROM errand_jobs WHERE parent_id = $1 \
+                 UNION SELECT j.id FROM errand_jobs j JOIN below ON j.parent_id = below.id) \
+                 SELECT below.id FROM below JOIN errand_jobs j USING (id) \
+                 WHERE j.status IN ('new', 'running')",
+            )
+            .await?,
+            &[&job_id.as_str()],
+        )
+        .await
+        .map_err(db)?;
+    let reason = format!("canceled with {job_id}");
+    for row in descendants {
+        let id = JobId::from(row.get::<_, String>(0));
+        match cancel_one(tx, now, &id, &reason, events).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(job)
+}
+
+async fn cancel_one(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    job_id: &JobId,
+    reason: &str,
+    events: &mut Vec<JobEvent>,
+) -> Result<Job, StoreError> {
     match current_status(tx, job_id).await? {
         JobStatus::New => {
-            let data = json!({"status": "canceled", "reason": "canceled before it started"});
+            let data = json!({"status": "canceled", "reason": reason});
             update_if_status(
                 tx,
                 now,

@@ -836,10 +836,41 @@ fn update_if_status(
     changed.row.into_job().map_err(backend)
 }
 
+/// Cancels the job, then every job under it (children, theirs...) that
+/// has not ended, in the same transaction.
 pub(crate) fn cancel(
     conn: &Connection,
     ctx: &mut WriteCtx,
     job_id: &JobId,
+) -> Result<Job, StoreError> {
+    let job = cancel_one(conn, ctx, job_id, "canceled before it started")?;
+    let descendants: Vec<String> = conn
+        .prepare_cached(
+            "WITH RECURSIVE below(id) AS (SELECT id FROM jobs WHERE parent_id = ?1 \
+             UNION SELECT j.id FROM jobs j JOIN below ON j.parent_id = below.id) \
+             SELECT below.id FROM below JOIN jobs USING (id) \
+             WHERE jobs.status IN ('new', 'running')",
+        )
+        .map_err(backend)?
+        .query_map([job_id.as_str()], |row| row.get(0))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let reason = format!("canceled with {job_id}");
+    for id in descendants {
+        match cancel_one(conn, ctx, &JobId::from(id), &reason) {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(job)
+}
+
+fn cancel_one(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    job_id: &JobId,
+    reason: &str,
 ) -> Result<Job, StoreError> {
     match current_status(conn, job_id)? {
         JobStatus::New => update_if_status(
@@ -851,7 +882,7 @@ pub(crate) fn cancel(
             None,
             (
                 EventKind::Status,
-                json!({"status": "canceled", "reason": "canceled before it started"}),
+                json!({"status": "canceled", "reason": reason}),
             ),
         ),
         JobStatus::Running => update_if_status(

@@ -705,3 +705,54 @@ pub async fn a_refused_change_leaves_the_job_free_at_once(t: TestStore) {
             .unwrap();
     }
 }
+
+/// Canceling a job cancels the jobs under it that have not ended, at
+/// every depth: waiting ones at once, running ones through their worker.
+pub async fn cancel_cascades_to_the_jobs_under_it(t: TestStore) {
+    use crate::Outcome;
+    let parent = t.store.submit(new_job("p")).await.unwrap().job_id;
+    let running_parent = claim_one(&t, "w").await;
+    let child = |name: &str, parent: &errand_core::JobId| new_job(name).parent(parent.clone());
+    let done = t.store.submit(child("done", &parent)).await.unwrap().job_id;
+    let done_job = claim_one(&t, "w").await;
+    t.store
+        .finish(vec![(
+            fence(&done_job, "w"),
+            Outcome::Completed { result: json!(1) },
+        )])
+        .await
+        .unwrap();
+    let busy = t.store.submit(child("busy", &parent)).await.unwrap().job_id;
+    claim_one(&t, "w2").await;
+    let waiting = t
+        .store
+        .submit(child("waiting", &parent))
+        .await
+        .unwrap()
+        .job_id;
+    let grandchild = t
+        .store
+        .submit(child("grandchild", &waiting))
+        .await
+        .unwrap()
+        .job_id;
+    let unrelated = t.store.submit(new_job("other")).await.unwrap().job_id;
+
+    let canceled = t.store.cancel(&parent).await.unwrap();
+    assert_eq!(canceled.job_id, running_parent.job_id);
+    assert!(canceled.cancel_requested);
+    let get = |id: errand_core::JobId| {
+        let store = t.store.clone();
+        async move { store.get(&id).await.unwrap() }
+    };
+    assert_eq!(get(waiting).await.status, JobStatus::Canceled);
+    let grandchild = get(grandchild).await;
+    assert_eq!(grandchild.status, JobStatus::Canceled, "at every depth");
+    let busy = get(busy).await;
+    assert_eq!(
+        (busy.status, busy.cancel_requested),
+        (JobStatus::Running, true)
+    );
+    assert_eq!(get(done).await.status, JobStatus::Completed);
+    assert_eq!(get(unrelated).await.status, JobStatus::New);
+}

@@ -121,6 +121,7 @@ macro_rules! store_contract_tests {
             cancel_of_a_new_job_is_immediate,
             cancel_of_a_running_job_asks_its_worker,
             cancel_of_a_finished_job_is_a_conflict,
+            cancel_cascades_to_the_jobs_under_it,
             retry_resets_attempts_and_keeps_history,
             retry_of_a_running_or_completed_job_is_a_conflict,
             a_refused_change_leaves_the_job_free_at_once,
