@@ -463,10 +463,15 @@ impl Store for PgStore {
         read::finished_per_minute(&*self.client().await?, since).await
     }
 
-    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+    async fn prune_statuses(
+        &self,
+        statuses: &[errand_core::JobStatus],
+        before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let statuses = errand_store::terminal_statuses(statuses)?;
         in_transaction!(self, |tx, events| {
             let _ = &mut events;
-            write::prune(&tx, before).await?
+            write::prune(&tx, &statuses, before).await?
         })
     }
 

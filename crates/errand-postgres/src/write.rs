@@ -1025,22 +1025,45 @@ pub(crate) async fn reap_expired(
     Ok(reaped)
 }
 
-pub(crate) async fn prune(tx: &Transaction<'_>, before: Timestamp) -> Result<u64, StoreError> {
+/// Any constant unique to errand's pruning: servers sharing the database
+/// take turns, so two never delete the same rows at once.
+const PRUNE_LOCK: i64 = 0x6572_7261_6e65; // "errane"
+
+/// Deletes the jobs that ended with one of `statuses` before `before`, or
+/// nothing if another server is pruning now.
+pub(crate) async fn prune(
+    tx: &Transaction<'_>,
+    statuses: &[&'static str],
+    before: Timestamp,
+) -> Result<u64, StoreError> {
+    let ours: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+        .await
+        .map_err(db)?
+        .get(0);
+    if !ours || statuses.is_empty() {
+        return Ok(0);
+    }
     let before = ts(before);
+    let statuses: Vec<&str> = statuses.to_vec();
     tx.execute(
         &prepared(
             tx,
             "DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
-         WHERE finished < $1 AND status IN ('completed', 'failed', 'canceled'))",
+         WHERE finished < $1 AND status = ANY($2))",
         )
         .await?,
-        &[&before],
+        &[&before, &statuses],
     )
     .await
     .map_err(db)?;
     tx.execute(
-&prepared(tx, "DELETE FROM errand_jobs WHERE finished < $1 AND status IN ('completed', 'failed', 'canceled')").await?,
-        &[&before],
+        &prepared(
+            tx,
+            "DELETE FROM errand_jobs WHERE finished < $1 AND status = ANY($2)",
+        )
+        .await?,
+        &[&before, &statuses],
     )
     .await
     .map_err(db)

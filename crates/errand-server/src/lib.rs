@@ -10,6 +10,7 @@
 //! - `protocol`: the worker protocol (`/api/worker/v1`) for workers in
 //!   other processes and languages, and the server's lease reaper.
 //! - `queues`: queue depth, pause and resume.
+//! - `retention`: ended jobs deleted once old enough, per status.
 //! - `catalog`: published commands with compiled input schemas.
 //! - `body`: the JSON body extractor (400, 413, depth limit).
 //! - `auth`, `metrics`, `openapi`, `error`: what their names say.
@@ -30,6 +31,7 @@ mod metrics;
 pub mod openapi;
 mod protocol;
 mod queues;
+mod retention;
 mod session;
 mod sse;
 mod state;
@@ -43,6 +45,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use listen::{connections_for, raise_open_file_limit, ConnectionLimits};
+pub use retention::Retention;
 pub use state::{AppState, ServerConfig};
 
 /// The whole HTTP API as a router; tests call it directly or over a socket.
@@ -134,10 +137,12 @@ fn cors(origins: &[String]) -> CorsLayer {
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let counting = tokio::spawn(metrics::count_outcomes(state.clone()));
     let reaping = tokio::spawn(protocol::reap_expired_leases(state.clone()));
+    let pruning = tokio::spawn(retention::prune_old_jobs(state.clone()));
     let shutdown = state.shutdown.clone();
     let limits = state.config.connections.clone();
     let result = listen::serve_connections(listener, app(state), limits, shutdown).await;
     counting.abort();
     reaping.abort();
+    pruning.abort();
     result
 }

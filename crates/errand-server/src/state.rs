@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub worker_lease: Duration,
     /// How often the server returns jobs of dead workers to the queue.
     pub reap_interval: Duration,
+    /// How long ended jobs are kept, per status.
+    pub retention: crate::Retention,
     /// How often a waiting claim looks for jobs with no event to wake it
     /// (a delayed job's time coming announces nothing).
     pub claim_poll_interval: Duration,
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             worker_lease: Duration::from_secs(15),
             reap_interval: Duration::from_secs(1),
             claim_poll_interval: Duration::from_secs(1),
+            retention: crate::Retention::default(),
             body_limit: 1024 * 1024,
             max_json_depth: 64,
             cors_origins: Vec::new(),

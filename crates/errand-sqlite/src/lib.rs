@@ -336,9 +336,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+    async fn prune_statuses(
+        &self,
+        statuses: &[errand_core::JobStatus],
+        before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let statuses = errand_store::terminal_statuses(statuses)?;
         self.writer
-            .run(move |conn, ctx| write::prune(conn, ctx, before))
+            .run(move |conn, ctx| write::prune(conn, ctx, &statuses, before))
             .await
     }
 

@@ -1011,31 +1011,42 @@ pub(crate) fn reap_expired(
     Ok(reaped)
 }
 
+/// Deletes the jobs that ended with one of `statuses` (checked terminal
+/// status names, so safe to write into the SQL) before `before`.
 pub(crate) fn prune(
     conn: &Connection,
     _ctx: &mut WriteCtx,
+    statuses: &[&'static str],
     before: Timestamp,
 ) -> Result<u64, StoreError> {
+    if statuses.is_empty() {
+        return Ok(0);
+    }
     let before = before.as_micros();
+    let ended = format!(
+        "finished < ?1 AND status IN ({})",
+        statuses
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     conn.execute(
-        "INSERT INTO meta (key, value) SELECT 'events_floor', max(id) FROM events \
-         WHERE job_seq IN (SELECT seq FROM jobs WHERE finished < ?1 \
-         AND status IN ('completed', 'failed', 'canceled')) HAVING max(id) IS NOT NULL \
-         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        &format!(
+            "INSERT INTO meta (key, value) SELECT 'events_floor', max(id) FROM events \
+             WHERE job_seq IN (SELECT seq FROM jobs WHERE {ended}) HAVING max(id) IS NOT NULL \
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
+        ),
         [before],
     )
     .map_err(backend)?;
     conn.execute(
-        "DELETE FROM events WHERE job_seq IN (SELECT seq FROM jobs WHERE finished < ?1 \
-         AND status IN ('completed', 'failed', 'canceled'))",
+        &format!("DELETE FROM events WHERE job_seq IN (SELECT seq FROM jobs WHERE {ended})"),
         [before],
     )
     .map_err(backend)?;
     let pruned = conn
-        .execute(
-            "DELETE FROM jobs WHERE finished < ?1 AND status IN ('completed', 'failed', 'canceled')",
-            [before],
-        )
+        .execute(&format!("DELETE FROM jobs WHERE {ended}"), [before])
         .map_err(backend)?;
     Ok(pruned as u64)
 }

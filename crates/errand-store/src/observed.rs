@@ -118,9 +118,13 @@ impl Store for Observed {
         (self.hook)("finished_per_minute")?;
         self.inner.finished_per_minute(since).await
     }
-    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+    async fn prune_statuses(
+        &self,
+        statuses: &[errand_core::JobStatus],
+        before: Timestamp,
+    ) -> Result<u64, StoreError> {
         (self.hook)("prune")?;
-        self.inner.prune(before).await
+        self.inner.prune_statuses(statuses, before).await
     }
     async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError> {
         (self.hook)("register_worker")?;

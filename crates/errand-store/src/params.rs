@@ -419,6 +419,20 @@ impl QueueInfo {
     }
 }
 
+/// The names of `statuses`, which must all be terminal (a job that has
+/// not ended is never pruned).
+pub fn terminal_statuses(statuses: &[JobStatus]) -> Result<Vec<&'static str>, crate::StoreError> {
+    statuses
+        .iter()
+        .map(|status| match status.is_terminal() {
+            true => Ok(status.as_str()),
+            false => Err(crate::StoreError::Invalid(format!(
+                "only ended jobs are pruned, not {status} ones"
+            ))),
+        })
+        .collect()
+}
+
 /// Nearest-rank percentile `p` (0..1) of sorted values; `None` when empty.
 /// Shared by the stores so their stats agree.
 pub fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {

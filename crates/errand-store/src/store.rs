@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use errand_core::{Clock, Job, JobEvent, JobId, Progress, Timestamp};
+use errand_core::{Clock, Job, JobEvent, JobId, JobStatus, Progress, Timestamp};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -102,8 +102,21 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
     ) -> Result<Vec<FinishedInMinute>, StoreError>;
 
+    /// Deletes jobs that ended with one of `statuses` (all terminal) before
+    /// `before`, and their events. Servers sharing a PostgreSQL database
+    /// take turns: a prune that finds another one running deletes nothing.
+    async fn prune_statuses(
+        &self,
+        statuses: &[JobStatus],
+        before: Timestamp,
+    ) -> Result<u64, StoreError>;
+
     /// Deletes finished jobs (and their events) finished before `before`.
-    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError>;
+    async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
+        use JobStatus::*;
+        self.prune_statuses(&[Completed, Failed, Canceled], before)
+            .await
+    }
 
     /// Records a live worker and publishes its commands.
     async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError>;

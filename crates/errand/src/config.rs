@@ -69,6 +69,7 @@ pub struct Settings {
     pub worker_token: Option<String>,
     pub serve: ServeSettings,
     pub worker: WorkerSettings,
+    pub retention: RetentionSettings,
     /// External-program commands by full name (`app.name`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub commands: BTreeMap<String, ExternalCommand>,
@@ -86,6 +87,7 @@ impl Default for Settings {
             worker_token: None,
             serve: ServeSettings::default(),
             worker: WorkerSettings::default(),
+            retention: RetentionSettings::default(),
             commands: BTreeMap::new(),
             file: None,
         }
@@ -133,6 +135,30 @@ impl Default for ServeSettings {
             body_timeout_secs: 30.0,
             max_wait_secs: 300.0,
             worker_lease_secs: 15.0,
+        }
+    }
+}
+
+/// How long `errand serve` keeps ended jobs, per status, in seconds;
+/// 0 keeps them for ever.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub completed_after_secs: f64,
+    pub canceled_after_secs: f64,
+    pub failed_after_secs: f64,
+    /// How often a server looks for jobs to delete.
+    pub interval_secs: f64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        const WEEK: f64 = 7.0 * 24.0 * 3600.0;
+        Self {
+            completed_after_secs: WEEK,
+            canceled_after_secs: WEEK,
+            failed_after_secs: 0.0,
+            interval_secs: 60.0,
         }
     }
 }

@@ -76,6 +76,31 @@ fn worker_config(settings: &Settings) -> WorkerConfig {
     config
 }
 
+/// The retention settings, checked: each a number of seconds, 0 for never.
+fn retention(
+    settings: &errand::config::RetentionSettings,
+) -> anyhow::Result<errand_server::Retention> {
+    let age = |name: &str, secs: f64| -> anyhow::Result<Option<Duration>> {
+        if secs == 0.0 {
+            return Ok(None);
+        }
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|_| secs <= errand_core::MAX_SPAN_SECS)
+            .map(Some)
+            .with_context(|| {
+                format!("retention.{name} must be a number of seconds from 0 (keep for ever) to 315576000, got {secs}")
+            })
+    };
+    Ok(errand_server::Retention {
+        completed: age("completed_after_secs", settings.completed_after_secs)?,
+        canceled: age("canceled_after_secs", settings.canceled_after_secs)?,
+        failed: age("failed_after_secs", settings.failed_after_secs)?,
+        interval: age("interval_secs", settings.interval_secs)?
+            .context("retention.interval_secs must be more than 0")?,
+    })
+}
+
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Bad configuration is reported before anything starts.
     let registry = (!settings.serve.no_worker)
@@ -108,6 +133,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         body_timeout: seconds("body_timeout_secs", serve.body_timeout_secs)?,
         max_wait: seconds("max_wait_secs", serve.max_wait_secs)?,
+        retention: retention(&settings.retention)?,
         ..errand_server::ServerConfig::default()
     };
     let state = errand_server::AppState::new(store.clone(), config);

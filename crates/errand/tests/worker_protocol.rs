@@ -640,3 +640,61 @@ async fn a_checkpoint_saved_over_the_protocol_reaches_the_next_attempt() {
         Value::Null
     );
 }
+
+#[tokio::test]
+async fn ended_jobs_are_pruned_once_old_enough_per_status() {
+    let s = server(ServerConfig {
+        retention: errand_server::Retention {
+            completed: Some(Duration::from_millis(300)),
+            canceled: None,
+            failed: None,
+            interval: Duration::from_millis(100),
+        },
+        ..quick()
+    })
+    .await;
+    s.register("py-1").await;
+    let done = s.submit("t.echo", json!({"n": 1})).await;
+    let failed = s.submit("t.echo", json!({"n": 2})).await;
+    let jobs = s.claim("py-1", 2, json!({})).await;
+    let outcomes: Vec<Value> = jobs
+        .iter()
+        .map(|job| {
+            let mut item = attempt(job);
+            if job["job_id"] == done.as_str() {
+                item["outcome"] = json!("completed");
+            } else {
+                item["outcome"] = json!("failed");
+                item["error"] = json!({"message": "no", "retryable": false});
+            }
+            item
+        })
+        .collect();
+    s.ok(
+        "/api/worker/v1/finish",
+        json!({"worker_id": "py-1", "outcomes": outcomes}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = s
+            .client
+            .get(format!("{}/api/commands/jobs/{done}", s.base))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the completed job was never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        s.job(&failed).await["status"],
+        "failed",
+        "failed jobs are kept"
+    );
+}

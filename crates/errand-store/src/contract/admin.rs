@@ -157,3 +157,39 @@ pub async fn workers_and_their_commands_are_published(t: TestStore) {
     t.store.deregister_worker("w1").await.unwrap();
     assert_eq!(t.store.commands().await.unwrap().len(), 2);
 }
+
+/// Retention prunes by status: only the statuses asked for, and never a
+/// job that has not ended.
+pub async fn prune_by_status_keeps_the_other_statuses(t: TestStore) {
+    let done = t.store.submit(new_job("a")).await.unwrap().job_id;
+    let job = claim_one(&t, "w").await;
+    t.store
+        .finish(vec![(
+            fence(&job, "w"),
+            Outcome::Completed { result: json!(1) },
+        )])
+        .await
+        .unwrap();
+    let canceled = t.store.submit(new_job("b")).await.unwrap().job_id;
+    t.store.cancel(&canceled).await.unwrap();
+    t.clock.advance(Duration::from_secs(3600));
+    let cutoff = t.clock.now();
+    let pruned = t
+        .store
+        .prune_statuses(&[JobStatus::Canceled], cutoff)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(
+        t.store.get(&canceled).await,
+        Err(StoreError::NotFound(canceled.clone()))
+    );
+    assert_eq!(
+        t.store.get(&done).await.unwrap().status,
+        JobStatus::Completed
+    );
+    assert!(matches!(
+        t.store.prune_statuses(&[JobStatus::Running], cutoff).await,
+        Err(StoreError::Invalid(_))
+    ));
+}

@@ -105,6 +105,7 @@ macro_rules! store_contract_tests {
             stale_worker_cannot_complete_reclaimed_job,
             a_checkpoint_is_handed_to_the_next_attempt,
             a_paused_queue_takes_jobs_and_starts_none,
+            prune_by_status_keeps_the_other_statuses,
             queues_are_listed_with_their_depth_and_pause,
             a_stale_attempt_cannot_save_a_checkpoint,
             a_retry_keeps_or_clears_the_checkpoint,
