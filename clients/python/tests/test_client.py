@@ -86,3 +86,11 @@ def test_a_paused_queue_holds_its_jobs_until_resumed(client, workers):
     assert (held["paused"], held["new"]) == (True, 1)
     client.resume_queue("held")
     assert client.wait(job_id, timeout=20).result["total"] == 3
+
+
+def test_cancel_many_cancels_what_fits(client, workers):
+    workers.start()
+    held = [client.submit("sample.add", {"a": n, "b": 0}, queue="nobody-claims") for n in range(3)]
+    answer = client.cancel_many("sample.add", queue="nobody-claims", status="new")
+    assert answer == {"canceled": 3, "cancel_requested": 0}
+    assert {client.get(j).status for j in held} == {errand.JobStatus.CANCELED}

@@ -153,6 +153,39 @@ pub struct CancelResponse {
     pub cancel_requested: bool,
 }
 
+/// `POST /api/commands/jobs/cancel`: every job that fits, canceled.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkCancelRequest {
+    /// `name` or `app.name`.
+    #[schema(min_length = 1)]
+    pub command: Option<String>,
+    #[schema(min_length = 1)]
+    pub app: Option<String>,
+    #[schema(min_length = 1)]
+    pub queue: Option<String>,
+    /// `new` or `running`; both when left out.
+    pub status: Option<BulkCancelStatus>,
+    #[schema(min_length = 1)]
+    pub parent_id: Option<String>,
+}
+
+/// The statuses a bulk cancel can take (only jobs that have not ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkCancelStatus {
+    New,
+    Running,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BulkCancelResponse {
+    /// Jobs that had not started: canceled.
+    pub canceled: u64,
+    /// Running jobs: their workers stop them.
+    pub cancel_requested: u64,
+}
+
 /// `GET /api/commands/jobs/{job_id}/events`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventList {

@@ -367,6 +367,63 @@ pub struct RetryQuery {
     pub clear_checkpoint: Option<bool>,
 }
 
+/// Cancel every job that fits the filters and has not ended (and the jobs
+/// under each), in one request.
+#[utoipa::path(post, path = "/api/commands/jobs/cancel", tag = "jobs",
+    request_body = BulkCancelRequest,
+    responses((status = 200, description = "How many were canceled", body = BulkCancelResponse)))]
+pub async fn cancel_many(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<BulkCancelRequest>,
+) -> Result<Json<BulkCancelResponse>, ApiError> {
+    let statuses = match request.status {
+        Some(BulkCancelStatus::New) => vec![JobStatus::New],
+        Some(BulkCancelStatus::Running) => vec![JobStatus::Running],
+        None => vec![JobStatus::New, JobStatus::Running],
+    };
+    let mut answer = BulkCancelResponse {
+        canceled: 0,
+        cancel_requested: 0,
+    };
+    for status in statuses {
+        let mut cursor = None;
+        loop {
+            let page = state
+                .store
+                .list(ListParams {
+                    app: request.app.clone(),
+                    command: request.command.clone(),
+                    status: Some(status),
+                    queue: request.queue.clone(),
+                    parent_id: request.parent_id.clone().map(JobId::from),
+                    limit: 1000,
+                    cursor: cursor.take(),
+                    ..ListParams::default()
+                })
+                .await?;
+            for job in &page.jobs {
+                match state.store.cancel(&job.job_id).await {
+                    Ok(job) if job.status == JobStatus::Canceled => answer.canceled += 1,
+                    Ok(_) => answer.cancel_requested += 1,
+                    // It ended meanwhile, or a cascade got it first.
+                    Err(errand_store::StoreError::Conflict { .. }) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    tracing::info!(
+        canceled = answer.canceled,
+        cancel_requested = answer.cancel_requested,
+        "bulk cancel"
+    );
+    Ok(Json(answer))
+}
+
 /// Run a failed or canceled job again (attempts reset, history kept).
 #[utoipa::path(post, path = "/api/commands/jobs/{job_id}/retry", tag = "jobs",
     params(("job_id" = String, Path), RetryQuery),

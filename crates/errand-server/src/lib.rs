@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/commands/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/commands/jobs/batch", post(jobs::submit_batch))
+        .route("/commands/jobs/cancel", post(jobs::cancel_many))
         .route(
             "/commands/jobs/{job_id}",
             get(jobs::get_job).delete(jobs::cancel_job),

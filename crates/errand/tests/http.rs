@@ -796,6 +796,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/api/commands/jobs"),
         ("get", "/api/commands/jobs"),
         ("post", "/api/commands/jobs/batch"),
+        ("post", "/api/commands/jobs/cancel"),
         ("get", "/api/commands/jobs/{job_id}"),
         ("delete", "/api/commands/jobs/{job_id}"),
         ("post", "/api/commands/jobs/{job_id}/retry"),

@@ -698,3 +698,30 @@ async fn ended_jobs_are_pruned_once_old_enough_per_status() {
         "failed jobs are kept"
     );
 }
+
+#[tokio::test]
+async fn a_bulk_cancel_takes_every_job_that_fits_its_filter() {
+    let s = server(quick()).await;
+    s.register("py-1").await;
+    for n in 0..3 {
+        s.submit("t.echo", json!({ "n": n })).await;
+    }
+    let other = s.submit("t.limited", json!({})).await;
+    let running = s.claim("py-1", 1, json!({"commands": ["t.echo"]})).await;
+    let (status, answer) = s
+        .post("/api/commands/jobs/cancel", json!({"command": "t.echo"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"canceled": 2, "cancel_requested": 1}));
+    let running = s.job(running[0]["job_id"].as_str().unwrap()).await;
+    assert_eq!(running["cancel_requested"], true);
+    assert_eq!(s.job(&other).await["status"], "new", "another command");
+    let (status, _) = s
+        .post("/api/commands/jobs/cancel", json!({"status": "completed"}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "only jobs that have not ended"
+    );
+}

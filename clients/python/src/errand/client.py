@@ -168,6 +168,15 @@ class _Calls:
         return _Call("DELETE", f"/api/commands/jobs/{job_id}", Cancelled.model_validate)
 
     @staticmethod
+    def cancel_many(filters: dict[str, Any]) -> _Call:
+        body = {
+            k: v.value if isinstance(v, JobStatus) else v
+            for k, v in filters.items()
+            if v is not None
+        }
+        return _Call("POST", "/api/commands/jobs/cancel", lambda b: b, body)
+
+    @staticmethod
     def retry(job_id: str, clear_checkpoint: bool) -> _Call:
         params = {"clear_checkpoint": "true"} if clear_checkpoint else {}
         return _Call("POST", f"/api/commands/jobs/{job_id}/retry", Job.model_validate, None, params)
@@ -301,6 +310,20 @@ class Client:
     def cancel(self, job_id: str) -> Cancelled:
         return self._send(_Calls.cancel(job_id))
 
+    def cancel_many(
+        self,
+        command: str | None = None,
+        *,
+        app: str | None = None,
+        queue: str | None = None,
+        status: JobStatus | str | None = None,
+        parent_id: str | None = None,
+    ) -> dict[str, int]:
+        """Cancels every job that fits and has not ended (``status``: new or
+        running); answers ``{"canceled", "cancel_requested"}``."""
+        filters = dict(command=command, app=app, queue=queue, status=status, parent_id=parent_id)
+        return self._send(_Calls.cancel_many(filters))
+
     def retry(self, job_id: str, clear_checkpoint: bool = False) -> Job:
         """Runs a failed or canceled job again, from its last checkpoint (or
         from scratch with ``clear_checkpoint``)."""
@@ -431,6 +454,18 @@ class AsyncClient:
 
     async def cancel(self, job_id: str) -> Cancelled:
         return await self._send(_Calls.cancel(job_id))
+
+    async def cancel_many(
+        self,
+        command: str | None = None,
+        *,
+        app: str | None = None,
+        queue: str | None = None,
+        status: JobStatus | str | None = None,
+        parent_id: str | None = None,
+    ) -> dict[str, int]:
+        filters = dict(command=command, app=app, queue=queue, status=status, parent_id=parent_id)
+        return await self._send(_Calls.cancel_many(filters))
 
     async def retry(self, job_id: str, clear_checkpoint: bool = False) -> Job:
         return await self._send(_Calls.retry(job_id, clear_checkpoint))
