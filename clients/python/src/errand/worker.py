@@ -135,6 +135,8 @@ class Worker:
         # Ended attempts whose outcome waits to be sent, with their last
         # progress and log lines, which are sent before it.
         self._finishing: dict[str, _Attempt] = {}
+        # Updates whose request failed in transit, sent first next round.
+        self._unsent: list[dict[str, Any]] = []
         self._released: list[dict[str, Any]] = []
         self._slot_freed = asyncio.Event()
         self._report_due = asyncio.Event()
@@ -523,22 +525,27 @@ class Worker:
                     if o["job_id"] in self._finishing
                 ]
                 updates, due = self._take_updates()
-                updates += self._final_updates(finishing)
-                if updates:
-                    answer = await self._post(
-                        "updates", {"worker_id": self.worker_id, "updates": updates}
-                    )
-                    self._count_lost(answer, "updates")
-                outcomes += released
-                if outcomes:
-                    try:
+                updates = self._unsent + updates + self._final_updates(finishing)
+                self._unsent = []
+                try:
+                    if updates:
                         answer = await self._post(
-                            "finish", {"worker_id": self.worker_id, "outcomes": outcomes}
+                            "updates", {"worker_id": self.worker_id, "updates": updates}
                         )
-                    except (errors.ServerUnreachable, errors.StoreUnavailable):
-                        self._outcomes = outcomes + self._outcomes
-                        raise
-                    self._count_lost(answer, "outcome")
+                        self._count_lost(answer, "updates")
+                        updates = []
+                    if outcomes or released:
+                        answer = await self._post(
+                            "finish",
+                            {"worker_id": self.worker_id, "outcomes": outcomes + released},
+                        )
+                        self._count_lost(answer, "outcome")
+                except (errors.ServerUnreachable, errors.StoreUnavailable):
+                    # Nothing is dropped: sent again, in order, next round.
+                    self._unsent = updates
+                    self._outcomes = outcomes + self._outcomes
+                    self._released = released + self._released
+                    raise
                 wait = 0.05
             except (errors.ServerUnreachable, errors.StoreUnavailable) as err:
                 log.warning("cannot report to errand: %s; retrying in %.2f s", err, wait)
@@ -546,7 +553,8 @@ class Worker:
                 wait = min(wait * 2, 2.0)
                 self._report_due.set()
                 continue
-            if not self._outcomes and not self._released and not self._report_due.is_set():
+            idle = not (self._outcomes or self._released or self._unsent)
+            if idle and not self._report_due.is_set():
                 self._reported.set()
             if due is not None:
                 self._loop.call_later(due, self._report_due.set)  # type: ignore[union-attr]
@@ -572,7 +580,7 @@ class Worker:
     async def _flush_reports(self) -> None:
         """Returns once every outcome is sent (the reporter may be sending
         the last ones right now)."""
-        if self._reported.is_set() and not self._outcomes and not self._released:
+        if self._reported.is_set() and not (self._outcomes or self._released or self._unsent):
             return
         self._report_due.set()
         try:
