@@ -371,11 +371,24 @@ pub struct RetryQuery {
 /// under each), in one request.
 #[utoipa::path(post, path = "/api/commands/jobs/cancel", tag = "jobs",
     request_body = BulkCancelRequest,
-    responses((status = 200, description = "How many were canceled", body = BulkCancelResponse)))]
+    responses((status = 200, description = "How many were canceled", body = BulkCancelResponse),
+        (status = 422, description = "An empty filter value", body = ErrorBody)))]
 pub async fn cancel_many(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<BulkCancelRequest>,
 ) -> Result<Json<BulkCancelResponse>, ApiError> {
+    for (field, value) in [
+        ("command", &request.command),
+        ("app", &request.app),
+        ("queue", &request.queue),
+        ("parent_id", &request.parent_id),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err(ApiError::InvalidInput(format!(
+                "{field} must not be empty (leave it out to match any)"
+            )));
+        }
+    }
     let statuses = match request.status {
         Some(BulkCancelStatus::New) => vec![JobStatus::New],
         Some(BulkCancelStatus::Running) => vec![JobStatus::Running],

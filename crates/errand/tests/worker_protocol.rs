@@ -724,4 +724,12 @@ async fn a_bulk_cancel_takes_every_job_that_fits_its_filter() {
         StatusCode::BAD_REQUEST,
         "only jobs that have not ended"
     );
+    let (status, body) = s
+        .post("/api/commands/jobs/cancel", json!({"queue": ""}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("queue"));
 }
