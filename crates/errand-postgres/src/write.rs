@@ -677,19 +677,30 @@ pub(crate) async fn report_progress(
         });
     }
     let value = serde_json::to_value(&progress).expect("progress serializes");
+    let set = "progress = $7, updated = $1";
+    let change = (set, Some(&value), EventKind::Progress, value.clone());
+    while_running(tx, now, fence, change, events).await
+}
+
+/// A change to the job a running attempt holds (fenced), with its event:
+/// the SET clause (`$7` is the value, when there is one), the event's
+/// kind and data.
+type RunningChange<'a> = (&'a str, Option<&'a Value>, EventKind, Value);
+
+async fn while_running(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    fence: &Fence,
+    (set, value, kind, data): RunningChange<'_>,
+    events: &mut Vec<JobEvent>,
+) -> Result<(), StoreError> {
     let attempt = fence.attempt as i32;
     let id = fence.job_id.as_str();
-    let extra: Params = vec![&id, &attempt, &fence.worker_id, &value];
-    let changed = transition(
-        tx,
-        now,
-        "progress = $7, updated = $1",
-        FENCE,
-        &extra,
-        EventKind::Progress,
-        value.clone(),
-    )
-    .await?;
+    let mut extra: Params = vec![&id, &attempt, &fence.worker_id];
+    if let Some(value) = &value {
+        extra.push(*value);
+    }
+    let changed = transition(tx, now, set, FENCE, &extra, kind, data).await?;
     match changed.into_iter().next() {
         Some((_, event)) => {
             events.push(event);
@@ -707,26 +718,16 @@ pub(crate) async fn save_checkpoint(
     checkpoint: &Value,
     events: &mut Vec<JobEvent>,
 ) -> Result<(), StoreError> {
-    let attempt = fence.attempt as i32;
-    let id = fence.job_id.as_str();
-    let extra: Params = vec![&id, &attempt, &fence.worker_id, checkpoint];
-    let changed = transition(
+    let set = "checkpoint = $7, updated = $1";
+    let data = json!({ "checkpoint": checkpoint });
+    while_running(
         tx,
         now,
-        "checkpoint = $7, updated = $1",
-        FENCE,
-        &extra,
-        EventKind::Checkpoint,
-        json!({ "checkpoint": checkpoint }),
+        fence,
+        (set, Some(checkpoint), EventKind::Checkpoint, data),
+        events,
     )
-    .await?;
-    match changed.into_iter().next() {
-        Some((_, event)) => {
-            events.push(event);
-            Ok(())
-        }
-        None => Err(fenced_out(tx, fence).await?),
-    }
+    .await
 }
 
 pub(crate) async fn append_log(
@@ -736,27 +737,9 @@ pub(crate) async fn append_log(
     line: &str,
     events: &mut Vec<JobEvent>,
 ) -> Result<(), StoreError> {
-    let attempt = fence.attempt as i32;
-    let id = fence.job_id.as_str();
-    let extra: Params = vec![&id, &attempt, &fence.worker_id];
     let data = json!({"line": line, "attempt": fence.attempt});
-    let changed = transition(
-        tx,
-        now,
-        "updated = j.updated",
-        FENCE,
-        &extra,
-        EventKind::Log,
-        data,
-    )
-    .await?;
-    match changed.into_iter().next() {
-        Some((_, event)) => {
-            events.push(event);
-            Ok(())
-        }
-        None => Err(fenced_out(tx, fence).await?),
-    }
+    let change = ("updated = j.updated", None, EventKind::Log, data);
+    while_running(tx, now, fence, change, events).await
 }
 
 async fn current_status(tx: &Transaction<'_>, job_id: &JobId) -> Result<JobStatus, StoreError> {

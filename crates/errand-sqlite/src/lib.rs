@@ -279,9 +279,11 @@ impl Store for SqliteStore {
         checkpoint: serde_json::Value,
     ) -> Result<(), StoreError> {
         let fence = fence.clone();
+        // Serialised here, not on the writer thread.
         let text = rows::to_json(&checkpoint);
+        let data = serde_json::json!({ "checkpoint": checkpoint });
         self.writer
-            .run(move |conn, ctx| write::save_checkpoint(conn, ctx, &fence, &text))
+            .run(move |conn, ctx| write::save_checkpoint(conn, ctx, &fence, &text, data.clone()))
             .await
     }
 

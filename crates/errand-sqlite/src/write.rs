@@ -684,9 +684,31 @@ pub(crate) fn report_progress(
             0.0
         });
     }
-    let text = to_json(&progress);
+    let data = serde_json::to_value(&progress).unwrap_or(Value::Null);
+    set_while_running(
+        conn,
+        ctx,
+        fence,
+        "progress",
+        &to_json(&progress),
+        EventKind::Progress,
+        data,
+    )
+}
+
+/// Sets one JSON column of the job a running attempt holds (fenced), and
+/// records the event that says so: progress and checkpoints.
+fn set_while_running(
+    conn: &Connection,
+    ctx: &mut WriteCtx,
+    fence: &Fence,
+    column: &'static str,
+    text: &str,
+    kind: EventKind,
+    data: Value,
+) -> Result<(), StoreError> {
     let sql = format!(
-        "UPDATE jobs SET progress = ?, updated = ?, event_seq = event_seq + 1 \
+        "UPDATE jobs SET {column} = ?, updated = ?, event_seq = event_seq + 1 \
          WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {LEAN_RETURNING}"
     );
     let changed = conn
@@ -705,10 +727,7 @@ pub(crate) fn report_progress(
         .optional()
         .map_err(backend)?;
     match changed {
-        Some(changed) => {
-            let data = serde_json::to_value(&progress).unwrap_or(Value::Null);
-            record_event(ctx, changed, EventKind::Progress, data)
-        }
+        Some(changed) => record_event(ctx, changed, kind, data),
         None => Err(fenced_out(conn, fence)?),
     }
 }
@@ -731,45 +750,24 @@ pub(crate) fn pause_queue(
     Ok(())
 }
 
-/// Stores a running attempt's checkpoint (JSON text), fenced, with an
-/// event carrying it.
+/// Stores a running attempt's checkpoint (`text`, its JSON), fenced, with
+/// an event carrying it (`data`).
 pub(crate) fn save_checkpoint(
     conn: &Connection,
     ctx: &mut WriteCtx,
     fence: &Fence,
-    checkpoint: &str,
+    text: &str,
+    data: Value,
 ) -> Result<(), StoreError> {
-    let sql = format!(
-        "UPDATE jobs SET checkpoint = ?, updated = ?, event_seq = event_seq + 1 \
-         WHERE id = ? AND status = 'running' AND attempt = ? AND worker_id = ? {LEAN_RETURNING}"
-    );
-    let changed = conn
-        .prepare_cached(&sql)
-        .map_err(backend)?
-        .query_row(
-            params![
-                checkpoint,
-                ctx.now.as_micros(),
-                FenceJobId(&fence.job_id),
-                fence.attempt,
-                fence.worker_id
-            ],
-            |row| lean_from_row(&fence.job_id, row),
-        )
-        .optional()
-        .map_err(backend)?;
-    match changed {
-        Some(changed) => {
-            let value: Value = serde_json::from_str(checkpoint).unwrap_or(Value::Null);
-            record_event(
-                ctx,
-                changed,
-                EventKind::Checkpoint,
-                json!({ "checkpoint": value }),
-            )
-        }
-        None => Err(fenced_out(conn, fence)?),
-    }
+    set_while_running(
+        conn,
+        ctx,
+        fence,
+        "checkpoint",
+        text,
+        EventKind::Checkpoint,
+        data,
+    )
 }
 
 pub(crate) fn append_log(
