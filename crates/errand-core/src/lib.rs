@@ -12,6 +12,8 @@
 //! - [`job`]: the [`Job`] record with its wire field names, its
 //!   [`Progress`] and structured [`JobError`].
 //! - [`event`]: the append-only per-job event log ([`JobEvent`]).
+//! - [`schedule`]: cron ticks in a time zone ([`CronTicks`]) and what a
+//!   scheduler does with due and missed ticks ([`plan_tick`]).
 
 pub mod event;
 pub mod id;
@@ -19,6 +21,7 @@ pub mod job;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod retry;
+pub mod schedule;
 pub mod status;
 pub mod time;
 
@@ -27,5 +30,8 @@ pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};
 pub use retry::{RetryPolicy, RetryPolicyError, WaitStrategy};
+pub use schedule::{
+    plan_tick, tick_key, CronTicks, MissedTicks, ScheduleError, TickPlan, TICK_GRACE,
+};
 pub use status::{FailureDecision, IllegalTransition, JobStatus, Transition};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, MAX_SPAN_SECS};

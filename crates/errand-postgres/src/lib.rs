@@ -11,6 +11,7 @@
 //!   one `NOTIFY errand_events` naming their id range; one LISTEN
 //!   connection per process turns other processes' notifications into
 //!   events on the local feed (events of this process go out directly).
+//! - `schedules`: schedules, and their ticks taken once in a cluster.
 //! - `rows`: row ↔ type conversions and error mapping.
 //! - `migrations`: the embedded schema, applied under an advisory lock.
 
@@ -21,6 +22,7 @@ mod publish;
 pub use migrations::SCHEMA_VERSION;
 mod read;
 mod rows;
+mod schedules;
 mod write;
 
 use std::sync::Arc;
@@ -527,6 +529,42 @@ impl Store for PgStore {
 
     async fn queues(&self) -> Result<Vec<errand_store::QueueInfo>, StoreError> {
         read::queues(&*self.client().await?).await
+    }
+
+    async fn put_schedule(
+        &self,
+        definition: ScheduleDefinition,
+        next_run: Option<Timestamp>,
+        paused: Option<bool>,
+    ) -> Result<ScheduleInfo, StoreError> {
+        let client = self.client().await?;
+        schedules::put(&client, self.clock.now(), &definition, next_run, paused).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        schedules::list(&*self.client().await?).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<(), StoreError> {
+        schedules::delete(&*self.client().await?, name).await
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleInfo, StoreError> {
+        schedules::pause(&*self.client().await?, self.clock.now(), name, paused).await
+    }
+
+    async fn take_tick(&self, take: TakeTick) -> Result<Option<TakenTick>, StoreError> {
+        if let TickOutcome::Job(job) = &take.outcome {
+            job.validate().map_err(StoreError::Invalid)?;
+        }
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| schedules::take_tick(
+            &tx,
+            now,
+            &take,
+            &mut events
+        )
+        .await?)
     }
 
     fn subscribe(&self) -> ChangeFeed {

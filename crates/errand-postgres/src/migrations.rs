@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_command_output_schema.sql"),
     include_str!("migrations/0004_checkpoints.sql"),
     include_str!("migrations/0005_paused_queues.sql"),
+    include_str!("migrations/0006_schedules.sql"),
 ];
 
 /// The schema version this build brings a database to.

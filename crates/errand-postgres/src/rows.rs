@@ -17,12 +17,12 @@ pub(crate) fn ts(at: Timestamp) -> DateTime<Utc> {
     at.to_datetime()
 }
 
-fn time(row: &Row, column: &str) -> Result<Timestamp, StoreError> {
+pub(crate) fn time(row: &Row, column: &str) -> Result<Timestamp, StoreError> {
     let at: DateTime<Utc> = row.try_get(column).map_err(decode)?;
     Ok(Timestamp::from_datetime(at))
 }
 
-fn maybe_time(row: &Row, column: &str) -> Result<Option<Timestamp>, StoreError> {
+pub(crate) fn maybe_time(row: &Row, column: &str) -> Result<Option<Timestamp>, StoreError> {
     let at: Option<DateTime<Utc>> = row.try_get(column).map_err(decode)?;
     Ok(at.map(Timestamp::from_datetime))
 }
@@ -40,7 +40,7 @@ pub(crate) fn status(text: &str) -> Result<JobStatus, StoreError> {
     JobStatus::parse(text).ok_or_else(|| StoreError::Backend(format!("unknown status {text:?}")))
 }
 
-fn decode(err: tokio_postgres::Error) -> StoreError {
+pub(crate) fn decode(err: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(format!("unexpected column: {err}"))
 }
 

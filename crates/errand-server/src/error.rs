@@ -15,6 +15,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("no job with id {0}")]
     JobNotFound(String),
+    #[error("no schedule named {0:?}")]
+    ScheduleNotFound(String),
     #[error("no route {0}")]
     RouteNotFound(String),
     #[error("{0} is not allowed here")]
@@ -48,7 +50,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::JobNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::JobNotFound(_)
+            | ApiError::ScheduleNotFound(_)
+            | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IllegalTransition(_) | ApiError::IdempotencyConflict(_) => {
                 StatusCode::CONFLICT
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::JobNotFound(_) => "job_not_found",
+            ApiError::ScheduleNotFound(_) => "schedule_not_found",
             ApiError::RouteNotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::IllegalTransition(_) => "illegal_transition",
@@ -92,6 +97,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(id) => ApiError::JobNotFound(id.into_string()),
+            StoreError::ScheduleNotFound(name) => ApiError::ScheduleNotFound(name),
             StoreError::Conflict { .. } | StoreError::LeaseLost { .. } => {
                 ApiError::IllegalTransition(err.to_string())
             }

@@ -9,7 +9,8 @@
 //! - `foreign`: events other processes commit to the same file, published
 //!   on this process's change feed.
 //! - `chunks`: multi-row statements in a few fixed sizes.
-//! - `write` / `read`: the SQL of every operation.
+//! - `write` / `read`: the SQL of every job operation; `schedules`: of
+//!   schedules.
 //! - `readers`: the pool of read connections.
 //! - `rows`: row ↔ type conversions.
 //! - `migrations`: the embedded schema.
@@ -26,6 +27,7 @@ pub use migrations::SCHEMA_VERSION;
 mod read;
 mod readers;
 mod rows;
+mod schedules;
 mod write;
 mod writer;
 
@@ -387,6 +389,52 @@ impl Store for SqliteStore {
 
     async fn queues(&self) -> Result<Vec<errand_store::QueueInfo>, StoreError> {
         self.readers.run(read::queues).await
+    }
+
+    async fn put_schedule(
+        &self,
+        definition: ScheduleDefinition,
+        next_run: Option<Timestamp>,
+        paused: Option<bool>,
+    ) -> Result<ScheduleInfo, StoreError> {
+        let job = schedules::job_text(&definition);
+        self.writer
+            .run(move |conn, ctx| schedules::put(conn, ctx, &definition, &job, next_run, paused))
+            .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        self.readers.run(schedules::list).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .run(move |conn, ctx| schedules::delete(conn, ctx, &name))
+            .await
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleInfo, StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .run(move |conn, ctx| schedules::pause(conn, ctx, &name, paused))
+            .await
+    }
+
+    async fn take_tick(&self, take: TakeTick) -> Result<Option<TakenTick>, StoreError> {
+        let (job, reason) = match &take.outcome {
+            TickOutcome::Job(job) => {
+                let job = write::PreparedJob::new((**job).clone(), self.clock.now())
+                    .map_err(StoreError::Invalid)?;
+                (Some(job), None)
+            }
+            TickOutcome::Skipped { reason } => (None, reason.clone()),
+        };
+        self.writer
+            .run(move |conn, ctx| {
+                schedules::take_tick(conn, ctx, &take, job.as_ref(), reason.as_deref())
+            })
+            .await
     }
 
     fn subscribe(&self) -> ChangeFeed {

@@ -6,6 +6,8 @@ use errand_core::{JobId, JobStatus};
 pub enum StoreError {
     #[error("no job with id {0}")]
     NotFound(JobId),
+    #[error("no schedule named {0:?}")]
+    ScheduleNotFound(String),
     /// The caller's claim on the job is gone: its lease expired and the job
     /// moved on, or it already has an outcome. Nothing was changed.
     #[error("job {job_id}: attempt {attempt} no longer holds the job (lease lost)")]

@@ -154,6 +154,31 @@ impl Store for Observed {
         (self.hook)("queues")?;
         self.inner.queues().await
     }
+    async fn put_schedule(
+        &self,
+        definition: ScheduleDefinition,
+        next_run: Option<Timestamp>,
+        paused: Option<bool>,
+    ) -> Result<ScheduleInfo, StoreError> {
+        (self.hook)("put_schedule")?;
+        self.inner.put_schedule(definition, next_run, paused).await
+    }
+    async fn schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        (self.hook)("schedules")?;
+        self.inner.schedules().await
+    }
+    async fn delete_schedule(&self, name: &str) -> Result<(), StoreError> {
+        (self.hook)("delete_schedule")?;
+        self.inner.delete_schedule(name).await
+    }
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleInfo, StoreError> {
+        (self.hook)("pause_schedule")?;
+        self.inner.pause_schedule(name, paused).await
+    }
+    async fn take_tick(&self, take: TakeTick) -> Result<Option<TakenTick>, StoreError> {
+        (self.hook)("take_tick")?;
+        self.inner.take_tick(take).await
+    }
     fn subscribe(&self) -> ChangeFeed {
         self.inner.subscribe()
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use errand_core::{JobError, JobId, JobStatus, RetryPolicy, Timestamp};
+use errand_core::{JobError, JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -441,4 +441,78 @@ pub fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let rank = (p * sorted.len() as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// A periodic job: when it ticks (a cron expression in a time zone), what
+/// each tick submits, and what becomes of ticks missed while no server ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleDefinition {
+    pub name: String,
+    pub cron: String,
+    /// An IANA zone name (`UTC`, `Europe/Paris`).
+    pub timezone: String,
+    pub missed: MissedTicks,
+    /// The submit request each tick makes (command, app, input, context,
+    /// options), kept as given: the server builds it into a job at each
+    /// tick, with the command's defaults of that moment.
+    pub job: Value,
+}
+
+/// A schedule as stored, with where it stands.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub missed: MissedTicks,
+    /// The submit request each tick makes.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub job: Value,
+    /// A paused schedule's ticks go by without a job.
+    pub paused: bool,
+    /// The next tick; `null` when the expression fires no more.
+    pub next_run: Option<Timestamp>,
+    /// The last tick taken (with or without a job).
+    pub last_tick: Option<Timestamp>,
+    /// The job the last job-making tick enqueued.
+    pub last_job_id: Option<JobId>,
+    /// Why the last tick taken made no job (the command was unknown, its
+    /// input no longer fits its schema...), until a tick makes one.
+    pub last_error: Option<String>,
+    pub created: Timestamp,
+    pub updated: Timestamp,
+}
+
+/// What taking a schedule's due ticks writes: a compare-and-set on the
+/// schedule's `next_run` (and paused state), and the job, if any, in the
+/// same transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TakeTick {
+    pub name: String,
+    /// The `next_run` and paused state the decision was made from.
+    pub expected_next_run: Timestamp,
+    pub expected_paused: bool,
+    /// Where `next_run` moves (`None`: the expression fires no more).
+    pub next_run: Option<Timestamp>,
+    /// The latest tick taken.
+    pub tick: Timestamp,
+    pub outcome: TickOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TickOutcome {
+    /// Submit this job; its idempotency key names the tick.
+    Job(Box<NewJob>),
+    /// No job: the ticks were missed and skipped, or the schedule is
+    /// paused (`reason: None`), or the job could not be built (`reason`
+    /// says why, shown as the schedule's `last_error`).
+    Skipped { reason: Option<String> },
+}
+
+/// Ticks taken by this caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenTick {
+    /// The job submitted, when the outcome was one.
+    pub job: Option<SubmitReceipt>,
 }

@@ -139,6 +139,34 @@ pub trait Store: Send + Sync + 'static {
     /// Every queue with waiting or running jobs, or paused, by name.
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
 
+    /// Creates the schedule `definition.name`, or replaces its definition.
+    /// A replacement with the same cron expression and zone keeps its next
+    /// run (a server restarting with the same errand.toml misses no tick);
+    /// otherwise the schedule's next run becomes `next_run`. `paused: None`
+    /// keeps a schedule's paused state (not paused when new).
+    async fn put_schedule(
+        &self,
+        definition: ScheduleDefinition,
+        next_run: Option<Timestamp>,
+        paused: Option<bool>,
+    ) -> Result<ScheduleInfo, StoreError>;
+
+    /// Every schedule, by name.
+    async fn schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError>;
+
+    /// `NotFound` when there is no such schedule. Jobs it enqueued stay.
+    async fn delete_schedule(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Pauses (or resumes) a schedule; `NotFound` when there is none.
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleInfo, StoreError>;
+
+    /// Takes a schedule's due ticks, once in a cluster: if its next run and
+    /// paused state are still the expected ones, moves the next run on and
+    /// submits the tick's job in the same transaction. `None` when they
+    /// are not (another server took the ticks first, or the schedule was
+    /// changed or deleted): nothing is written.
+    async fn take_tick(&self, take: TakeTick) -> Result<Option<TakenTick>, StoreError>;
+
     /// Subscribes to every event committed from now on.
     fn subscribe(&self) -> ChangeFeed;
 

@@ -10,6 +10,7 @@ mod fencing;
 mod lifecycle;
 mod queries;
 mod queues;
+mod schedules;
 
 pub use admin::*;
 pub use checkpoints::*;
@@ -17,6 +18,7 @@ pub use fencing::*;
 pub use lifecycle::*;
 pub use queries::*;
 pub use queues::*;
+pub use schedules::*;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -107,6 +109,10 @@ macro_rules! store_contract_tests {
             a_paused_queue_takes_jobs_and_starts_none,
             prune_by_status_keeps_the_other_statuses,
             queues_are_listed_with_their_depth_and_pause,
+            schedules_are_created_listed_paused_and_deleted,
+            a_redefinition_keeps_the_next_run_unless_the_timing_changes,
+            a_tick_is_taken_once_however_many_race_for_it,
+            a_skipped_tick_says_why_and_stale_decisions_write_nothing,
             a_stale_attempt_cannot_save_a_checkpoint,
             a_retry_keeps_or_clears_the_checkpoint,
             a_batch_of_completions_fences_each_job_on_its_own,
