@@ -10,8 +10,9 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 
+pub use errand_core::MissedTicks;
 pub use errand_core::{Job, JobEvent, JobId, JobStatus, RetryPolicy, Timestamp};
-pub use errand_store::{CommandInfo, CommandStats, QueueInfo, WorkerInfo};
+pub use errand_store::{CommandInfo, CommandStats, QueueInfo, ScheduleInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -24,15 +25,16 @@ pub struct SubmitRequest {
     /// The command's name (`generate_podcast`), or its full name
     /// (`open_notebook.generate_podcast`) when `app` is left out.
     pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
     /// The command's input, a JSON object (`{}` for none); checked
     /// against the command's JSON Schema.
     #[schema(value_type = Object)]
     pub input: Value,
     /// Handed to the handler as is (user, tenant, request id...).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<SubmitOptions>,
 }
 
@@ -206,6 +208,35 @@ pub struct StatsResponse {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueueList {
     pub queues: Vec<QueueInfo>,
+}
+
+/// `PUT /api/schedules/{name}` (and a `[schedules.NAME]` table in
+/// errand.toml): a periodic job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// Five fields (minute hour day-of-month month day-of-week), or six
+    /// with seconds first: `0 */15 * * * *` is every quarter hour.
+    #[schema(min_length = 1, example = "0 0 3 * * *")]
+    pub cron: String,
+    /// The IANA zone the expression is read in; `UTC` when left out.
+    #[schema(example = "Europe/Paris")]
+    pub timezone: Option<String>,
+    /// What becomes of ticks missed while no server ran: `skip` (the
+    /// default) or `run_once`.
+    pub missed: Option<MissedTicks>,
+    /// Pause or resume along with the definition; left out, a new
+    /// schedule runs and an existing one keeps its state.
+    pub paused: Option<bool>,
+    /// The job each tick submits, as `POST /api/commands/jobs` takes it,
+    /// without `run_at` or `idempotency_key` (each tick gives its own).
+    pub job: SubmitRequest,
+}
+
+/// `GET /api/schedules`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

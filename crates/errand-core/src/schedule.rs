@@ -111,22 +111,24 @@ impl MissedTicks {
 /// looks about once a second, and a busy server can be later than that.
 pub const TICK_GRACE: Duration = Duration::from_secs(60);
 
-/// What to do with a schedule's due ticks.
+/// What taking a schedule's earliest due tick means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TickPlan {
-    /// The tick a job is enqueued for; `None` when every due tick is
+    /// The tick a job is enqueued for; `None` when the ticks taken are
     /// skipped.
     pub job_tick: Option<Timestamp>,
-    /// Where `next_run` moves: the first tick after now (`None`: never
-    /// again).
+    /// Where `next_run` moves (`None`: the expression fires no more).
+    /// It can still be due: the scheduler plans again until it is not.
     pub next_run: Option<Timestamp>,
 }
 
-/// Decides what taking a schedule's due ticks means at `now`: `None` when
-/// no tick is due (`next_run` is later). At most one job per plan: the
-/// latest tick that is on time (within `grace` of now); if every due tick
-/// is older than that, they were missed, and `missed` decides whether one
-/// job runs for them (as of the first missed tick) or none.
+/// Decides what taking a schedule's due ticks means at `now`; `None` when
+/// none is due (`next_run` is later). A tick at most `grace` late is on
+/// time: it gets a job of its own, and the next run moves to the tick after
+/// it (a scheduler that fell a few ticks behind catches up, one job per
+/// tick). Ticks older than that were missed (no server ran): they are
+/// taken together, getting one job (as of the first) or none, as `missed`
+/// says, and the next run moves to the first tick that is on time.
 pub fn plan_tick(
     ticks: &CronTicks,
     next_run: Timestamp,
@@ -137,21 +139,16 @@ pub fn plan_tick(
     if next_run > now {
         return None;
     }
-    let on_time_from = next_run.max(now.minus(grace));
-    let mut on_time = None;
-    let mut tick = ticks.first_from(on_time_from);
-    while let Some(at) = tick.filter(|at| *at <= now) {
-        on_time = Some(at);
-        tick = ticks.next_after(at);
+    let on_time_from = now.minus(grace);
+    if next_run >= on_time_from {
+        return Some(TickPlan {
+            job_tick: Some(next_run),
+            next_run: ticks.next_after(next_run),
+        });
     }
-    let job_tick = match (on_time, missed) {
-        (Some(at), _) => Some(at),
-        (None, MissedTicks::RunOnce) => Some(next_run),
-        (None, MissedTicks::Skip) => None,
-    };
     Some(TickPlan {
-        job_tick,
-        next_run: ticks.next_after(now),
+        job_tick: (missed == MissedTicks::RunOnce).then_some(next_run),
+        next_run: ticks.first_from(on_time_from),
     })
 }
 
@@ -251,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn an_on_time_tick_gets_a_job_and_the_next_run_moves_past_now() {
+    fn an_on_time_tick_gets_a_job_and_the_next_run_moves_to_the_next_tick() {
         let ticks = CronTicks::parse("* * * * *", "UTC").unwrap();
         let plan = plan_tick(
             &ticks,
@@ -266,6 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduler_a_few_ticks_behind_runs_each_of_them() {
+        let every_second = CronTicks::parse("* * * * * *", "UTC").unwrap();
+        let now = at("2026-12-06T10:00:03.5Z");
+        let mut next_run = at("2026-12-06T10:00:00Z");
+        let mut jobs = Vec::new();
+        while let Some(plan) = plan_tick(&every_second, next_run, now, MissedTicks::Skip, GRACE) {
+            jobs.extend(plan.job_tick);
+            next_run = plan.next_run.unwrap();
+        }
+        assert_eq!(
+            jobs,
+            ["00", "01", "02", "03"].map(|s| at(&format!("2026-12-06T10:00:{s}Z")))
+        );
+        assert_eq!(next_run, at("2026-12-06T10:00:04Z"));
+    }
+
+    #[test]
     fn ticks_missed_during_an_outage_are_skipped_or_run_once() {
         let ticks = CronTicks::parse("0 * * * *", "UTC").unwrap();
         let next_run = at("2026-12-06T03:00:00Z");
@@ -277,12 +291,19 @@ mod tests {
         let once = plan_tick(&ticks, next_run, now, MissedTicks::RunOnce, GRACE).unwrap();
         assert_eq!(once.job_tick, Some(next_run));
         assert_eq!(once.next_run, skip.next_run);
-        // Back at 07:00:30: 07:00 is on time and runs under either policy;
-        // the older misses add nothing (one job per plan).
+        // Back at 07:00:30: 07:00 is on time. The misses are taken first
+        // (one job or none), then 07:00 runs under either policy.
         let now = at("2026-12-06T07:00:30Z");
-        for missed in [MissedTicks::Skip, MissedTicks::RunOnce] {
-            let plan = plan_tick(&ticks, next_run, now, missed, GRACE).unwrap();
-            assert_eq!(plan.job_tick, Some(at("2026-12-06T07:00:00Z")));
+        for (missed, first_job) in [
+            (MissedTicks::Skip, None),
+            (MissedTicks::RunOnce, Some(next_run)),
+        ] {
+            let misses = plan_tick(&ticks, next_run, now, missed, GRACE).unwrap();
+            assert_eq!(misses.job_tick, first_job);
+            assert_eq!(misses.next_run, Some(at("2026-12-06T07:00:00Z")));
+            let on_time = plan_tick(&ticks, misses.next_run.unwrap(), now, missed, GRACE).unwrap();
+            assert_eq!(on_time.job_tick, Some(at("2026-12-06T07:00:00Z")));
+            assert_eq!(on_time.next_run, Some(at("2026-12-06T08:00:00Z")));
         }
     }
 
@@ -295,12 +316,12 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the expression, the last run and now: a plan's next run
-        /// is after now (no tick is taken twice), its job tick is a due
-        /// tick (between the old next run and now), and an on-time tick
-        /// is never skipped.
+        /// Whatever the expression, the last run and now, planning until
+        /// nothing is due: the next run ends after now; each job's tick is
+        /// a tick, in order, none twice; every tick within the grace gets a
+        /// job; older ones get one job in all (run once) or none (skip).
         #[test]
-        fn plans_take_each_tick_at_most_once(
+        fn planning_until_nothing_is_due_takes_each_tick_once(
             expression in prop::sample::select(vec![
                 "* * * * * *", "*/7 * * * * *", "0 * * * *", "*/5 * * * *",
                 "0 9 * * MON-FRI", "15 2 1 * *", "0 30 2 * * *",
@@ -311,22 +332,34 @@ mod tests {
             run_once in any::<bool>(),
         ) {
             let ticks = CronTicks::parse(expression, zone).unwrap();
-            let next_run = ticks.first_from(Timestamp::from_micros(start)).unwrap();
-            let now = Timestamp::from_micros(next_run.as_micros() + late_micros);
+            let first = ticks.first_from(Timestamp::from_micros(start)).unwrap();
+            let now = Timestamp::from_micros(first.as_micros() + late_micros);
             let missed = if run_once { MissedTicks::RunOnce } else { MissedTicks::Skip };
-            let plan = plan_tick(&ticks, next_run, now, missed, GRACE).unwrap();
-            let after = plan.next_run.unwrap();
-            prop_assert!(after > now);
-            if let Some(tick) = plan.job_tick {
-                prop_assert!(tick >= next_run && tick <= now);
-                prop_assert_eq!(ticks.first_from(tick), Some(tick));
+            let mut next_run = first;
+            let mut jobs = Vec::new();
+            let mut plans = 0;
+            while let Some(plan) = plan_tick(&ticks, next_run, now, missed, GRACE) {
+                prop_assert!(plan.next_run.unwrap() > next_run);
+                jobs.extend(plan.job_tick);
+                next_run = plan.next_run.unwrap();
+                plans += 1;
+                prop_assert!(plans < 200, "a plan per on-time tick, one for the misses");
             }
-            let latest_due = ticks.first_from(now.minus(GRACE)).filter(|t| *t <= now && *t >= next_run);
-            if latest_due.is_some() {
-                prop_assert!(plan.job_tick.is_some());
-            } else if !run_once {
-                prop_assert_eq!(plan.job_tick, None);
+            prop_assert!(next_run > now);
+            prop_assert_eq!(Some(next_run), ticks.next_after(now));
+            let mut on_time = Vec::new();
+            let mut tick = ticks.first_from(now.minus(GRACE).max(first));
+            while let Some(at) = tick.filter(|at| *at <= now) {
+                on_time.push(at);
+                tick = ticks.next_after(at);
             }
+            let any_missed = first < now.minus(GRACE);
+            let mut expected = Vec::new();
+            if any_missed && run_once {
+                expected.push(first);
+            }
+            expected.extend(on_time);
+            prop_assert_eq!(jobs, expected);
         }
     }
 }

@@ -11,6 +11,7 @@
 //!   other processes and languages, and the server's lease reaper.
 //! - `queues`: queue depth, pause and resume.
 //! - `retention`: ended jobs deleted once old enough, per status.
+//! - `schedules`: periodic jobs over HTTP; `scheduler`: their ticks taken.
 //! - `catalog`: published commands with compiled input schemas.
 //! - `body`: the JSON body extractor (400, 413, depth limit).
 //! - `auth`, `metrics`, `openapi`, `error`: what their names say.
@@ -32,6 +33,8 @@ pub mod openapi;
 mod protocol;
 mod queues;
 mod retention;
+mod scheduler;
+pub mod schedules;
 mod session;
 mod sse;
 mod state;
@@ -69,6 +72,15 @@ pub fn app(state: AppState) -> Router {
         .route("/queues", get(queues::list_queues))
         .route("/queues/{queue}/pause", post(queues::pause))
         .route("/queues/{queue}/resume", post(queues::resume))
+        .route("/schedules", get(schedules::list_schedules))
+        .route(
+            "/schedules/{name}",
+            get(schedules::get_schedule)
+                .put(schedules::put)
+                .delete(schedules::delete),
+        )
+        .route("/schedules/{name}/pause", post(schedules::pause))
+        .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/events", get(sse::global_feed))
         .route("/health", get(info::health))
         .route("/ready", get(info::ready));
@@ -139,11 +151,13 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     let counting = tokio::spawn(metrics::count_outcomes(state.clone()));
     let reaping = tokio::spawn(protocol::reap_expired_leases(state.clone()));
     let pruning = tokio::spawn(retention::prune_old_jobs(state.clone()));
+    let scheduling = tokio::spawn(scheduler::take_due_ticks(state.clone()));
     let shutdown = state.shutdown.clone();
     let limits = state.config.connections.clone();
     let result = listen::serve_connections(listener, app(state), limits, shutdown).await;
     counting.abort();
     reaping.abort();
     pruning.abort();
+    scheduling.abort();
     result
 }

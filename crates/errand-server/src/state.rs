@@ -82,6 +82,8 @@ pub struct AppState {
     pub ordered: Arc<crate::feed::OrderedFeed>,
     /// Dashboard logins and the brake on wrong tokens.
     pub sessions: Arc<crate::session::Sessions>,
+    /// Wakes this server's scheduler when a schedule is stored here.
+    pub scheduler_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Counts open SSE streams per client, to bound what one client can hold.
@@ -133,6 +135,7 @@ impl AppState {
             streams: Arc::default(),
             ordered: Arc::default(),
             sessions: Arc::default(),
+            scheduler_wake: Arc::default(),
         }
     }
 }

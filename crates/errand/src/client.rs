@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use errand_api::{
     CancelResponse, CommandList, ErrorBody, EventList, JobList, ListQuery, QueueInfo, QueueList,
-    StatsResponse, SubmitRequest, SubmitResponse, WorkerList,
+    ScheduleInfo, ScheduleList, ScheduleRequest, StatsResponse, SubmitRequest, SubmitResponse,
+    WorkerList,
 };
 use errand_core::{Job, JobEvent, JobStatus};
 use eventsource_stream::Eventsource;
@@ -254,6 +255,41 @@ impl Client {
     pub async fn pause_queue(&self, queue: &str, pause: bool) -> Result<QueueInfo, ClientError> {
         let action = if pause { "pause" } else { "resume" };
         self.call(self.request(Method::POST, &["queues", queue, action]))
+            .await
+    }
+
+    pub async fn schedules(&self) -> Result<ScheduleList, ClientError> {
+        self.call(self.request(Method::GET, &["schedules"])).await
+    }
+
+    /// Creates the schedule `name`, or replaces its definition.
+    pub async fn put_schedule(
+        &self,
+        name: &str,
+        schedule: &ScheduleRequest,
+    ) -> Result<ScheduleInfo, ClientError> {
+        self.call(
+            self.request(Method::PUT, &["schedules", name])
+                .json(schedule),
+        )
+        .await
+    }
+
+    /// Deletes a schedule; the jobs it enqueued stay.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &["schedules", name]))
+            .await
+            .map(drop)
+    }
+
+    /// Pauses (`pause`) or resumes a schedule.
+    pub async fn pause_schedule(
+        &self,
+        name: &str,
+        pause: bool,
+    ) -> Result<ScheduleInfo, ClientError> {
+        let action = if pause { "pause" } else { "resume" };
+        self.call(self.request(Method::POST, &["schedules", name, action]))
             .await
     }
 

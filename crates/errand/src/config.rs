@@ -12,6 +12,11 @@
 //! argv = ["python3", "transcribe.py"]
 //! timeout_secs = 600
 //! max_concurrency = 1
+//!
+//! [schedules.nightly-cleanup]
+//! cron = "0 30 3 * * *"
+//! timezone = "Europe/Paris"
+//! job = { command = "media.cleanup", input = {} }
 //! ```
 //!
 //! Relative paths in the file (a command's `cwd`) are relative to the
@@ -73,6 +78,10 @@ pub struct Settings {
     /// External-program commands by full name (`app.name`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub commands: BTreeMap<String, ExternalCommand>,
+    /// Periodic jobs by name, stored by `errand serve` when it starts (a
+    /// schedule left out of the file later is not deleted).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, errand_api::ScheduleRequest>,
     /// The file these settings were read from, if any.
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -89,6 +98,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             retention: RetentionSettings::default(),
             commands: BTreeMap::new(),
+            schedules: BTreeMap::new(),
             file: None,
         }
     }

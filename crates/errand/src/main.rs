@@ -160,6 +160,21 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Schedules: when each runs next, and what it ran last.
+    Schedules {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create, delete, pause or resume a schedule (periodic jobs).
+    Schedule {
+        #[command(subcommand)]
+        command: terminal::schedules::ScheduleCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// A job's event log.
     Events {
         job_id: String,
@@ -285,6 +300,12 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Cmd::Resume { queue, client } => {
             terminal::tables::pause(&client.client(settings)?, &queue, false).await
+        }
+        Cmd::Schedules { json, client } => {
+            terminal::schedules::list(&client.client(settings)?, json).await
+        }
+        Cmd::Schedule { command, client } => {
+            terminal::schedules::run(&client.client(settings)?, command).await
         }
         Cmd::Events {
             job_id,

@@ -151,6 +151,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         in_process.register().await?;
         worker = Some(tokio::spawn(in_process.run(worker_shutdown.clone())));
     }
+    // After the in-process worker published its commands: a schedule of
+    // one of them is checked against its schema now.
+    for (name, schedule) in &settings.schedules {
+        use errand_server::schedules::{put_schedule, CheckCommand};
+        put_schedule(&state, name, schedule.clone(), CheckCommand::IfKnown)
+            .await
+            .map_err(|err| anyhow::anyhow!("[schedules.{name}] in the configuration: {err}"))?;
+    }
     let bind = &settings.serve.bind;
     let listener = tokio::net::TcpListener::bind(bind)
         .await

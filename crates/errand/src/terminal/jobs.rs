@@ -12,8 +12,10 @@ use super::follow::follow;
 use super::render::{bold, dim, duration, paint, relative, status_style};
 use super::{Exit, InputError};
 
+/// What a job is: its command, input and options; for `submit`, and for
+/// the job each tick of a schedule submits.
 #[derive(clap::Args, Debug)]
-pub struct SubmitArgs {
+pub struct JobArgs {
     /// The command, APP.NAME (e.g. demo.sleep).
     pub command: String,
     /// The input: JSON, @FILE to read it from a file, or - for stdin.
@@ -28,18 +30,46 @@ pub struct SubmitArgs {
     /// The queue to wait in [default: the command's].
     #[arg(long)]
     pub queue: Option<String>,
-    /// Not before this time (RFC 3339).
-    #[arg(long, conflicts_with = "delay")]
-    pub run_at: Option<String>,
-    /// Not before this long from now (30s, 5m, 2h).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub delay: Option<Duration>,
     /// Per-attempt time limit (30s, 10m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
     /// Attempts in all, the first included [default: the command's].
     #[arg(long)]
     pub max_attempts: Option<u32>,
+}
+
+impl JobArgs {
+    /// The submit request; `options` holds what the caller set beyond
+    /// these arguments (run_at, delay, idempotency key).
+    pub fn request(self, mut options: SubmitOptions) -> anyhow::Result<SubmitRequest> {
+        options.priority = self.priority;
+        options.queue = self.queue;
+        options.timeout_secs = self.timeout.map(|d| d.as_secs_f64());
+        options.max_attempts = self.max_attempts;
+        Ok(SubmitRequest {
+            command: self.command,
+            app: None,
+            input: read_json("--input", &self.input)?,
+            context: self
+                .context
+                .as_deref()
+                .map(|c| read_json("--context", c))
+                .transpose()?,
+            options: Some(options).filter(|o| *o != SubmitOptions::default()),
+        })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Not before this time (RFC 3339).
+    #[arg(long, conflicts_with = "delay")]
+    pub run_at: Option<String>,
+    /// Not before this long from now (30s, 5m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
     /// A second submit with the same key returns the first job.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -89,27 +119,12 @@ pub async fn submit(client: &Client, args: SubmitArgs) -> anyhow::Result<Exit> {
                 .ok_or_else(|| InputError(format!("--run-at {text:?} is not an RFC 3339 time")))
         })
         .transpose()?;
-    let options = SubmitOptions {
-        priority: args.priority,
-        queue: args.queue,
+    let request = args.job.request(SubmitOptions {
         run_at,
         delay_secs: args.delay.map(|d| d.as_secs_f64()),
-        timeout_secs: args.timeout.map(|d| d.as_secs_f64()),
-        max_attempts: args.max_attempts,
         idempotency_key: args.idempotency_key,
-        retry: None,
-    };
-    let request = SubmitRequest {
-        command: args.command,
-        app: None,
-        input: read_json("--input", &args.input)?,
-        context: args
-            .context
-            .as_deref()
-            .map(|c| read_json("--context", c))
-            .transpose()?,
-        options: Some(options).filter(|o| *o != SubmitOptions::default()),
-    };
+        ..SubmitOptions::default()
+    })?;
     let submitted = client.submit(&request).await?;
     let job_id = submitted.job_id.to_string();
     if !args.wait && !args.follow {

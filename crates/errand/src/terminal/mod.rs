@@ -4,11 +4,13 @@
 //! - `jobs`: submit, status, watch, cancel, retry.
 //! - `follow`: the live progress bar fed by a job's SSE stream.
 //! - `tables`: list, stats, commands, workers, events.
+//! - `schedules`: list, set, delete, pause and resume schedules.
 //! - `render`: colours, relative times, column layout.
 
 pub mod follow;
 pub mod jobs;
 pub mod render;
+pub mod schedules;
 pub mod tables;
 
 use std::process::ExitCode;

@@ -270,7 +270,7 @@ fn utc_time(at: Timestamp) -> String {
         .to_string()
 }
 
-fn print_table(table: &Table, when_empty: &str) {
+pub(super) fn print_table(table: &Table, when_empty: &str) {
     if table.is_empty() {
         anstream::eprintln!("{}", paint(dim(), when_empty));
     } else {
