@@ -257,3 +257,69 @@ test("workers and stats pages, with the throughput chart, at desktop and phone w
   assert.equal(overflow, false, "the page fits a phone's width");
   await phone.context.close();
 });
+
+test("schedules: listed with their next run and last job, paused, resumed and deleted after a confirmation", async () => {
+  await api("/api/schedules/nightly-report", {
+    method: "PUT",
+    body: JSON.stringify({ cron: "0 30 3 * * *", timezone: "Europe/Paris", missed: "run_once", job: { command: "demo.echo", input: { report: "nightly" } } }),
+  });
+  await api("/api/schedules/heartbeat", {
+    method: "PUT",
+    body: JSON.stringify({ cron: "* * * * * *", job: { command: "demo.echo", input: { beat: true } } }),
+  });
+  await until("the every-second schedule's first job", async () => {
+    const schedule = await api("/api/schedules/heartbeat");
+    return schedule.last_job_id;
+  });
+  const { context, page } = await loggedIn();
+  await page.click("nav.main >> text=Schedules");
+  await page.waitForURL(base + "/ui/schedules");
+  const nightly = page.locator("tr", { hasText: "nightly-report" });
+  assert.match(await nightly.textContent(), /0 30 3 \* \* \*/);
+  assert.match(await nightly.textContent(), /Europe\/Paris, missed: run_once/);
+  assert.match(await nightly.locator("time").textContent(), /^in \d+[smhd]$/);
+  const beat = page.locator("tr", { hasText: "heartbeat" });
+  const lastJob = beat.locator("a.id");
+  assert.match(await lastJob.textContent(), /^[0-9a-f]{32}$/);
+  await page.screenshot({ path: join(shots, "schedules.png") });
+
+  await nightly.locator("button", { hasText: "Pause" }).click();
+  await page.waitForURL(base + "/ui/schedules");
+  assert.match(await page.locator("tr", { hasText: "nightly-report" }).textContent(), /paused/);
+  assert.equal((await api("/api/schedules/nightly-report")).paused, true);
+  await page.locator("tr", { hasText: "nightly-report" }).locator("button", { hasText: "Resume" }).click();
+  await page.waitForURL(base + "/ui/schedules");
+  assert.equal((await api("/api/schedules/nightly-report")).paused, false);
+
+  let asked = null;
+  page.once("dialog", (dialog) => {
+    asked = dialog.message();
+    dialog.accept();
+  });
+  await page.locator("tr", { hasText: "heartbeat" }).locator("button", { hasText: "Delete" }).click();
+  await page.waitForFunction(() => !document.body.textContent.includes("heartbeat"));
+  assert.equal(asked, "Delete the schedule heartbeat? Its jobs stay.");
+  const { schedules } = await api("/api/schedules");
+  assert.deepEqual(schedules.map((s) => s.name), ["nightly-report"]);
+  await context.close();
+});
+
+test("queues: depth shown, paused and resumed from the page", async () => {
+  await api("/api/queues/reports/pause", { method: "POST" });
+  await api("/api/commands/jobs", {
+    method: "POST",
+    body: JSON.stringify({ command: "demo.echo", input: { n: 1 }, options: { queue: "reports" } }),
+  });
+  const { context, page } = await loggedIn();
+  await page.goto(base + "/ui/queues");
+  const reports = page.locator("tr", { hasText: "reports" });
+  assert.match(await reports.textContent(), /reports\s*1\s*0\s*paused/);
+  await page.screenshot({ path: join(shots, "queues.png") });
+  await reports.locator("button", { hasText: "Resume" }).click();
+  await page.waitForURL(base + "/ui/queues");
+  // The server's worker claims only from "default": the job still waits.
+  assert.match(await page.locator("tr", { hasText: "reports" }).textContent(), /reports\s*1\s*0\s*active/);
+  const { queues } = await api("/api/queues");
+  assert.equal(queues.find((q) => q.name === "reports").paused, false);
+  await context.close();
+});

@@ -10,6 +10,8 @@ pub enum Section {
     Jobs,
     Submit,
     Workers,
+    Queues,
+    Schedules,
     Stats,
 }
 
@@ -56,6 +58,8 @@ pub fn page(title: &str, section: Section, session: Session, body: Markup) -> Ma
                         (link("/ui", "Jobs", Section::Jobs))
                         (link("/ui/submit", "Submit", Section::Submit))
                         (link("/ui/workers", "Workers", Section::Workers))
+                        (link("/ui/queues", "Queues", Section::Queues))
+                        (link("/ui/schedules", "Schedules", Section::Schedules))
                         (link("/ui/stats", "Stats", Section::Stats))
                     }
                     @if session == Session::LoggedIn {

@@ -8,6 +8,7 @@
 //! - `chart`: the throughput chart of the last hour (SVG).
 //! - `submit`: a form generated from a command's input JSON Schema.
 //! - `info`: workers and stats.
+//! - `queues`: queues and schedules, paused and resumed.
 //! - `login`: the token, typed once, kept in a cookie.
 //! - `assets`: the stylesheet and vendored htmx, compiled in.
 
@@ -19,6 +20,7 @@ pub(crate) mod jobs;
 mod layout;
 mod live;
 mod login;
+mod queues;
 mod submit;
 
 use axum::response::Redirect;
@@ -46,6 +48,13 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/submit", get(submit::show).post(submit::submit))
         .route("/ui/workers", get(info::workers))
         .route("/ui/stats", get(info::stats))
+        .route("/ui/queues", get(queues::queues))
+        .route("/ui/queues/{name}/{action}", post(queues::queue_action))
+        .route("/ui/schedules", get(queues::schedules))
+        .route(
+            "/ui/schedules/{name}/{action}",
+            post(queues::schedule_action),
+        )
         .route("/ui/assets/{name}", get(assets::asset))
         .route("/ui/login", get(login::show).post(login::submit))
         .route("/ui/logout", post(login::logout))
