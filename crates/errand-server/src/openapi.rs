@@ -53,6 +53,7 @@ pub async fn openapi_json(
     let commands = state.store.commands().await?;
     describe_submits(&mut doc, &commands);
     describe_claims(&mut doc);
+    describe_schedules(&mut doc);
     Ok(Json(doc))
 }
 
@@ -64,6 +65,24 @@ fn describe_claims(doc: &mut serde_json::Value) {
         {"properties": {"limits": {"maxProperties": 0}}},
         {"required": ["commands"], "properties": {"commands": {"type": "array"}}},
     ]);
+}
+
+/// A schedule's job is a submit whose options leave `run_at` and
+/// `idempotency_key` out (null at most): each tick gives its own.
+fn describe_schedules(doc: &mut serde_json::Value) {
+    doc["components"]["schemas"]["ScheduleRequest"]["properties"]["job"] = serde_json::json!({
+        "allOf": [
+            {"$ref": "#/components/schemas/SubmitRequest"},
+            {"properties": {"options": {"anyOf": [
+                {"type": "null"},
+                {"properties": {
+                    "run_at": {"type": "null"},
+                    "idempotency_key": {"type": "null"},
+                }},
+            ]}}},
+        ],
+        "description": "The job each tick submits, as a submit takes it, without run_at or idempotency_key.",
+    });
 }
 
 /// Replaces the generic submit body (any command, any object as input)
