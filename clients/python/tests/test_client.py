@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import wait_until
 
 import errand
 
@@ -86,6 +87,31 @@ def test_a_paused_queue_holds_its_jobs_until_resumed(client, workers):
     assert (held["paused"], held["new"]) == (True, 1)
     client.resume_queue("held")
     assert client.wait(job_id, timeout=20).result["total"] == 3
+
+
+def test_a_schedule_ticks_into_jobs_run_by_a_python_worker(client, workers):
+    workers.start()
+    stored = client.set_schedule(
+        "every-second", "sample.add", {"a": 2, "b": 3}, cron="* * * * * *", context={"who": "py"}
+    )
+    assert stored["next_run"] and stored["missed"] == "skip"
+    ran = wait_until(
+        lambda: next(
+            (s["last_job_id"] for s in client.schedules() if s["name"] == "every-second"), None
+        ),
+        what="a tick's job",
+    )
+    job = client.wait(ran, timeout=20)
+    assert job.result["total"] == 5
+    assert job.context == {"who": "py"}
+    assert client.pause_schedule("every-second")["paused"] is True
+    assert client.resume_schedule("every-second")["paused"] is False
+    with pytest.raises(errand.InvalidInput, match="61"):
+        client.set_schedule("bad", "sample.add", {"a": 1, "b": 1}, cron="61 * * * *")
+    client.delete_schedule("every-second")
+    assert all(s["name"] != "every-second" for s in client.schedules())
+    with pytest.raises(errand.ScheduleNotFound, match="no schedule named"):
+        client.delete_schedule("every-second")
 
 
 def test_cancel_many_cancels_what_fits(client, workers):

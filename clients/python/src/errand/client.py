@@ -205,6 +205,38 @@ class _Calls:
         return _Call("POST", f"/api/queues/{quote(queue, safe='')}/{action}", lambda body: body, {})
 
     @staticmethod
+    def schedules() -> _Call:
+        return _Call("GET", "/api/schedules", lambda body: body["schedules"])
+
+    @staticmethod
+    def set_schedule(
+        name: str,
+        command: str,
+        input: dict[str, Any] | None,
+        cron: str,
+        timezone: str,
+        missed: str,
+        paused: bool | None,
+        options: dict[str, Any],
+    ) -> _Call:
+        body: dict[str, Any] = {
+            "cron": cron,
+            "timezone": timezone,
+            "missed": missed,
+            "job": submit_body(command, input, **options),
+        }
+        if paused is not None:
+            body["paused"] = paused
+        return _Call("PUT", f"/api/schedules/{quote(name, safe='')}", lambda b: b, body)
+
+    @staticmethod
+    def change_schedule(name: str, action: str) -> _Call:
+        path = f"/api/schedules/{quote(name, safe='')}"
+        if action == "delete":
+            return _Call("DELETE", path, lambda b: None)
+        return _Call("POST", f"{path}/{action}", lambda b: b, {})
+
+    @staticmethod
     def commands() -> _Call:
         return _Call("GET", "/api/commands", lambda body: body["commands"])
 
@@ -364,6 +396,42 @@ class Client:
     def resume_queue(self, queue: str) -> dict[str, Any]:
         return self._send(_Calls.pause(queue, False))
 
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule: ``cron``, ``timezone``, ``job``, ``paused``,
+        ``next_run``, ``last_job_id``, ``last_error``..."""
+        return self._send(_Calls.schedules())
+
+    def set_schedule(
+        self,
+        name: str,
+        command: str,
+        input: dict[str, Any] | None = None,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        missed: str = "skip",
+        paused: bool | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Creates the schedule ``name`` (or replaces it): at each tick of
+        ``cron`` (five fields, or six with seconds first) in ``timezone``,
+        one job of ``command`` with ``input`` and the submit ``options``
+        (``queue``, ``priority``, ``context``, ``max_attempts``...).
+        ``missed``: ``skip`` or ``run_once`` for ticks missed while no
+        server ran. Returns the stored schedule with its ``next_run``."""
+        call = _Calls.set_schedule(name, command, input, cron, timezone, missed, paused, options)
+        return self._send(call)
+
+    def pause_schedule(self, name: str) -> dict[str, Any]:
+        return self._send(_Calls.change_schedule(name, "pause"))
+
+    def resume_schedule(self, name: str) -> dict[str, Any]:
+        return self._send(_Calls.change_schedule(name, "resume"))
+
+    def delete_schedule(self, name: str) -> None:
+        """Deletes the schedule; the jobs it enqueued stay."""
+        self._send(_Calls.change_schedule(name, "delete"))
+
     def stream(self, job_id: str, after: int | None = None) -> Iterator[StreamEvent]:
         """The job's live events over SSE until it ends (the last is ``end``).
         A dropped connection is resumed where it stopped."""
@@ -496,6 +564,33 @@ class AsyncClient:
 
     async def resume_queue(self, queue: str) -> dict[str, Any]:
         return await self._send(_Calls.pause(queue, False))
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        return await self._send(_Calls.schedules())
+
+    async def set_schedule(
+        self,
+        name: str,
+        command: str,
+        input: dict[str, Any] | None = None,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        missed: str = "skip",
+        paused: bool | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        call = _Calls.set_schedule(name, command, input, cron, timezone, missed, paused, options)
+        return await self._send(call)
+
+    async def pause_schedule(self, name: str) -> dict[str, Any]:
+        return await self._send(_Calls.change_schedule(name, "pause"))
+
+    async def resume_schedule(self, name: str) -> dict[str, Any]:
+        return await self._send(_Calls.change_schedule(name, "resume"))
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._send(_Calls.change_schedule(name, "delete"))
 
     async def stream(self, job_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
         last = str(after) if after is not None else None

@@ -37,6 +37,10 @@ class JobNotFound(ErrandError, LookupError):
     code = "job_not_found"
 
 
+class ScheduleNotFound(ErrandError, LookupError):
+    code = "schedule_not_found"
+
+
 class IllegalTransition(ErrandError):
     """The job's status does not allow it (a cancel of a finished job...)."""
 
@@ -84,6 +88,7 @@ _BY_CODE: dict[str, type[ErrandError]] = {
         BadRequest,
         Unauthorized,
         JobNotFound,
+        ScheduleNotFound,
         IllegalTransition,
         IdempotencyConflict,
         InvalidInput,
