@@ -48,6 +48,11 @@ pub struct Job {
     /// continues from (after a crash, a timeout, a retry).
     #[serde(default)]
     pub checkpoint: Option<Value>,
+    /// When its command has limits: the key they count it under
+    /// (`app.name`, or `app.name:VALUE` per key). A `new` job with a key
+    /// may be waiting for its key's running jobs or starts to go down.
+    #[serde(default)]
+    pub limit_key: Option<String>,
 }
 
 impl Job {

@@ -12,12 +12,15 @@
 //! - [`job`]: the [`Job`] record with its wire field names, its
 //!   [`Progress`] and structured [`JobError`].
 //! - [`event`]: the append-only per-job event log ([`JobEvent`]).
+//! - [`limits`]: cluster-wide concurrency and rate limits per command or
+//!   key ([`CommandLimit`]), and which jobs a claim may start ([`admit`]).
 //! - [`schedule`]: cron ticks in a time zone ([`CronTicks`]) and what a
 //!   scheduler does with due and missed ticks ([`plan_tick`]).
 
 pub mod event;
 pub mod id;
 pub mod job;
+pub mod limits;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod retry;
@@ -29,6 +32,7 @@ pub mod whole;
 pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};
+pub use limits::{admit, Candidate, CommandLimit, KeyPath, KeySource, KeyUsage};
 pub use retry::{RetryPolicy, RetryPolicyError, WaitStrategy};
 pub use schedule::{
     plan_tick, tick_key, CronTicks, MissedTicks, ScheduleError, TickPlan, TICK_GRACE,

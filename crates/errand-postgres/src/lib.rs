@@ -12,10 +12,12 @@
 //!   connection per process turns other processes' notifications into
 //!   events on the local feed (events of this process go out directly).
 //! - `schedules`: schedules, and their ticks taken once in a cluster.
+//! - `limits`: limit keys, and claims that keep to the limits.
 //! - `rows`: row ↔ type conversions and error mapping.
 //! - `migrations`: the embedded schema, applied under an advisory lock.
 
 mod coalesce;
+mod limits;
 mod listen;
 mod migrations;
 mod publish;
@@ -73,6 +75,8 @@ pub struct PgStore {
     publisher: Arc<Publisher>,
     /// Single submits, written together when they arrive together.
     submissions: tokio::sync::mpsc::Sender<coalesce::Submission>,
+    /// Whether any limit exists: claims take the one-statement path if not.
+    limits_seen: limits::LimitsSeen,
     _listener: CancelOnDrop,
     _poller: CancelOnDrop,
     _coalescer: CancelOnDrop,
@@ -179,6 +183,7 @@ impl PgStore {
             clock: options.clock,
             publisher,
             submissions,
+            limits_seen: limits::LimitsSeen::default(),
             _listener: CancelOnDrop(listener),
             _poller: CancelOnDrop(poller),
             _coalescer: CancelOnDrop(coalescer),
@@ -293,10 +298,25 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let mut events = Vec::new();
-        let jobs =
-            write::claim(&client, now, &params, self.publisher.origin(), &mut events).await?;
+        let origin = self.publisher.origin();
+        let jobs = if self.limits_seen.any(&client).await? {
+            let tx = client.transaction().await.map_err(db)?;
+            match limits::claim(&tx, now, &params, origin, &mut events).await {
+                // The claim statement announced its events itself.
+                Ok(jobs) => {
+                    tx.commit().await.map_err(db)?;
+                    jobs
+                }
+                Err(err) => {
+                    let _ = tx.rollback().await;
+                    return Err(err);
+                }
+            }
+        } else {
+            write::claim(&client, now, &params, origin, &mut events).await?
+        };
         self.publisher.committed(events);
         Ok(jobs)
     }
@@ -529,6 +549,29 @@ impl Store for PgStore {
 
     async fn queues(&self) -> Result<Vec<errand_store::QueueInfo>, StoreError> {
         read::queues(&*self.client().await?).await
+    }
+
+    async fn set_limit(
+        &self,
+        limit: errand_core::CommandLimit,
+    ) -> Result<errand_core::CommandLimit, StoreError> {
+        let key = limit.validate().map_err(StoreError::Invalid)?;
+        let now = self.clock.now();
+        let set: Result<(), StoreError> = in_transaction!(self, |tx, events| {
+            let _ = &mut events;
+            limits::set(&tx, now, &limit, key.as_ref()).await?
+        });
+        set?;
+        self.limits_seen.set(true);
+        Ok(limit)
+    }
+
+    async fn delete_limit(&self, command: &str) -> Result<(), StoreError> {
+        limits::delete(&*self.client().await?, command).await
+    }
+
+    async fn limits(&self) -> Result<Vec<errand_core::CommandLimit>, StoreError> {
+        limits::list(&self.client().await?).await
     }
 
     async fn put_schedule(

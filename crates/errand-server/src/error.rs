@@ -17,6 +17,8 @@ pub enum ApiError {
     JobNotFound(String),
     #[error("no schedule named {0:?}")]
     ScheduleNotFound(String),
+    #[error("command {0} has no limits")]
+    LimitNotFound(String),
     #[error("no route {0}")]
     RouteNotFound(String),
     #[error("{0} is not allowed here")]
@@ -52,6 +54,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::JobNotFound(_)
             | ApiError::ScheduleNotFound(_)
+            | ApiError::LimitNotFound(_)
             | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IllegalTransition(_) | ApiError::IdempotencyConflict(_) => {
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::JobNotFound(_) => "job_not_found",
             ApiError::ScheduleNotFound(_) => "schedule_not_found",
+            ApiError::LimitNotFound(_) => "limit_not_found",
             ApiError::RouteNotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::IllegalTransition(_) => "illegal_transition",
@@ -98,6 +102,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound(id) => ApiError::JobNotFound(id.into_string()),
             StoreError::ScheduleNotFound(name) => ApiError::ScheduleNotFound(name),
+            StoreError::LimitNotFound(command) => ApiError::LimitNotFound(command),
             StoreError::Conflict { .. } | StoreError::LeaseLost { .. } => {
                 ApiError::IllegalTransition(err.to_string())
             }

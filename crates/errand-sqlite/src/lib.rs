@@ -10,7 +10,7 @@
 //!   on this process's change feed.
 //! - `chunks`: multi-row statements in a few fixed sizes.
 //! - `write` / `read`: the SQL of every job operation; `schedules`: of
-//!   schedules.
+//!   schedules; `limits`: limit keys, and claims within the limits.
 //! - `readers`: the pool of read connections.
 //! - `rows`: row ↔ type conversions.
 //! - `migrations`: the embedded schema.
@@ -22,6 +22,7 @@
 mod checkpoint;
 mod chunks;
 mod foreign;
+mod limits;
 mod migrations;
 pub use migrations::SCHEMA_VERSION;
 mod read;
@@ -389,6 +390,27 @@ impl Store for SqliteStore {
 
     async fn queues(&self) -> Result<Vec<errand_store::QueueInfo>, StoreError> {
         self.readers.run(read::queues).await
+    }
+
+    async fn set_limit(
+        &self,
+        limit: errand_core::CommandLimit,
+    ) -> Result<errand_core::CommandLimit, StoreError> {
+        let key = limit.validate().map_err(StoreError::Invalid)?;
+        self.writer
+            .run(move |conn, ctx| limits::set(conn, ctx, &limit, key.as_ref()))
+            .await
+    }
+
+    async fn delete_limit(&self, command: &str) -> Result<(), StoreError> {
+        let command = command.to_owned();
+        self.writer
+            .run(move |conn, ctx| limits::delete(conn, ctx, &command))
+            .await
+    }
+
+    async fn limits(&self) -> Result<Vec<errand_core::CommandLimit>, StoreError> {
+        self.readers.run(limits::list).await
     }
 
     async fn put_schedule(

@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_checkpoints.sql"),
     include_str!("migrations/0004_paused_queues.sql"),
     include_str!("migrations/0005_schedules.sql"),
+    include_str!("migrations/0006_limits.sql"),
 ];
 
 /// The schema version this build brings a database to.

@@ -9,7 +9,7 @@ use serde_json::Value;
 pub(crate) const JOB_COLUMNS: &str = "id, app, command, input, context, status, result, error, \
      progress, attempt, max_attempts, retry, priority, queue, run_at, timeout_secs, \
      idempotency_key, parent_id, cancel_requested, worker_id, lease_until, created, updated, \
-     started, finished, seq, event_seq, checkpoint";
+     started, finished, seq, event_seq, checkpoint, limit_key";
 
 /// The columns [`event_from_row`] reads, with `events` as `e` and `jobs` as `j`.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -78,6 +78,7 @@ impl JobRow {
             finished: time_column(row, 24)?,
             event_seq: row.get(26)?,
             checkpoint: None,
+            limit_key: row.get(28)?,
         };
         Ok(Self { job, json })
     }

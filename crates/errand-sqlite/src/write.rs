@@ -18,16 +18,16 @@ use crate::writer::WriteCtx;
 pub(crate) const WORKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A job row as an UPDATE … RETURNING gave it back.
-struct Changed {
-    row: JobRow,
-    seq: i64,
+pub(crate) struct Changed {
+    pub(crate) row: JobRow,
+    pub(crate) seq: i64,
 }
 
-fn returning() -> String {
+pub(crate) fn returning() -> String {
     format!("RETURNING {JOB_COLUMNS}")
 }
 
-fn changed_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Changed> {
+pub(crate) fn changed_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Changed> {
     Ok(Changed {
         row: JobRow::read(row)?,
         seq: crate::rows::seq_of_row(row)?,
@@ -263,11 +263,14 @@ pub(crate) fn submit(
             });
         }
     }
-    const INSERT: &str =
+    const INSERT: &str = concat!(
         "INSERT INTO jobs (id, app, command, input, context, status, max_attempts, retry, \
          priority, queue, run_at, timeout_secs, idempotency_key, parent_id, created, updated, \
-         event_seq) VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         ?14, ?14, 1)";
+         event_seq, limit_key) VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6, ?7, ?8, ?9, ?10, ?11, \
+         ?12, ?13, ?14, ?14, 1, ",
+        crate::limits::limit_key_of!("?2", "?3", "?4", "?5"),
+        ")"
+    );
     // No RETURNING: it would make SQLite keep a statement journal per insert.
     conn.prepare_cached(INSERT)
         .map_err(backend)?
@@ -343,10 +346,24 @@ pub(crate) fn claim(
         .map_err(backend)?
         .collect::<Result<_, _>>()
         .map_err(backend)?;
+    // Nearly always empty: then claims take the one-statement path.
+    let limits = crate::limits::load(conn)?;
     for queue in params.queues.iter().filter(|q| !paused.contains(q)) {
         let remaining = params.limit.saturating_sub(claimed.len());
         if remaining == 0 {
             break;
+        }
+        if !limits.is_empty() {
+            let within = crate::limits::Within {
+                params,
+                queue,
+                commands: &commands,
+                slots: remaining,
+                lease_until,
+                now,
+            };
+            claimed.extend(crate::limits::claim_within_limits(conn, &within, &limits)?);
+            continue;
         }
         let mut values: Vec<&dyn rusqlite::ToSql> =
             vec![&params.worker_id, &lease_until, &now, &now, queue, &now];

@@ -8,6 +8,8 @@ pub enum StoreError {
     NotFound(JobId),
     #[error("no schedule named {0:?}")]
     ScheduleNotFound(String),
+    #[error("command {0} has no limits")]
+    LimitNotFound(String),
     /// The caller's claim on the job is gone: its lease expired and the job
     /// moved on, or it already has an outcome. Nothing was changed.
     #[error("job {job_id}: attempt {attempt} no longer holds the job (lease lost)")]

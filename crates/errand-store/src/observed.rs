@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use errand_core::{Clock, Job, JobEvent, JobId, Progress, Timestamp};
+use errand_core::{Clock, CommandLimit, Job, JobEvent, JobId, Progress, Timestamp};
 
 use crate::*;
 
@@ -153,6 +153,18 @@ impl Store for Observed {
     async fn queues(&self) -> Result<Vec<crate::QueueInfo>, StoreError> {
         (self.hook)("queues")?;
         self.inner.queues().await
+    }
+    async fn set_limit(&self, limit: CommandLimit) -> Result<CommandLimit, StoreError> {
+        (self.hook)("set_limit")?;
+        self.inner.set_limit(limit).await
+    }
+    async fn delete_limit(&self, command: &str) -> Result<(), StoreError> {
+        (self.hook)("delete_limit")?;
+        self.inner.delete_limit(command).await
+    }
+    async fn limits(&self) -> Result<Vec<CommandLimit>, StoreError> {
+        (self.hook)("limits")?;
+        self.inner.limits().await
     }
     async fn put_schedule(
         &self,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use errand_core::{Clock, Job, JobEvent, JobId, JobStatus, Progress, Timestamp};
+use errand_core::{Clock, CommandLimit, Job, JobEvent, JobId, JobStatus, Progress, Timestamp};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -138,6 +138,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every queue with waiting or running jobs, or paused, by name.
     async fn queues(&self) -> Result<Vec<QueueInfo>, StoreError>;
+
+    /// Sets (or replaces) a command's cluster-wide limits. Jobs of the
+    /// command that have not ended get their limit key from it at once;
+    /// claims on every host keep to it from then on.
+    async fn set_limit(&self, limit: CommandLimit) -> Result<CommandLimit, StoreError>;
+
+    /// Lifts a command's limits; `LimitNotFound` when it has none.
+    async fn delete_limit(&self, command: &str) -> Result<(), StoreError>;
+
+    /// Every command's limits, by command.
+    async fn limits(&self) -> Result<Vec<CommandLimit>, StoreError>;
 
     /// Creates the schedule `definition.name`, or replaces its definition.
     /// A replacement with the same cron expression and zone keeps its next

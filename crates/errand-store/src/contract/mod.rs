@@ -8,6 +8,7 @@ mod admin;
 mod checkpoints;
 mod fencing;
 mod lifecycle;
+mod limits;
 mod queries;
 mod queues;
 mod schedules;
@@ -16,6 +17,7 @@ pub use admin::*;
 pub use checkpoints::*;
 pub use fencing::*;
 pub use lifecycle::*;
+pub use limits::*;
 pub use queries::*;
 pub use queues::*;
 pub use schedules::*;
@@ -109,6 +111,12 @@ macro_rules! store_contract_tests {
             a_paused_queue_takes_jobs_and_starts_none,
             prune_by_status_keeps_the_other_statuses,
             queues_are_listed_with_their_depth_and_pause,
+            a_concurrency_limit_holds_per_key_across_workers,
+            a_limit_set_later_holds_the_jobs_already_queued,
+            a_rate_limit_counts_the_starts_in_its_window,
+            a_full_key_does_not_hold_up_the_jobs_behind_it,
+            racing_claims_never_exceed_a_limit,
+            limits_are_listed_replaced_and_lifted,
             schedules_are_created_listed_paused_and_deleted,
             a_redefinition_keeps_the_next_run_unless_the_timing_changes,
             a_tick_is_taken_once_however_many_race_for_it,

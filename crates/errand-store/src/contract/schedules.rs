@@ -152,14 +152,16 @@ pub async fn a_tick_is_taken_once_however_many_race_for_it(t: TestStore) {
         .put_schedule(every_minute("race"), Some(due), None)
         .await
         .unwrap();
-    let racers = (0..8).map(|_| {
-        let store = t.store.clone();
-        tokio::spawn(async move {
-            store
-                .take_tick(take("race", due, next, tick_job("race", due)))
-                .await
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = t.store.clone();
+            tokio::spawn(async move {
+                store
+                    .take_tick(take("race", due, next, tick_job("race", due)))
+                    .await
+            })
         })
-    });
+        .collect();
     let mut taken = Vec::new();
     for racer in racers {
         if let Some(tick) = racer.await.unwrap().unwrap() {
