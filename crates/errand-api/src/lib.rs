@@ -10,7 +10,7 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 
-pub use errand_core::MissedTicks;
+pub use errand_core::{CommandLimit, MissedTicks};
 pub use errand_core::{Job, JobEvent, JobId, JobStatus, RetryPolicy, Timestamp};
 pub use errand_store::{CommandInfo, CommandStats, QueueInfo, ScheduleInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
@@ -231,6 +231,33 @@ pub struct ScheduleRequest {
     /// The job each tick submits, as `POST /api/commands/jobs` takes it,
     /// without `run_at` or `idempotency_key` (each tick gives its own).
     pub job: SubmitRequest,
+}
+
+/// `PUT /api/limits/{command}` (and a `[limits."APP.NAME"]` table in
+/// errand.toml): a command's cluster-wide limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRequest {
+    /// Count per value of this path into each job (`context.user_id`,
+    /// `input.notebook_id`); left out, the command's jobs count together.
+    #[schema(example = "context.user_id")]
+    pub key: Option<String>,
+    /// At most this many running at once (per key).
+    #[serde(default, deserialize_with = "errand_core::whole::optional_integer")]
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_running: Option<u32>,
+    /// At most this many starts in any `per_secs` seconds (per key).
+    #[serde(default, deserialize_with = "errand_core::whole::optional_integer")]
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_starts: Option<u32>,
+    #[schema(exclusive_minimum = 0, maximum = 31622400)]
+    pub per_secs: Option<f64>,
+}
+
+/// `GET /api/limits`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LimitList {
+    pub limits: Vec<CommandLimit>,
 }
 
 /// `GET /api/schedules`.

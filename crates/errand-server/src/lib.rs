@@ -10,6 +10,7 @@
 //! - `protocol`: the worker protocol (`/api/worker/v1`) for workers in
 //!   other processes and languages, and the server's lease reaper.
 //! - `queues`: queue depth, pause and resume.
+//! - `limits`: commands' cluster-wide concurrency and rate limits.
 //! - `retention`: ended jobs deleted once old enough, per status.
 //! - `schedules`: periodic jobs over HTTP; `scheduler`: their ticks taken.
 //! - `catalog`: published commands with compiled input schemas.
@@ -27,6 +28,7 @@ mod extract;
 mod feed;
 mod info;
 mod jobs;
+pub mod limits;
 mod listen;
 mod metrics;
 pub mod openapi;
@@ -41,7 +43,7 @@ mod state;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{middleware, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -72,6 +74,8 @@ pub fn app(state: AppState) -> Router {
         .route("/queues", get(queues::list_queues))
         .route("/queues/{queue}/pause", post(queues::pause))
         .route("/queues/{queue}/resume", post(queues::resume))
+        .route("/limits", get(limits::list_limits))
+        .route("/limits/{command}", put(limits::put).delete(limits::delete))
         .route("/schedules", get(schedules::list_schedules))
         .route(
             "/schedules/{name}",

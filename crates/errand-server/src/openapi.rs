@@ -14,6 +14,7 @@ use utoipa::OpenApi;
         crate::info::commands, crate::info::stats, crate::info::workers, crate::info::registry_debug,
         crate::info::health, crate::info::ready, crate::metrics::render, openapi_json,
         crate::queues::list_queues, crate::queues::pause, crate::queues::resume,
+        crate::limits::list_limits, crate::limits::put, crate::limits::delete,
         crate::schedules::list_schedules, crate::schedules::get_schedule, crate::schedules::put,
         crate::schedules::delete, crate::schedules::pause, crate::schedules::resume,
         crate::protocol::register, crate::protocol::claim, crate::protocol::heartbeat,

@@ -24,9 +24,9 @@
 use std::time::Duration;
 
 use errand_api::{
-    CancelResponse, CommandList, ErrorBody, EventList, JobList, ListQuery, QueueInfo, QueueList,
-    ScheduleInfo, ScheduleList, ScheduleRequest, StatsResponse, SubmitRequest, SubmitResponse,
-    WorkerList,
+    CancelResponse, CommandLimit, CommandList, ErrorBody, EventList, JobList, LimitList,
+    LimitRequest, ListQuery, QueueInfo, QueueList, ScheduleInfo, ScheduleList, ScheduleRequest,
+    StatsResponse, SubmitRequest, SubmitResponse, WorkerList,
 };
 use errand_core::{Job, JobEvent, JobStatus};
 use eventsource_stream::Eventsource;
@@ -256,6 +256,27 @@ impl Client {
         let action = if pause { "pause" } else { "resume" };
         self.call(self.request(Method::POST, &["queues", queue, action]))
             .await
+    }
+
+    pub async fn limits(&self) -> Result<LimitList, ClientError> {
+        self.call(self.request(Method::GET, &["limits"])).await
+    }
+
+    /// Sets (or replaces) a command's limits.
+    pub async fn set_limit(
+        &self,
+        command: &str,
+        limit: &LimitRequest,
+    ) -> Result<CommandLimit, ClientError> {
+        self.call(self.request(Method::PUT, &["limits", command]).json(limit))
+            .await
+    }
+
+    /// Lifts a command's limits.
+    pub async fn delete_limit(&self, command: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &["limits", command]))
+            .await
+            .map(drop)
     }
 
     pub async fn schedules(&self) -> Result<ScheduleList, ClientError> {

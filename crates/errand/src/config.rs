@@ -13,6 +13,10 @@
 //! timeout_secs = 600
 //! max_concurrency = 1
 //!
+//! [limits."media.transcribe"]
+//! max_running = 2
+//! key = "context.user_id"
+//!
 //! [schedules.nightly-cleanup]
 //! cron = "0 30 3 * * *"
 //! timezone = "Europe/Paris"
@@ -78,6 +82,11 @@ pub struct Settings {
     /// External-program commands by full name (`app.name`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub commands: BTreeMap<String, ExternalCommand>,
+    /// Commands' cluster-wide limits by full name (`app.name`), set by
+    /// `errand serve` when it starts (one left out of the file later is
+    /// not lifted).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, errand_api::LimitRequest>,
     /// Periodic jobs by name, stored by `errand serve` when it starts (a
     /// schedule left out of the file later is not deleted).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -98,6 +107,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             retention: RetentionSettings::default(),
             commands: BTreeMap::new(),
+            limits: BTreeMap::new(),
             schedules: BTreeMap::new(),
             file: None,
         }

@@ -30,8 +30,8 @@ pub mod queue;
 pub mod url;
 
 pub use errand_core::{
-    error_kind, Clock, EventKind, Job, JobError, JobEvent, JobId, JobStatus, Progress, RetryPolicy,
-    SystemClock, Timestamp, WaitStrategy,
+    error_kind, Clock, CommandLimit, EventKind, Job, JobError, JobEvent, JobId, JobStatus,
+    Progress, RetryPolicy, SystemClock, Timestamp, WaitStrategy,
 };
 pub use errand_store::{JobPage, ListParams, NewJob, Store, StoreError};
 pub use errand_worker::{

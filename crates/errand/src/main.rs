@@ -160,6 +160,21 @@ enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Commands' limits: running jobs and starts, per command or key.
+    Limits {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set or lift a command's cluster-wide limits.
+    Limit {
+        #[command(subcommand)]
+        command: terminal::limits::LimitCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Schedules: when each runs next, and what it ran last.
     Schedules {
         /// Print JSON instead of text.
@@ -300,6 +315,12 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Cmd::Resume { queue, client } => {
             terminal::tables::pause(&client.client(settings)?, &queue, false).await
+        }
+        Cmd::Limits { json, client } => {
+            terminal::limits::list(&client.client(settings)?, json).await
+        }
+        Cmd::Limit { command, client } => {
+            terminal::limits::run(&client.client(settings)?, command).await
         }
         Cmd::Schedules { json, client } => {
             terminal::schedules::list(&client.client(settings)?, json).await

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use errand_core::{Job, JobEvent, JobId, SystemClock};
+use errand_core::{CommandLimit, Job, JobEvent, JobId, SystemClock};
 use errand_store::{JobPage, ListParams, NewJob, Store, StoreError, SubmitReceipt};
 use errand_worker::{Command, Registry, Worker, WorkerConfig};
 use serde::Serialize;
@@ -141,6 +141,23 @@ impl Queue {
     /// [`retry`](Self::retry) from scratch: the checkpoint is dropped.
     pub async fn retry_from_scratch(&self, job_id: &JobId) -> Result<Job, Error> {
         Ok(self.store.retry_job(job_id, true).await?)
+    }
+
+    /// Sets (or replaces) a command's cluster-wide limits: at most
+    /// `max_running` of its jobs at once, at most `max_starts` starts per
+    /// `per_secs`, per command or per `key` (`context.user_id`). Every
+    /// worker on every host keeps to them from then on.
+    pub async fn set_limit(&self, limit: CommandLimit) -> Result<CommandLimit, Error> {
+        Ok(self.store.set_limit(limit).await?)
+    }
+
+    /// Lifts a command's limits (`app.name`).
+    pub async fn delete_limit(&self, command: &str) -> Result<(), Error> {
+        Ok(self.store.delete_limit(command).await?)
+    }
+
+    pub async fn limits(&self) -> Result<Vec<CommandLimit>, Error> {
+        Ok(self.store.limits().await?)
     }
 
     pub async fn list(&self, params: ListParams) -> Result<JobPage, Error> {

@@ -137,6 +137,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ..errand_server::ServerConfig::default()
     };
     let state = errand_server::AppState::new(store.clone(), config);
+    // Before the in-process worker claims anything.
+    for (command, limit) in &settings.limits {
+        errand_server::limits::set_limit(&state, command, limit.clone())
+            .await
+            .map_err(|err| anyhow::anyhow!("[limits.\"{command}\"] in the configuration: {err}"))?;
+    }
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         signaled.cancelled().await;

@@ -5,10 +5,12 @@
 //! - `follow`: the live progress bar fed by a job's SSE stream.
 //! - `tables`: list, stats, commands, workers, events.
 //! - `schedules`: list, set, delete, pause and resume schedules.
+//! - `limits`: list, set and lift commands' limits.
 //! - `render`: colours, relative times, column layout.
 
 pub mod follow;
 pub mod jobs;
+pub mod limits;
 pub mod render;
 pub mod schedules;
 pub mod tables;
