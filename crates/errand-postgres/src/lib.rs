@@ -75,8 +75,8 @@ pub struct PgStore {
     publisher: Arc<Publisher>,
     /// Single submits, written together when they arrive together.
     submissions: tokio::sync::mpsc::Sender<coalesce::Submission>,
-    /// Whether any limit exists: claims take the one-statement path if not.
-    limits_seen: limits::LimitsSeen,
+    /// Commands' limits: claims take the one-statement path while none.
+    known_limits: limits::KnownLimits,
     _listener: CancelOnDrop,
     _poller: CancelOnDrop,
     _coalescer: CancelOnDrop,
@@ -183,7 +183,7 @@ impl PgStore {
             clock: options.clock,
             publisher,
             submissions,
-            limits_seen: limits::LimitsSeen::default(),
+            known_limits: limits::KnownLimits::default(),
             _listener: CancelOnDrop(listener),
             _poller: CancelOnDrop(poller),
             _coalescer: CancelOnDrop(coalescer),
@@ -298,22 +298,22 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         let mut events = Vec::new();
         let origin = self.publisher.origin();
-        let jobs = if self.limits_seen.any(&client).await? {
-            let tx = client.transaction().await.map_err(db)?;
-            match limits::claim(&tx, now, &params, origin, &mut events).await {
-                // The claim statement announced its events itself.
-                Ok(jobs) => {
-                    tx.commit().await.map_err(db)?;
-                    jobs
-                }
-                Err(err) => {
-                    let _ = tx.rollback().await;
-                    return Err(err);
-                }
-            }
+        let known = self.known_limits.get(&client).await?;
+        let jobs = if !known.is_empty() {
+            let origin = origin.to_owned();
+            // Spawned: the transaction ends even if this call is dropped.
+            let claiming =
+                tokio::spawn(
+                    async move { limits::claim(&client, now, &params, &origin, &known).await },
+                );
+            let (jobs, claimed) = claiming
+                .await
+                .map_err(|err| StoreError::Backend(format!("the claim task failed: {err}")))??;
+            events = claimed;
+            jobs
         } else {
             write::claim(&client, now, &params, origin, &mut events).await?
         };
@@ -562,16 +562,18 @@ impl Store for PgStore {
             limits::set(&tx, now, &limit, key.as_ref()).await?
         });
         set?;
-        self.limits_seen.set(true);
+        self.known_limits.forget();
         Ok(limit)
     }
 
     async fn delete_limit(&self, command: &str) -> Result<(), StoreError> {
-        limits::delete(&*self.client().await?, command).await
+        limits::delete(&*self.client().await?, command).await?;
+        self.known_limits.forget();
+        Ok(())
     }
 
     async fn limits(&self) -> Result<Vec<errand_core::CommandLimit>, StoreError> {
-        limits::list(&self.client().await?).await
+        limits::list(&*self.client().await?).await
     }
 
     async fn put_schedule(

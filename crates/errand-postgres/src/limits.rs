@@ -5,8 +5,8 @@
 //! starts (a fresh snapshot, after the locks: what other servers' claims
 //! committed is counted), and start only what fits.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
@@ -40,53 +40,56 @@ macro_rules! limit_key_of {
 pub(crate) use limit_key_of;
 
 /// How far past the free slots a limited claim looks for jobs it may
-/// start, so that a backlog of one busy key does not hold the others up.
+/// start, so that a backlog of one busy key does not hold the others up;
+/// it first looks at twice the free slots, and this far only when full
+/// keys left slots empty.
 const LOOKAHEAD: i64 = 1000;
 
 /// Any constant: the first half of each key's advisory lock.
 const LIMIT_LOCK_SPACE: i32 = 0x6c69_6d69; // "limi"
 
-/// Whether any limit exists, looked up at most once a second: claims take
-/// the one-statement path while none does. A limit set on another host is
-/// in force here within that second (its jobs' keys are set at once).
+/// Every command's limits, read at most once a second: claims take the
+/// one-statement path while there are none. A limit set or changed on
+/// another host is in force here within that second (its jobs' keys are
+/// set at once, in the store).
 #[derive(Default)]
-pub(crate) struct LimitsSeen {
-    last: Mutex<Option<(Instant, bool)>>,
+pub(crate) struct KnownLimits {
+    last: Mutex<Option<(Instant, Limits)>>,
 }
+
+/// Limits by command.
+pub(crate) type Limits = Arc<HashMap<String, CommandLimit>>;
 
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
-impl LimitsSeen {
-    pub(crate) async fn any(
+impl KnownLimits {
+    pub(crate) async fn get(
         &self,
         client: &deadpool_postgres::ClientWrapper,
-    ) -> Result<bool, StoreError> {
-        if let Some((at, any)) = *self.last.lock().expect("never poisoned") {
+    ) -> Result<Limits, StoreError> {
+        if let Some((at, limits)) = &*self.last.lock().expect("never poisoned") {
             if at.elapsed() < LOOK_AGAIN {
-                return Ok(any);
+                return Ok(limits.clone());
             }
         }
-        let any: bool = client
-            .query_one(
-                &prepared(client, "SELECT EXISTS (SELECT 1 FROM errand_limits)").await?,
-                &[],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
-        self.set(any);
-        Ok(any)
+        let limits: Limits = Arc::new(
+            list(client)
+                .await?
+                .into_iter()
+                .map(|limit| (limit.command.clone(), limit))
+                .collect(),
+        );
+        *self.last.lock().expect("never poisoned") = Some((Instant::now(), limits.clone()));
+        Ok(limits)
     }
 
-    /// What this process just did: seen at once, not a second later.
-    pub(crate) fn set(&self, any: bool) {
-        *self.last.lock().expect("never poisoned") = Some((Instant::now(), any));
+    /// This process changed them: read them again at the next claim.
+    pub(crate) fn forget(&self) {
+        *self.last.lock().expect("never poisoned") = None;
     }
 }
 
-pub(crate) async fn list(
-    client: &impl deadpool_postgres::GenericClient,
-) -> Result<Vec<CommandLimit>, StoreError> {
+pub(crate) async fn list(client: &tokio_postgres::Client) -> Result<Vec<CommandLimit>, StoreError> {
     let rows = client
         .query(
             "SELECT command, key, max_running, max_starts, per_secs FROM errand_limits \
@@ -159,95 +162,131 @@ pub(crate) async fn delete(
     Ok(())
 }
 
-/// A claim while limits exist, in the caller's transaction.
+/// A claim while limits exist, in a transaction of its own on `client`.
+/// BEGIN goes out with the first statement (one round trip for both);
+/// the caller runs this to its end even if its own caller goes away (a
+/// spawned task), so the transaction always ends before the connection
+/// goes back to the pool.
 pub(crate) async fn claim(
-    tx: &Transaction<'_>,
+    client: &deadpool_postgres::ClientWrapper,
     now: Timestamp,
     params: &ClaimParams,
     origin: &str,
-    events: &mut Vec<JobEvent>,
-) -> Result<Vec<Job>, StoreError> {
+    limits: &HashMap<String, CommandLimit>,
+) -> Result<(Vec<Job>, Vec<JobEvent>), StoreError> {
     if !claims_something(params)? {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let limits: HashMap<String, CommandLimit> = list(tx)
-        .await?
-        .into_iter()
-        .map(|limit| (limit.command.clone(), limit))
-        .collect();
-    let mut claimed = Vec::new();
-    for queue in &params.queues {
-        let slots = params.limit.saturating_sub(claimed.len());
-        if slots == 0 {
-            break;
+    let mut began = false;
+    let claimed = async {
+        let mut claimed = Vec::new();
+        for (index, queue) in params.queues.iter().enumerate() {
+            let slots = params.limit.saturating_sub(claimed.len());
+            if slots == 0 {
+                break;
+            }
+            let last = index + 1 == params.queues.len();
+            let within = Within {
+                now,
+                params,
+                queue,
+                slots,
+                origin,
+                limits,
+                last,
+            };
+            let rows = claim_queue(client, &within, &mut began).await?;
+            claimed.extend(started_jobs(&rows, now)?);
         }
-        let rows = claim_queue(tx, now, params, queue, slots, origin, &limits).await?;
-        claimed.extend(started_jobs(&rows, now)?);
+        Ok::<_, StoreError>(claimed)
     }
-    Ok(in_claim_order(claimed, events))
+    .await;
+    let end = match &claimed {
+        Ok(_) => "COMMIT",
+        Err(_) => "ROLLBACK",
+    };
+    if began {
+        client.batch_execute(end).await.map_err(db)?;
+    }
+    let mut events = Vec::new();
+    let jobs = in_claim_order(claimed?, &mut events);
+    Ok((jobs, events))
+}
+
+/// One queue's share of a limited claim.
+struct Within<'a> {
+    now: Timestamp,
+    params: &'a ClaimParams,
+    queue: &'a String,
+    slots: usize,
+    origin: &'a str,
+    limits: &'a HashMap<String, CommandLimit>,
+    /// The claim's last queue: its COMMIT goes out with its statements.
+    last: bool,
 }
 
 async fn claim_queue(
-    tx: &Transaction<'_>,
-    now: Timestamp,
-    params: &ClaimParams,
-    queue: &String,
-    slots: usize,
-    origin: &str,
-    limits: &HashMap<String, CommandLimit>,
+    client: &deadpool_postgres::ClientWrapper,
+    within: &Within<'_>,
+    began: &mut bool,
 ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let Within {
+        now,
+        params,
+        queue,
+        slots,
+        origin,
+        limits,
+        last,
+    } = *within;
+    let tx = client;
     let now_at = ts(now);
-    let lookahead = slots as i64 + LOOKAHEAD;
-    let candidates = tx
-        .query(
-            &prepared(
-                tx,
-                "SELECT seq, app || '.' || command, limit_key FROM errand_jobs \
-                 WHERE status = 'new' AND queue = $1 AND run_at <= $2 \
-                 AND ($3::text[] IS NULL OR app || '.' || command = ANY($3)) \
-                 AND NOT EXISTS (SELECT 1 FROM errand_paused_queues WHERE queue = $1) \
-                 ORDER BY priority DESC, run_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED",
-            )
-            .await?,
-            &[queue, &now_at, &params.commands, &lookahead],
-        )
-        .await
+    // A short look first (the usual case: most candidates fit); the long
+    // one only when full keys left slots empty.
+    let mut rows = Vec::new();
+    let mut admitted = Vec::new();
+    for lookahead in [slots as i64, slots as i64 + LOOKAHEAD] {
+        let statement = prepared(tx, CANDIDATES).await?;
+        let values: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            queue,
+            &now_at,
+            &params.commands,
+            &lookahead,
+            &LIMIT_LOCK_SPACE,
+        ];
+        let candidates = if *began {
+            tx.query(&statement, &values).await
+        } else {
+            let (begin, query) =
+                tokio::join!(tx.batch_execute("BEGIN"), tx.query(&statement, &values));
+            begin.map_err(db)?;
+            *began = true;
+            query
+        }
         .map_err(db)?;
-    let rows: Vec<(i64, String, Option<String>)> = candidates
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
-    let usage = usage(tx, &rows, limits, now).await?;
-    let chosen: Vec<Candidate> = rows
-        .iter()
-        .map(|(_, command, key)| Candidate {
-            command,
-            key: key.as_deref(),
-        })
-        .collect();
-    let admitted = admit(&chosen, slots, limits, &usage);
+        rows = candidates
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect::<Vec<(i64, String, Option<String>)>>();
+        let usage = usage(tx, &rows, limits, now).await?;
+        let chosen: Vec<Candidate> = rows
+            .iter()
+            .map(|(_, command, key)| Candidate {
+                command,
+                key: key.as_deref(),
+            })
+            .collect();
+        admitted = admit(&chosen, slots, limits, &usage);
+        if admitted.len() == slots || (rows.len() as i64) < lookahead {
+            break;
+        }
+    }
     if admitted.is_empty() {
         return Ok(Vec::new());
     }
     let seqs: Vec<i64> = admitted.iter().map(|&i| rows[i].0).collect();
     let kind = errand_core::EventKind::Status.as_str();
     let lease_until = ts(now.plus(params.lease));
-    let started = tx
-        .query(
-            &prepared(tx, &claim_chosen_sql()).await?,
-            &[
-                &now_at,
-                &kind,
-                queue,
-                &params.commands,
-                &seqs,
-                &params.worker_id,
-                &lease_until,
-                &origin,
-            ],
-        )
-        .await
-        .map_err(db)?;
     let rated: Vec<&str> = admitted
         .iter()
         .filter_map(|&i| {
@@ -256,77 +295,116 @@ async fn claim_queue(
             window.and(key.as_deref())
         })
         .collect();
-    if !rated.is_empty() {
-        tx.execute(
-            &prepared(
-                tx,
-                "INSERT INTO errand_limit_starts (limit_key, at) SELECT unnest($1::text[]), $2",
-            )
-            .await?,
-            &[&rated, &now_at],
-        )
-        .await
-        .map_err(db)?;
+    let claim_statement = prepared(tx, &claim_chosen_sql()).await?;
+    let record_statement = prepared(tx, RECORD_STARTS).await?;
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &now_at,
+        &kind,
+        queue,
+        &params.commands,
+        &seqs,
+        &params.worker_id,
+        &lease_until,
+        &origin,
+    ];
+    let claiming = tx.query(&claim_statement, &values);
+    let recording = async {
+        if rated.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(&record_statement, &[&rated, &now_at]).await
+    };
+    // Sent together: one round trip. A COMMIT after a failed statement
+    // rolls back.
+    let ending = async {
+        if last {
+            tx.batch_execute("COMMIT").await
+        } else {
+            Ok(())
+        }
+    };
+    let (started, recorded, ended) = tokio::join!(claiming, recording, ending);
+    if last {
+        *began = false;
     }
+    let started = started.map_err(db)?;
+    recorded.map_err(db)?;
+    ended.map_err(db)?;
     Ok(started)
 }
 
-/// Locks each limited key among the candidates (in key order, so claims
-/// never deadlock), forgets starts older than their window, and counts
-/// each key's running jobs and recent starts.
+/// Each start of a rate-limited key: `$1` the keys, `$2` now.
+const RECORD_STARTS: &str =
+    "INSERT INTO errand_limit_starts (limit_key, at) SELECT unnest($1::text[]), $2";
+
+/// A queue's candidates in claim order, locked (SKIP LOCKED), and an
+/// advisory lock on each limited key among them, taken in key order so
+/// claims never deadlock: `$1` queue, `$2` now, `$3` commands (or NULL),
+/// `$4` how many, `$5` the locks' space.
+const CANDIDATES: &str =
+    "WITH c AS (SELECT seq, priority, run_at, app || '.' || command AS command, \
+       limit_key \
+       FROM errand_jobs WHERE status = 'new' AND queue = $1 AND run_at <= $2 \
+       AND ($3::text[] IS NULL OR app || '.' || command = ANY($3)) \
+       AND NOT EXISTS (SELECT 1 FROM errand_paused_queues WHERE queue = $1) \
+       ORDER BY priority DESC, run_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED), \
+     locked AS (SELECT count(pg_advisory_xact_lock($5, hashtext(k))) \
+       FROM (SELECT DISTINCT limit_key AS k FROM c \
+             WHERE limit_key IS NOT NULL ORDER BY 1) keys) \
+     SELECT c.seq, c.command, c.limit_key FROM c CROSS JOIN locked \
+     ORDER BY c.priority DESC, c.run_at, c.seq";
+
+/// Each limited key's running jobs and starts within its window (the
+/// keys are locked: what other claims committed is counted); starts older
+/// than their window are deleted on the way.
 async fn usage(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::ClientWrapper,
     rows: &[(i64, String, Option<String>)],
     limits: &HashMap<String, CommandLimit>,
     now: Timestamp,
 ) -> Result<HashMap<String, KeyUsage>, StoreError> {
-    let mut windows: HashMap<&str, Timestamp> = HashMap::new();
-    let mut keys = BTreeSet::new();
+    let mut windows: HashMap<&str, Option<Timestamp>> = HashMap::new();
     for (_, command, key) in rows {
         if let (Some(key), Some(limit)) = (key, limits.get(command)) {
-            keys.insert(key.as_str());
-            // No window: nothing counts as a recent start.
-            let since = limit.window().map_or(now, |(_, per)| now.minus(per));
+            let since = limit.window().map(|(_, per)| now.minus(per));
             windows.insert(key.as_str(), since);
         }
     }
-    if keys.is_empty() {
+    if windows.is_empty() {
         return Ok(HashMap::new());
     }
-    let keys: Vec<&str> = keys.into_iter().collect();
-    let since: Vec<_> = keys.iter().map(|k| ts(windows[k])).collect();
-    tx.query(
-        &prepared(
-            tx,
-            "SELECT pg_advisory_xact_lock($2, hashtext(k)) FROM unnest($1::text[]) AS k",
+    let keys: Vec<&str> = windows.keys().copied().collect();
+    let rated: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| windows[k].is_some())
+        .collect();
+    if !rated.is_empty() {
+        let since: Vec<_> = rated.iter().map(|k| windows[k].map(ts)).collect();
+        tx.execute(
+            &prepared(
+                tx,
+                "DELETE FROM errand_limit_starts s USING unnest($1::text[], $2::timestamptz[]) \
+                 AS u(k, since) WHERE s.limit_key = u.k AND s.at <= u.since",
+            )
+            .await?,
+            &[&rated, &since],
         )
-        .await?,
-        &[&keys, &LIMIT_LOCK_SPACE],
-    )
-    .await
-    .map_err(db)?;
-    tx.execute(
-        &prepared(
-            tx,
-            "DELETE FROM errand_limit_starts s USING unnest($1::text[], $2::timestamptz[]) \
-             AS u(k, since) WHERE s.limit_key = u.k AND s.at <= u.since",
-        )
-        .await?,
-        &[&keys, &since],
-    )
-    .await
-    .map_err(db)?;
+        .await
+        .map_err(db)?;
+    }
     let counted = tx
         .query(
             &prepared(
                 tx,
                 "SELECT u.k, \
                    (SELECT count(*) FROM errand_jobs WHERE limit_key = u.k AND status = 'running'), \
-                   (SELECT count(*) FROM errand_limit_starts WHERE limit_key = u.k) \
+                   CASE WHEN u.k = ANY($2) THEN \
+                     (SELECT count(*) FROM errand_limit_starts WHERE limit_key = u.k) ELSE 0 END \
                  FROM unnest($1::text[]) AS u(k)",
             )
             .await?,
-            &[&keys],
+            &[&keys, &rated],
         )
         .await
         .map_err(db)?;

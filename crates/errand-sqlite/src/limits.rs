@@ -41,6 +41,12 @@ pub(crate) use limit_key_of;
 /// start, so that a backlog of one busy key does not hold the others up.
 const LOOKAHEAD: usize = 1000;
 
+/// The candidates a limited claim reads: twice the free slots, then (if
+/// full keys left slots empty) [`LOOKAHEAD`] more.
+fn lookaheads(slots: usize) -> [i64; 2] {
+    [(2 * slots) as i64, (slots + LOOKAHEAD) as i64]
+}
+
 pub(crate) fn load(conn: &Connection) -> Result<HashMap<String, CommandLimit>, StoreError> {
     Ok(list(conn)?
         .into_iter()
@@ -151,31 +157,40 @@ pub(crate) fn claim_within_limits(
          WHERE status = 'new' AND queue = ? AND run_at <= ? {filter} \
          ORDER BY priority DESC, run_at, seq LIMIT ?"
     );
-    let lookahead = (within.slots + LOOKAHEAD) as i64;
     let mut values: Vec<&dyn rusqlite::ToSql> = vec![within.queue, &within.now];
     for (app, name) in within.commands {
         values.push(app);
         values.push(name);
     }
-    values.push(&lookahead);
-    let rows: Vec<(i64, String, Option<String>)> = conn
-        .prepare_cached(&sql)
-        .map_err(backend)?
-        .query_map(values.as_slice(), |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .map_err(backend)?
-        .collect::<Result<_, _>>()
-        .map_err(backend)?;
-    let usage = usage(conn, &rows, limits, within.now)?;
-    let candidates: Vec<Candidate> = rows
-        .iter()
-        .map(|(_, command, key)| Candidate {
-            command,
-            key: key.as_deref(),
-        })
-        .collect();
-    let admitted = admit(&candidates, within.slots, limits, &usage);
+    // A short look first (the usual case: most candidates fit); the long
+    // one only when full keys left slots empty.
+    let mut rows = Vec::new();
+    let mut admitted = Vec::new();
+    for lookahead in lookaheads(within.slots) {
+        let mut values = values.clone();
+        values.push(&lookahead);
+        rows = conn
+            .prepare_cached(&sql)
+            .map_err(backend)?
+            .query_map(values.as_slice(), |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(backend)?
+            .collect::<Result<Vec<(i64, String, Option<String>)>, _>>()
+            .map_err(backend)?;
+        let usage = usage(conn, &rows, limits, within.now)?;
+        let candidates: Vec<Candidate> = rows
+            .iter()
+            .map(|(_, command, key)| Candidate {
+                command,
+                key: key.as_deref(),
+            })
+            .collect();
+        admitted = admit(&candidates, within.slots, limits, &usage);
+        if admitted.len() == within.slots || (rows.len() as i64) < lookahead {
+            break;
+        }
+    }
     if admitted.is_empty() {
         return Ok(Vec::new());
     }

@@ -155,7 +155,10 @@ async fn limits_are_managed_over_http_and_the_cli() {
     let base = &server.url;
     for (body, says) in [
         (json!({"max_running": 0}), "at least 1"),
-        (json!({"key": "user", "max_running": 1}), "input. or context."),
+        (
+            json!({"key": "user", "max_running": 1}),
+            "input. or context.",
+        ),
         (json!({"max_starts": 5}), "go together"),
         (json!({}), "sets max_running"),
         (json!({"max_running": 2_000_000}), "at most 1000000"),

@@ -30,6 +30,7 @@ const WORKLOADS: &[&str] = &[
     "enqueue",
     "enqueue-batch",
     "drain",
+    "drain-limited",
     "latency-idle",
     "latency-load",
     "depth",
@@ -39,8 +40,8 @@ const WORKLOADS: &[&str] = &[
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// idle, enqueue, enqueue-batch, drain, latency-idle, latency-load,
-    /// depth, http-submit, sse-fanout, or all.
+    /// idle, enqueue, enqueue-batch, drain, drain-limited, latency-idle,
+    /// latency-load, depth, http-submit, sse-fanout, or all.
     workload: String,
     /// Store URL; each run gets a fresh file (next to this one) or a fresh
     /// PostgreSQL database. Default: SQLite in a temporary directory.
@@ -209,11 +210,24 @@ async fn runs(
         let result = match workload {
             "enqueue" => workloads::enqueue(store.clone(), args.jobs(), args.submitters).await,
             "enqueue-batch" => workloads::enqueue_batch(store.clone(), args.jobs()).await,
-            "drain" => {
-                workloads::drain(store.clone(), args.jobs(), args.jobs(), args.max_tasks).await
+            "drain" | "drain-limited" => {
+                let limited = match workload {
+                    "drain" => workloads::Limited::No,
+                    _ => workloads::Limited::PerKey,
+                };
+                let jobs = args.jobs();
+                workloads::drain(store.clone(), jobs, jobs, args.max_tasks, limited).await
             }
             "depth" => {
-                workloads::drain(store.clone(), queued, DEPTH_MEASURED, args.max_tasks).await
+                let limited = workloads::Limited::No;
+                workloads::drain(
+                    store.clone(),
+                    queued,
+                    DEPTH_MEASURED,
+                    args.max_tasks,
+                    limited,
+                )
+                .await
             }
             "latency-idle" => {
                 // One job every 10 ms into an idle worker.
@@ -245,7 +259,14 @@ async fn runs(
 async fn calibrate(target: &Target, args: &BenchArgs) -> anyhow::Result<f64> {
     let jobs = args.jobs().min(20_000);
     let (store, fresh) = target.fresh("calibrate").await?;
-    let result = workloads::drain(store.clone(), jobs, jobs, args.max_tasks).await;
+    let result = workloads::drain(
+        store.clone(),
+        jobs,
+        jobs,
+        args.max_tasks,
+        workloads::Limited::No,
+    )
+    .await;
     drop(store);
     fresh.remove().await;
     Ok(result?.jobs_per_sec)

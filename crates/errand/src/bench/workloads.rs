@@ -21,6 +21,14 @@ pub(crate) fn noop_job(i: usize) -> NewJob {
     NewJob::new("bench", "noop", json!({"i": i}))
 }
 
+/// How many keys `drain-limited` spreads its jobs over.
+pub(crate) const LIMITED_KEYS: usize = 1000;
+
+/// A no-op job with one of [`LIMITED_KEYS`] keys in its input.
+fn keyed_job(i: usize) -> NewJob {
+    NewJob::new("bench", "noop", json!({"i": i, "key": i % LIMITED_KEYS}))
+}
+
 /// `jobs` single submits from `submitters` concurrent callers.
 pub(crate) async fn enqueue(
     store: Arc<dyn Store>,
@@ -179,16 +187,25 @@ fn worker_config(max_tasks: usize) -> WorkerConfig {
     }
 }
 
-async fn fill(store: &Arc<dyn Store>, jobs: usize) -> anyhow::Result<()> {
+async fn fill(store: &Arc<dyn Store>, jobs: usize, job: fn(usize) -> NewJob) -> anyhow::Result<()> {
     let mut submitted = 0;
     while submitted < jobs {
         let size = FILL_BATCH.min(jobs - submitted);
         store
-            .submit_batch((submitted..submitted + size).map(noop_job).collect())
+            .submit_batch((submitted..submitted + size).map(job).collect())
             .await?;
         submitted += size;
     }
     Ok(())
+}
+
+/// Whether `drain` runs under a limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limited {
+    No,
+    /// At most one running job per key, over [`LIMITED_KEYS`] keys: the
+    /// cost of counting keys in every claim.
+    PerKey,
 }
 
 /// `queued` no-op jobs in the queue, then a worker with `max_tasks` slots
@@ -198,8 +215,23 @@ pub(crate) async fn drain(
     queued: usize,
     measured: usize,
     max_tasks: usize,
+    limited: Limited,
 ) -> anyhow::Result<RunResult> {
-    fill(&store, queued).await?;
+    if limited == Limited::PerKey {
+        // Set first: jobs get their keys as they are inserted.
+        store
+            .set_limit(errand_core::CommandLimit {
+                command: "bench.noop".into(),
+                key: Some("input.key".into()),
+                max_running: Some(1),
+                max_starts: None,
+                per_secs: None,
+            })
+            .await?;
+        fill(&store, queued, keyed_job).await?;
+    } else {
+        fill(&store, queued, noop_job).await?;
+    }
     let tally = Tally::default();
     let registry = tally.registry(false)?;
     let mut feed = store.subscribe();
