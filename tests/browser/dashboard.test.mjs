@@ -304,7 +304,11 @@ test("schedules: listed with their next run and last job, paused, resumed and de
   await context.close();
 });
 
-test("queues: depth shown, paused and resumed from the page", async () => {
+test("queues: depth shown, paused and resumed from the page; limits listed", async () => {
+  await api("/api/limits/demo.sleep", {
+    method: "PUT",
+    body: JSON.stringify({ key: "context.user", max_running: 2, max_starts: 60, per_secs: 60 }),
+  });
   await api("/api/queues/reports/pause", { method: "POST" });
   await api("/api/commands/jobs", {
     method: "POST",
@@ -314,6 +318,7 @@ test("queues: depth shown, paused and resumed from the page", async () => {
   await page.goto(base + "/ui/queues");
   const reports = page.locator("tr", { hasText: "reports" });
   assert.match(await reports.textContent(), /reports\s*1\s*0\s*paused/);
+  assert.match(await page.locator("#limits tbody tr").textContent(), /demo\.sleep\s*context\.user\s*2\s*60 per 60 s/);
   await page.screenshot({ path: join(shots, "queues.png") });
   await reports.locator("button", { hasText: "Resume" }).click();
   await page.waitForURL(base + "/ui/queues");
@@ -321,5 +326,6 @@ test("queues: depth shown, paused and resumed from the page", async () => {
   assert.match(await page.locator("tr", { hasText: "reports" }).textContent(), /reports\s*1\s*0\s*active/);
   const { queues } = await api("/api/queues");
   assert.equal(queues.find((q) => q.name === "reports").paused, false);
+  await fetch(base + "/api/limits/demo.sleep", { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
   await context.close();
 });

@@ -15,6 +15,10 @@ pub async fn queues(State(state): State<AppState>) -> Response {
         Ok(queues) => queues,
         Err(err) => return super::jobs::trouble(&err),
     };
+    let limits = match state.store.limits().await {
+        Ok(limits) => limits,
+        Err(err) => return super::jobs::trouble(&err),
+    };
     let now = state.store.clock().now();
     let body = html! {
         h1 { "Queues" }
@@ -38,6 +42,29 @@ pub async fn queues(State(state): State<AppState>) -> Response {
                     }
                 }
                 @if queues.is_empty() { tr { td colspan="5" .muted { "No queue has jobs." } } }
+            }
+        } }
+        h2 { "Limits" }
+        p.muted { "Held for every worker on every host; a job held back stays new. Set them with "
+            code { "errand limit set" } ", " code { "PUT /api/limits/{command}" } " or errand.toml." }
+        div.table-wrap { table id="limits" {
+            thead { tr {
+                th scope="col" { "Command" } th scope="col" { "Per" }
+                th scope="col" { "Running at most" } th scope="col" { "Starts at most" }
+            } }
+            tbody {
+                @for limit in &limits {
+                    tr {
+                        td { a href={ "/ui?command=" (limit.command) } { (limit.command) } }
+                        td { (limit.key.as_deref().unwrap_or("the command")) }
+                        td { @match limit.max_running { Some(n) => (n), None => span.muted { "–" } } }
+                        td { @match (limit.max_starts, limit.per_secs) {
+                            (Some(n), Some(secs)) => { (n) " per " (secs) " s" },
+                            _ => span.muted { "–" },
+                        } }
+                    }
+                }
+                @if limits.is_empty() { tr { td colspan="4" .muted { "No limits." } } }
             }
         } }
     };
