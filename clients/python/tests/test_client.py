@@ -114,6 +114,34 @@ def test_a_schedule_ticks_into_jobs_run_by_a_python_worker(client, workers):
         client.delete_schedule("every-second")
 
 
+def test_a_limit_holds_a_users_second_job_until_the_first_ends(client, workers, tmp_path):
+    workers.start()
+    stored = client.set_limit("sample.sleepy", key="context.user", max_running=1)
+    assert stored["max_running"] == 1
+    assert client.limits() == [stored]
+    first = client.submit(
+        "sample.sleepy", {"marker": str(tmp_path / "1"), "secs": 30}, context={"user": "u"}
+    )
+    wait_until(lambda: client.get(first).status == errand.JobStatus.RUNNING, what="first runs")
+    second = client.submit(
+        "sample.sleepy", {"marker": str(tmp_path / "2"), "secs": 0.1}, context={"user": "u"}
+    )
+    other = client.submit(
+        "sample.sleepy", {"marker": str(tmp_path / "3"), "secs": 0.1}, context={"user": "v"}
+    )
+    assert client.wait(other, timeout=20).status == errand.JobStatus.COMPLETED
+    held = client.get(second)
+    assert held.status == errand.JobStatus.NEW
+    assert held.limit_key == "sample.sleepy:u"
+    client.cancel(first)
+    assert client.wait(second, timeout=20).status == errand.JobStatus.COMPLETED
+    client.delete_limit("sample.sleepy")
+    with pytest.raises(errand.LimitNotFound):
+        client.delete_limit("sample.sleepy")
+    with pytest.raises(errand.InvalidInput, match="input. or context."):
+        client.set_limit("sample.sleepy", key="user", max_running=1)
+
+
 def test_cancel_many_cancels_what_fits(client, workers):
     workers.start()
     held = [client.submit("sample.add", {"a": n, "b": 0}, queue="nobody-claims") for n in range(3)]

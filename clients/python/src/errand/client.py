@@ -205,6 +205,19 @@ class _Calls:
         return _Call("POST", f"/api/queues/{quote(queue, safe='')}/{action}", lambda body: body, {})
 
     @staticmethod
+    def limits() -> _Call:
+        return _Call("GET", "/api/limits", lambda body: body["limits"])
+
+    @staticmethod
+    def set_limit(command: str, limit: dict[str, Any]) -> _Call:
+        body = {k: v for k, v in limit.items() if v is not None}
+        return _Call("PUT", f"/api/limits/{quote(command, safe='')}", lambda b: b, body)
+
+    @staticmethod
+    def delete_limit(command: str) -> _Call:
+        return _Call("DELETE", f"/api/limits/{quote(command, safe='')}", lambda b: None)
+
+    @staticmethod
     def schedules() -> _Call:
         return _Call("GET", "/api/schedules", lambda body: body["schedules"])
 
@@ -396,6 +409,35 @@ class Client:
     def resume_queue(self, queue: str) -> dict[str, Any]:
         return self._send(_Calls.pause(queue, False))
 
+    def limits(self) -> list[dict[str, Any]]:
+        """Every command's limits."""
+        return self._send(_Calls.limits())
+
+    def set_limit(
+        self,
+        command: str,
+        *,
+        key: str | None = None,
+        max_running: int | None = None,
+        max_starts: int | None = None,
+        per_secs: float | None = None,
+    ) -> dict[str, Any]:
+        """Sets (or replaces) ``command``'s limits for every worker on every
+        host: at most ``max_running`` running at once, at most ``max_starts``
+        starts per ``per_secs``, per value of ``key`` (``context.user_id``)
+        or for the command as a whole. Jobs held back stay ``new``."""
+        limit = {
+            "key": key,
+            "max_running": max_running,
+            "max_starts": max_starts,
+            "per_secs": per_secs,
+        }
+        return self._send(_Calls.set_limit(command, limit))
+
+    def delete_limit(self, command: str) -> None:
+        """Lifts ``command``'s limits."""
+        self._send(_Calls.delete_limit(command))
+
     def schedules(self) -> list[dict[str, Any]]:
         """Every schedule: ``cron``, ``timezone``, ``job``, ``paused``,
         ``next_run``, ``last_job_id``, ``last_error``..."""
@@ -564,6 +606,29 @@ class AsyncClient:
 
     async def resume_queue(self, queue: str) -> dict[str, Any]:
         return await self._send(_Calls.pause(queue, False))
+
+    async def limits(self) -> list[dict[str, Any]]:
+        return await self._send(_Calls.limits())
+
+    async def set_limit(
+        self,
+        command: str,
+        *,
+        key: str | None = None,
+        max_running: int | None = None,
+        max_starts: int | None = None,
+        per_secs: float | None = None,
+    ) -> dict[str, Any]:
+        limit = {
+            "key": key,
+            "max_running": max_running,
+            "max_starts": max_starts,
+            "per_secs": per_secs,
+        }
+        return await self._send(_Calls.set_limit(command, limit))
+
+    async def delete_limit(self, command: str) -> None:
+        await self._send(_Calls.delete_limit(command))
 
     async def schedules(self) -> list[dict[str, Any]]:
         return await self._send(_Calls.schedules())

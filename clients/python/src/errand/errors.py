@@ -41,6 +41,10 @@ class ScheduleNotFound(ErrandError, LookupError):
     code = "schedule_not_found"
 
 
+class LimitNotFound(ErrandError, LookupError):
+    code = "limit_not_found"
+
+
 class IllegalTransition(ErrandError):
     """The job's status does not allow it (a cancel of a finished job...)."""
 
@@ -89,6 +93,7 @@ _BY_CODE: dict[str, type[ErrandError]] = {
         Unauthorized,
         JobNotFound,
         ScheduleNotFound,
+        LimitNotFound,
         IllegalTransition,
         IdempotencyConflict,
         InvalidInput,

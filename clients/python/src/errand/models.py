@@ -68,6 +68,8 @@ class Job(_Record):
     finished: datetime | None = None
     event_seq: int = 0
     checkpoint: Any = None
+    #: When its command has limits: the key they count it under.
+    limit_key: str | None = None
 
     @property
     def full_command(self) -> str:
