@@ -148,3 +148,9 @@ def test_cancel_many_cancels_what_fits(client, workers):
     answer = client.cancel_many("sample.add", queue="nobody-claims", status="new")
     assert answer == {"canceled": 3, "cancel_requested": 0}
     assert {client.get(j).status for j in held} == {errand.JobStatus.CANCELED}
+    mine = client.submit("sample.add", {"a": 1, "b": 1}, queue="nobody-claims", context={"nb": 42})
+    theirs = client.submit("sample.add", {"a": 1, "b": 1}, queue="nobody-claims", context={"nb": 7})
+    assert client.cancel_many(context={"nb": 42}) == {"canceled": 1, "cancel_requested": 0}
+    assert client.get(mine).status == errand.JobStatus.CANCELED
+    assert client.get(theirs).status == errand.JobStatus.NEW
+    client.cancel(theirs)

@@ -170,6 +170,19 @@ pub struct BulkCancelRequest {
     pub status: Option<BulkCancelStatus>,
     #[schema(min_length = 1)]
     pub parent_id: Option<String>,
+    /// Only jobs whose context has each of these keys with this value
+    /// (`{"notebook_id": 42}`: the jobs of notebook 42).
+    #[schema(schema_with = context_filter_schema)]
+    pub context: Option<serde_json::Map<String, Value>>,
+}
+
+/// A context filter: an object with at least one key, or null.
+fn context_filter_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .min_properties(Some(1))
+        .build()
 }
 
 /// The statuses a bulk cancel can take (only jobs that have not ended).

@@ -368,7 +368,8 @@ pub struct RetryQuery {
 }
 
 /// Cancel every job that fits the filters and has not ended (and the jobs
-/// under each), in one request.
+/// under each), in one request. `context` matches jobs whose context has
+/// each of the given keys with the given value.
 #[utoipa::path(post, path = "/api/commands/jobs/cancel", tag = "jobs",
     request_body = BulkCancelRequest,
     responses((status = 200, description = "How many were canceled", body = BulkCancelResponse),
@@ -389,6 +390,17 @@ pub async fn cancel_many(
             )));
         }
     }
+    if request.context.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(ApiError::InvalidInput(
+            "context must name at least one key (leave it out to match any)".into(),
+        ));
+    }
+    let fits_context = |job: &errand_core::Job| match &request.context {
+        None => true,
+        Some(wanted) => wanted
+            .iter()
+            .all(|(key, value)| job.context.as_ref().and_then(|c| c.get(key)) == Some(value)),
+    };
     let statuses = match request.status {
         Some(BulkCancelStatus::New) => vec![JobStatus::New],
         Some(BulkCancelStatus::Running) => vec![JobStatus::Running],
@@ -414,7 +426,7 @@ pub async fn cancel_many(
                     ..ListParams::default()
                 })
                 .await?;
-            for job in &page.jobs {
+            for job in page.jobs.iter().filter(|job| fits_context(job)) {
                 match state.store.cancel(&job.job_id).await {
                     Ok(job) if job.status == JobStatus::Canceled => answer.canceled += 1,
                     Ok(_) => answer.cancel_requested += 1,

@@ -6,7 +6,7 @@
 //! two at once, and that two did run together. On SQLite (one file, four
 //! processes) and on PostgreSQL.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use errand::{JobStatus, ListParams, NewJob, Queue};
@@ -15,17 +15,7 @@ use serde_json::json;
 mod common;
 use common::serve::ERRAND;
 use common::Database;
-
-struct Workers(Vec<Child>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::Processes;
 
 /// The most jobs whose [start, end) intervals overlap at once.
 fn most_at_once(mut spans: Vec<(i64, i64)>) -> usize {
@@ -69,7 +59,7 @@ async fn four_workers_keep_a_limit_of_two_per_user(store_url: &str, dir: &std::p
         let job = NewJob::new("test", "hold", json!({})).context(json!({"user": user}));
         ids.push((user, queue.submit(job).await.unwrap()));
     }
-    let mut workers = Workers(Vec::new());
+    let mut workers = Processes(Vec::new());
     for n in 0..4 {
         workers.0.push(
             Command::new(ERRAND)

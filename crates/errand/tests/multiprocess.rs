@@ -11,18 +11,8 @@ use serde_json::{json, Value};
 use tokio_postgres::NoTls;
 
 mod common;
+use common::Processes;
 use common::{free_port, Database};
-
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn errand(args: &[&str], log: std::path::PathBuf) -> Child {
     Command::new(env!("CARGO_BIN_EXE_errand"))

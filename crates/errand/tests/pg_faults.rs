@@ -10,21 +10,11 @@ use serde_json::{json, Value};
 use tokio_postgres::NoTls;
 
 mod common;
+use common::Processes;
 use common::{free_port, Database};
 
 /// The restart test stops the whole cluster: the tests here take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn worker(db: &Database, id: &str, log: std::path::PathBuf) -> Child {
     Command::new(env!("CARGO_BIN_EXE_errand"))

@@ -8,7 +8,7 @@
 //! a message otherwise.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -17,6 +17,7 @@ use tokio_postgres::NoTls;
 
 mod common;
 use common::Database;
+use common::Processes;
 
 /// A network namespace with one veth link to the host; deleted on drop.
 struct Namespace {
@@ -107,17 +108,6 @@ async fn forward(listener: TcpListener, target: String) {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }
         });
-    }
-}
-
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -3,13 +3,14 @@
 //! racing for the same ticks, each tick enqueued once.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 mod common;
 use common::serve::Server;
+use common::Processes;
 use common::{free_port, Database};
 
 async fn put(client: &reqwest::Client, base: &str, name: &str, body: Value) -> (u16, Value) {
@@ -188,17 +189,6 @@ async fn a_schedule_is_managed_over_http_and_ticks_into_jobs() {
     assert_eq!(deleted.status(), 204);
     let list = get(&client, format!("{base}/api/schedules")).await;
     assert_eq!(list["schedules"], json!([]));
-}
-
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// Three servers share one PostgreSQL database and the same every-second

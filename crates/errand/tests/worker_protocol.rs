@@ -733,3 +733,50 @@ async fn a_bulk_cancel_takes_every_job_that_fits_its_filter() {
         .unwrap()
         .starts_with("queue"));
 }
+
+/// A deleted notebook stops its jobs: a bulk cancel by a context key's
+/// value takes exactly the jobs whose context has it.
+#[tokio::test]
+async fn a_bulk_cancel_by_context_takes_the_jobs_of_one_notebook() {
+    let s = server(quick()).await;
+    s.register("py-1").await;
+    let mut ids = Vec::new();
+    for (notebook, user) in [(42, "a"), (42, "b"), (7, "a")] {
+        let (status, body) = s
+            .post(
+                "/api/commands/jobs",
+                json!({"command": "t.echo", "input": {"n": 1}, "context": {"notebook_id": notebook, "user": user}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.push(body["job_id"].as_str().unwrap().to_owned());
+    }
+    let no_context = s.submit("t.echo", json!({"n": 2})).await;
+    let (status, answer) = s
+        .post(
+            "/api/commands/jobs/cancel",
+            json!({"context": {"notebook_id": 42}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"canceled": 2, "cancel_requested": 0}));
+    let statuses = [
+        s.job(&ids[0]).await["status"].clone(),
+        s.job(&ids[1]).await["status"].clone(),
+        s.job(&ids[2]).await["status"].clone(),
+        s.job(&no_context).await["status"].clone(),
+    ];
+    assert_eq!(statuses, ["canceled", "canceled", "new", "new"]);
+    // Every key must match; a number is not its string.
+    let (_, answer) = s
+        .post(
+            "/api/commands/jobs/cancel",
+            json!({"context": {"notebook_id": "7", "user": "a"}}),
+        )
+        .await;
+    assert_eq!(answer["canceled"], 0);
+    let (status, body) = s
+        .post("/api/commands/jobs/cancel", json!({"context": {}}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}

@@ -209,7 +209,19 @@ class _Calls:
         return _Call("GET", "/api/limits", lambda body: body["limits"])
 
     @staticmethod
-    def set_limit(command: str, limit: dict[str, Any]) -> _Call:
+    def set_limit(
+        command: str,
+        key: str | None,
+        max_running: int | None,
+        max_starts: int | None,
+        per_secs: float | None,
+    ) -> _Call:
+        limit = {
+            "key": key,
+            "max_running": max_running,
+            "max_starts": max_starts,
+            "per_secs": per_secs,
+        }
         body = {k: v for k, v in limit.items() if v is not None}
         return _Call("PUT", f"/api/limits/{quote(command, safe='')}", lambda b: b, body)
 
@@ -363,10 +375,19 @@ class Client:
         queue: str | None = None,
         status: JobStatus | str | None = None,
         parent_id: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> dict[str, int]:
         """Cancels every job that fits and has not ended (``status``: new or
-        running); answers ``{"canceled", "cancel_requested"}``."""
-        filters = dict(command=command, app=app, queue=queue, status=status, parent_id=parent_id)
+        running; ``context``: jobs whose context has each of these keys with
+        this value); answers ``{"canceled", "cancel_requested"}``."""
+        filters = dict(
+            command=command,
+            app=app,
+            queue=queue,
+            status=status,
+            parent_id=parent_id,
+            context=context,
+        )
         return self._send(_Calls.cancel_many(filters))
 
     def retry(self, job_id: str, clear_checkpoint: bool = False) -> Job:
@@ -426,13 +447,7 @@ class Client:
         host: at most ``max_running`` running at once, at most ``max_starts``
         starts per ``per_secs``, per value of ``key`` (``context.user_id``)
         or for the command as a whole. Jobs held back stay ``new``."""
-        limit = {
-            "key": key,
-            "max_running": max_running,
-            "max_starts": max_starts,
-            "per_secs": per_secs,
-        }
-        return self._send(_Calls.set_limit(command, limit))
+        return self._send(_Calls.set_limit(command, key, max_running, max_starts, per_secs))
 
     def delete_limit(self, command: str) -> None:
         """Lifts ``command``'s limits."""
@@ -573,8 +588,16 @@ class AsyncClient:
         queue: str | None = None,
         status: JobStatus | str | None = None,
         parent_id: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> dict[str, int]:
-        filters = dict(command=command, app=app, queue=queue, status=status, parent_id=parent_id)
+        filters = dict(
+            command=command,
+            app=app,
+            queue=queue,
+            status=status,
+            parent_id=parent_id,
+            context=context,
+        )
         return await self._send(_Calls.cancel_many(filters))
 
     async def retry(self, job_id: str, clear_checkpoint: bool = False) -> Job:
@@ -619,13 +642,7 @@ class AsyncClient:
         max_starts: int | None = None,
         per_secs: float | None = None,
     ) -> dict[str, Any]:
-        limit = {
-            "key": key,
-            "max_running": max_running,
-            "max_starts": max_starts,
-            "per_secs": per_secs,
-        }
-        return await self._send(_Calls.set_limit(command, limit))
+        return await self._send(_Calls.set_limit(command, key, max_running, max_starts, per_secs))
 
     async def delete_limit(self, command: str) -> None:
         await self._send(_Calls.delete_limit(command))
