@@ -133,6 +133,7 @@ def test_a_limit_holds_a_users_second_job_until_the_first_ends(client, workers, 
     held = client.get(second)
     assert held.status == errand.JobStatus.NEW
     assert held.limit_key == "sample.sleepy:u"
+    assert held.held == "held by its limit: 1 of 1 running for sample.sleepy:u"
     client.cancel(first)
     assert client.wait(second, timeout=20).status == errand.JobStatus.COMPLETED
     client.delete_limit("sample.sleepy")

@@ -53,6 +53,10 @@ pub struct Job {
     /// may be waiting for its key's running jobs or starts to go down.
     #[serde(default)]
     pub limit_key: Option<String>,
+    /// For a `new` job its limit holds back, why (filled in by the API
+    /// when the job is read, not stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl Job {

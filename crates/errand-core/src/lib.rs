@@ -32,7 +32,7 @@ pub mod whole;
 pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};
-pub use limits::{admit, Candidate, CommandLimit, KeyPath, KeySource, KeyUsage};
+pub use limits::{admit, hold_reason, Candidate, CommandLimit, KeyPath, KeySource, KeyUsage};
 pub use retry::{RetryPolicy, RetryPolicyError, WaitStrategy};
 pub use schedule::{
     plan_tick, tick_key, CronTicks, MissedTicks, ScheduleError, TickPlan, TICK_GRACE,

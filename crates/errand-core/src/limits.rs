@@ -133,6 +133,26 @@ pub struct KeyUsage {
     pub recent_starts: u32,
 }
 
+/// Why a waiting job with `key` is held back by `limit` at `usage`, in
+/// words; `None` when its key has room (it waits for a worker, its
+/// `run_at`, or its turn).
+pub fn hold_reason(limit: &CommandLimit, key: &str, usage: KeyUsage) -> Option<String> {
+    if let Some(max) = limit.max_running.filter(|max| usage.running >= *max) {
+        return Some(format!(
+            "held by its limit: {} of {max} running for {key}",
+            usage.running
+        ));
+    }
+    let (max, per) = limit.window()?;
+    (usage.recent_starts >= max).then(|| {
+        format!(
+            "held by its limit: {} starts in the last {}s for {key} (at most {max})",
+            usage.recent_starts,
+            per.as_secs_f64()
+        )
+    })
+}
+
 /// A job a claim could start: its command and its limit key (`None`: not
 /// limited).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +287,38 @@ mod tests {
         assert_eq!(
             admit(&candidates, 10, &HashMap::new(), &usage),
             vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn a_held_job_says_which_limit_holds_it() {
+        let both = limit(Some(2), Some(60));
+        let busy = KeyUsage {
+            running: 2,
+            recent_starts: 3,
+        };
+        assert_eq!(
+            hold_reason(&both, "a.podcast:u", busy).as_deref(),
+            Some("held by its limit: 2 of 2 running for a.podcast:u")
+        );
+        let fast = KeyUsage {
+            running: 0,
+            recent_starts: 60,
+        };
+        assert_eq!(
+            hold_reason(&both, "a.podcast:u", fast).as_deref(),
+            Some("held by its limit: 60 starts in the last 60s for a.podcast:u (at most 60)")
+        );
+        assert_eq!(
+            hold_reason(
+                &both,
+                "a.podcast:u",
+                KeyUsage {
+                    running: 1,
+                    recent_starts: 59
+                }
+            ),
+            None
         );
     }
 

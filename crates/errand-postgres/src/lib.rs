@@ -576,6 +576,15 @@ impl Store for PgStore {
         limits::list(&*self.client().await?).await
     }
 
+    async fn limit_usage(
+        &self,
+        key: &str,
+        window: Option<std::time::Duration>,
+    ) -> Result<errand_core::KeyUsage, StoreError> {
+        let since = window.map(|w| self.clock.now().minus(w));
+        limits::usage_of(&*self.client().await?, key, since).await
+    }
+
     async fn put_schedule(
         &self,
         definition: ScheduleDefinition,

@@ -419,3 +419,24 @@ async fn usage(
         })
         .collect())
 }
+
+/// A key's running jobs, and its starts since `since` (none without).
+pub(crate) async fn usage_of(
+    client: &tokio_postgres::Client,
+    key: &str,
+    since: Option<Timestamp>,
+) -> Result<KeyUsage, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM errand_jobs WHERE limit_key = $1 AND status = 'running'), \
+                    CASE WHEN $2::timestamptz IS NULL THEN 0 ELSE \
+                      (SELECT count(*) FROM errand_limit_starts WHERE limit_key = $1 AND at > $2) END",
+            &[&key, &since.map(ts)],
+        )
+        .await
+        .map_err(db)?;
+    Ok(KeyUsage {
+        running: row.get::<_, i64>(0) as u32,
+        recent_starts: row.get::<_, i64>(1) as u32,
+    })
+}

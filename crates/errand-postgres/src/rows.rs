@@ -80,6 +80,7 @@ pub(crate) fn job(row: &Row) -> Result<Job, StoreError> {
         event_seq: row.try_get("event_seq").map_err(decode)?,
         checkpoint: row.try_get("checkpoint").map_err(decode)?,
         limit_key: row.try_get("limit_key").map_err(decode)?,
+        held: None,
     })
 }
 

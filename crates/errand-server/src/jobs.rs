@@ -264,7 +264,9 @@ pub async fn get_job(
         }
     };
     if wait.is_zero() {
-        return Ok(Json(state.store.get(&job_id).await?));
+        return Ok(Json(
+            with_hold(&state, state.store.get(&job_id).await?).await?,
+        ));
     }
     // Subscribe before reading, so an ending in between is not missed.
     let mut feed = state.store.subscribe();
@@ -286,7 +288,30 @@ pub async fn get_job(
         _ = tokio::time::timeout(wait, ended) => {}
         () = state.shutdown.cancelled() => {}
     }
-    Ok(Json(state.store.get(&job_id).await?))
+    Ok(Json(
+        with_hold(&state, state.store.get(&job_id).await?).await?,
+    ))
+}
+
+/// A waiting job with a limit key, told why its limit holds it (if it
+/// does): two small reads, only for such jobs.
+async fn with_hold(state: &AppState, mut job: Job) -> Result<Job, ApiError> {
+    let Some(key) = job
+        .limit_key
+        .as_deref()
+        .filter(|_| job.status == JobStatus::New)
+    else {
+        return Ok(job);
+    };
+    let command = job.full_command();
+    let limits = state.store.limits().await?;
+    let Some(limit) = limits.iter().find(|l| l.command == command) else {
+        return Ok(job);
+    };
+    let window = limit.window().map(|(_, per)| per);
+    let usage = state.store.limit_usage(key, window).await?;
+    job.held = errand_core::hold_reason(limit, key, usage);
+    Ok(job)
 }
 
 fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {

@@ -413,6 +413,18 @@ impl Store for SqliteStore {
         self.readers.run(limits::list).await
     }
 
+    async fn limit_usage(
+        &self,
+        key: &str,
+        window: Option<std::time::Duration>,
+    ) -> Result<errand_core::KeyUsage, StoreError> {
+        let key = key.to_owned();
+        let since = window.map(|w| self.clock.now().minus(w).as_micros());
+        self.readers
+            .run(move |conn| limits::usage_of(conn, &key, since))
+            .await
+    }
+
     async fn put_schedule(
         &self,
         definition: ScheduleDefinition,

@@ -275,3 +275,28 @@ fn usage(
     }
     Ok(usage)
 }
+
+/// A key's running jobs, and its starts since `since` (none without).
+pub(crate) fn usage_of(
+    conn: &Connection,
+    key: &str,
+    since: Option<i64>,
+) -> Result<KeyUsage, StoreError> {
+    let running = conn
+        .prepare_cached("SELECT count(*) FROM jobs WHERE limit_key = ? AND status = 'running'")
+        .map_err(backend)?
+        .query_row([key], |row| row.get(0))
+        .map_err(backend)?;
+    let recent_starts = match since {
+        None => 0,
+        Some(since) => conn
+            .prepare_cached("SELECT count(*) FROM limit_starts WHERE limit_key = ? AND at > ?")
+            .map_err(backend)?
+            .query_row(params![key, since], |row| row.get(0))
+            .map_err(backend)?,
+    };
+    Ok(KeyUsage {
+        running,
+        recent_starts,
+    })
+}

@@ -79,6 +79,7 @@ impl JobRow {
             event_seq: row.get(26)?,
             checkpoint: None,
             limit_key: row.get(28)?,
+            held: None,
         };
         Ok(Self { job, json })
     }

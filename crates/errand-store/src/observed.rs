@@ -166,6 +166,14 @@ impl Store for Observed {
         (self.hook)("limits")?;
         self.inner.limits().await
     }
+    async fn limit_usage(
+        &self,
+        key: &str,
+        window: Option<std::time::Duration>,
+    ) -> Result<errand_core::KeyUsage, StoreError> {
+        (self.hook)("limit_usage")?;
+        self.inner.limit_usage(key, window).await
+    }
     async fn put_schedule(
         &self,
         definition: ScheduleDefinition,

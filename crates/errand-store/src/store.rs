@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use errand_core::{Clock, CommandLimit, Job, JobEvent, JobId, JobStatus, Progress, Timestamp};
+use errand_core::{
+    Clock, CommandLimit, Job, JobEvent, JobId, JobStatus, KeyUsage, Progress, Timestamp,
+};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -149,6 +151,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every command's limits, by command.
     async fn limits(&self) -> Result<Vec<CommandLimit>, StoreError>;
+
+    /// A limit key's running jobs, and its starts within `window` (none
+    /// counted without one).
+    async fn limit_usage(
+        &self,
+        key: &str,
+        window: Option<std::time::Duration>,
+    ) -> Result<KeyUsage, StoreError>;
 
     /// Creates the schedule `definition.name`, or replaces its definition.
     /// A replacement with the same cron expression and zone keeps its next

@@ -209,6 +209,10 @@ async fn limits_are_managed_over_http_and_the_cli() {
     let job = server.job(&held);
     assert_eq!(job["status"], "new");
     assert_eq!(job["limit_key"], "demo.sleep:u");
+    assert_eq!(
+        job["held"],
+        "held by its limit: 1 of 1 running for demo.sleep:u"
+    );
     let out = server.errand(&["limit", "rm", "demo.sleep"]);
     assert_eq!(out.status.code(), Some(0));
     server.wait_for_status(&held, "completed");

@@ -70,6 +70,8 @@ class Job(_Record):
     checkpoint: Any = None
     #: When its command has limits: the key they count it under.
     limit_key: str | None = None
+    #: For a waiting job its limit holds back: why.
+    held: str | None = None
 
     @property
     def full_command(self) -> str:

@@ -76,6 +76,8 @@ pub async fn a_concurrency_limit_holds_per_key_across_workers(t: TestStore) {
         .jobs;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].limit_key.as_deref(), Some("test.podcast:a"));
+    let usage = t.store.limit_usage("test.podcast:a", None).await.unwrap();
+    assert_eq!((usage.running, usage.recent_starts), (2, 0));
 
     let a_job = first.iter().find(|j| j.input["user"] == "a").unwrap();
     complete(&t, a_job, "w1").await;
@@ -110,6 +112,9 @@ pub async fn a_rate_limit_counts_the_starts_in_its_window(t: TestStore) {
     for job in &first {
         complete(&t, job, "w").await;
     }
+    let minute = Some(Duration::from_secs(60));
+    let usage = t.store.limit_usage("test.podcast:a", minute).await.unwrap();
+    assert_eq!((usage.running, usage.recent_starts), (0, 2));
     t.clock.advance(Duration::from_secs(30));
     assert!(t
         .store
