@@ -254,6 +254,8 @@ async fn a_claim_with_nothing_to_do_answers_empty_after_its_wait() {
     let started = Instant::now();
     let jobs = s.claim("py-1", 1, json!({"wait_secs": 0.3})).await;
     assert!(jobs.is_empty());
+    // A lower bound: the claim held for its wait instead of answering at
+    // once (what the wait is for). A slow host can only make it longer.
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
@@ -265,15 +267,17 @@ async fn a_worker_that_lost_its_lease_changes_nothing_and_is_told_so() {
     let job_id = s.submit("t.echo", json!({"n": 1})).await;
     let first = s.claim("py-1", 1, json!({"lease_secs": 1})).await;
     assert_eq!(first.len(), 1);
-    // py-1 goes silent; the server's reaper hands the job back.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let second = loop {
-        let jobs = s.claim("py-2", 1, json!({"wait_secs": 1})).await;
-        if !jobs.is_empty() {
-            break jobs;
+    // py-1 goes silent; the server's reaper hands the job back. Each
+    // claim long-polls up to a second; twenty of them are far past the
+    // one-second lease (a bound on tries, so a slow host only waits).
+    let mut second = Vec::new();
+    for _ in 0..20 {
+        second = s.claim("py-2", 1, json!({"wait_secs": 1})).await;
+        if !second.is_empty() {
+            break;
         }
-        assert!(Instant::now() < deadline, "the job was never reaped");
-    };
+    }
+    assert!(!second.is_empty(), "the job was never reaped");
     assert_eq!(second[0]["attempt"], 2);
 
     let heartbeat = s
