@@ -344,14 +344,14 @@ pub(crate) fn claim_sql() -> String {
     )
 }
 
-/// [`claim_sql`] for the jobs a limited claim chose (`$5`, their seqs,
-/// already locked by its transaction).
+/// [`claim_sql`] for the jobs a limited claim chose (`$5`, their seqs).
+/// Its transaction's candidate query locked those rows as `new` jobs of
+/// the queue, so they are taken by seq alone: checking status and queue
+/// again let the planner, misled by the statistics of a young table, scan
+/// every waiting job of the queue for each claim. `$3` and `$4` are named
+/// only to keep the unlimited claim's parameters.
 pub(crate) fn claim_chosen_sql() -> String {
-    claim_statement(
-        "SELECT seq FROM errand_jobs WHERE seq = ANY($5::bigint[]) AND status = 'new' \
-         AND queue = $3 AND ($4::text[] IS NULL OR app || '.' || command = ANY($4)) \
-         AND $1::timestamptz IS NOT NULL",
-    )
+    claim_statement("SELECT unnest($5::bigint[]) AS seq, $3::text AS queue, $4::text[] AS commands")
 }
 
 /// Starts the jobs `picked` selects: their rows, events and notification.
