@@ -1,0 +1,90 @@
+"""A worker killed (SIGKILL) in the middle of a podcast: the job's next
+attempt, on another worker, continues from the last line checkpointed
+and speaks only the lines that were left."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import errand
+import httpx
+
+from conftest import Stack, wait_until
+
+SENTENCES = [f"This is sentence number {n} of the test." for n in range(1, 11)]
+# The line the first worker's synthesiser never finishes: the opening is
+# line 0, so this sentence is line 6.
+STUCK_AT = 5
+SENTENCES[STUCK_AT] = "The worker stops on this sentence."
+
+
+def blocking_espeak(folder: Path, real: str) -> Path:
+    """An espeak-ng in front of the real one that hangs on the marked
+    sentence, after noting that it got there: the test then kills the
+    worker at a known line, however fast the host is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reached = folder / "reached"
+    wrapper = folder / "espeak-ng"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do\n'
+        '  case "$arg" in *"worker stops on this"*) touch '
+        + str(reached)
+        + "; exec sleep 3600;; esac\n"
+        "done\n"
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return reached
+
+
+def test_a_killed_podcast_continues_from_its_checkpoint(
+    stack: Stack, app: httpx.Client, jobs: errand.Client
+) -> None:
+    real = shutil.which("espeak-ng")
+    assert real, "espeak-ng is not installed"
+    # Only the worker of this test runs podcasts until it is killed.
+    for worker in stack.workers:
+        stack.kill(worker)
+    wrappers = stack.data / "blocking-espeak"
+    reached = blocking_espeak(wrappers, real)
+    doomed = stack.start_worker(
+        "--lease-secs", "2", PATH=f"{wrappers}{os.pathsep}{os.environ['PATH']}"
+    )
+
+    submitted = app.post(
+        "/api/podcasts/generate",
+        json={
+            "episode_profile": "deep_dive",
+            "episode_name": "Resuming",
+            "content": " ".join(SENTENCES),
+        },
+    ).json()
+    job_id = submitted["job_id"]
+    wait_until(reached.exists, "the first worker to reach the marked line")
+    job = jobs.get(job_id)
+    assert job.status == "running" and job.attempt == 1
+    assert job.checkpoint["lines_done"] == STUCK_AT + 1
+
+    stack.kill(doomed)
+    stack.start_worker()
+    done = jobs.wait(job_id, timeout=300)
+    assert done.status == "completed", done.error_message
+    assert done.attempt == 2
+    result = done.result
+    assert result["lines"] == len(SENTENCES) + 2
+    assert result["resumed_from_line"] == STUCK_AT + 1
+    # Fewer lines spoken the second time: only those after the checkpoint.
+    assert result["lines_synthesised"] == result["lines"] - (STUCK_AT + 1)
+    kinds = [e.kind for e in jobs.events(job_id)]
+    assert "failure" in kinds  # the lost lease, recorded
+    logs = [e.data["line"] for e in jobs.events(job_id) if e.kind == "log"]
+    assert f"continuing from line {STUCK_AT + 2} of {result['lines']} (checkpoint)" in logs
+    # The episode's audio holds every line, the early ones from attempt 1.
+    episode = app.get(f"/api/podcasts/episodes/{submitted['episode_id']}").json()
+    folder = Path(episode["audio_path"]).parent
+    assert len(list(folder.glob("line-*.wav"))) == result["lines"]
+    assert not list(folder.glob("*.partial.wav"))
