@@ -11,10 +11,10 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { freePort, until } from "./common.mjs";
 
 const root = resolve(import.meta.dirname, "../..");
 const binary = process.env.ERRAND_BIN ?? join(root, "target/debug/errand");
@@ -28,17 +28,6 @@ let base;
 let browser;
 let folder;
 
-function freePort() {
-  return new Promise((done, fail) => {
-    const probe = createServer();
-    probe.once("error", fail);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => done(port));
-    });
-  });
-}
-
 async function api(path, init = {}) {
   const response = await fetch(base + path, {
     ...init,
@@ -47,16 +36,6 @@ async function api(path, init = {}) {
   const body = await response.json();
   assert.ok(response.ok, `${path}: ${response.status} ${JSON.stringify(body)}`);
   return body;
-}
-
-async function until(what, check, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /// A browser context that has logged in (holds the cookie), at phone or

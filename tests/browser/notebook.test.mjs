@@ -14,10 +14,10 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { freePort, until } from "./common.mjs";
 
 const root = resolve(import.meta.dirname, "../..");
 const example = join(root, "examples/notebook");
@@ -33,27 +33,6 @@ const processes = [];
 let folder;
 let app;
 let browser;
-
-function freePort() {
-  return new Promise((done, fail) => {
-    const probe = createServer();
-    probe.once("error", fail);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => done(port));
-    });
-  });
-}
-
-async function until(what, check, timeoutMs = 120000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function answers(url) {
   try {
@@ -84,13 +63,13 @@ before(async () => {
   app = `http://127.0.0.1:${appPort}`;
   const env = { NOTEBOOK_DATA: join(folder, "data"), ERRAND_URL: errandUrl, ERRAND_LOG: "warn" };
   start([binary, "serve", "--no-worker", "--bind", `127.0.0.1:${errandPort}`, "--store", `sqlite://${join(folder, "errand.db")}`], env);
-  await until("errand serve", () => answers(errandUrl + "/api/ready"));
+  await until("errand serve", () => answers(errandUrl + "/api/ready"), 60000);
   start([python, "-m", "errand", "worker", "--import-modules", "notebook.commands"], {
     ...env,
     PATH: `${slow}${delimiter}${join(venv, "bin")}${delimiter}${process.env.PATH}`,
   });
   start([python, "-m", "uvicorn", "notebook.app:app", "--port", String(appPort), "--log-level", "warning"], env);
-  await until("the notebook app", () => answers(app + "/api/episode-profiles"));
+  await until("the notebook app", () => answers(app + "/api/episode-profiles"), 60000);
   browser = await chromium.launch({
     executablePath: chromiumPath,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required",

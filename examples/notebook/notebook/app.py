@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import errand
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ValidationError
 
 from . import jobs, settings
 from .db import Database
@@ -35,6 +36,7 @@ log = logging.getLogger("notebook")
 Upload = Annotated[UploadFile | None, File()]
 FormText = Annotated[str | None, Form()]
 HERE = Path(__file__).parent
+Model = TypeVar("Model", bound=BaseModel)
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
@@ -266,17 +268,15 @@ async def ui_generate(
     source_id: str = Form(""),
     briefing_suffix: str = Form(""),
 ) -> HTMLResponse:
-    try:
-        body = GenerateRequest(
-            episode_profile=episode_profile,
-            speaker_profile=speaker_profile or None,
-            episode_name=episode_name,
-            content=content or None,
-            source_id=source_id or None,
-            briefing_suffix=briefing_suffix or None,
-        )
-    except ValueError as err:
-        raise RequestValidationError(getattr(err, "errors", lambda: [])()) from None
+    body = from_form(
+        GenerateRequest,
+        episode_profile=episode_profile,
+        speaker_profile=speaker_profile or None,
+        episode_name=episode_name,
+        content=content or None,
+        source_id=source_id or None,
+        briefing_suffix=briefing_suffix or None,
+    )
     submitted = await notebook(request).generate(body)
     return page(
         request,
@@ -306,58 +306,60 @@ async def episode_page(request: Request, episode_id: str) -> HTMLResponse:
     return page(request, "episode.html", episode=episode, events=events)
 
 
-@app.post("/ui/speaker-profiles", response_class=HTMLResponse)
-async def ui_speaker_profile(request: Request) -> HTMLResponse:
-    form = await request.form()
+def from_form(model: type[Model], **fields: Any) -> Model:
+    """A request model from a form's fields; a refusal names the fields
+    as the JSON API's does."""
     try:
-        body = SpeakerProfileRequest(
-            name=str(form.get("name", "")),
-            description=str(form.get("description", "")),
-            speakers=[
-                {
-                    "name": str(form.get(f"speaker{i}_name", "")),
-                    "voice": str(form.get(f"speaker{i}_voice", "")),
-                    "rate": form.get(f"speaker{i}_rate") or 110,
-                    "pitch": form.get(f"speaker{i}_pitch") or 50,
-                }
-                for i in (1, 2)
-            ],
-        )
-    except ValueError as err:
-        raise RequestValidationError(getattr(err, "errors", lambda: [])()) from None
+        return model(**fields)
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
+
+
+def profiles_fragment(request: Request, flash: str) -> HTMLResponse:
     nb = notebook(request)
-    nb.put_speaker_profile(body)
     return page(
         request,
         "_profiles.html",
         episode_profiles=nb.db.episode_profiles(),
         speaker_profiles=nb.db.speaker_profiles(),
-        flash=f"Saved speaker profile {body.name}",
+        flash=flash,
     )
+
+
+@app.post("/ui/speaker-profiles", response_class=HTMLResponse)
+async def ui_speaker_profile(request: Request) -> HTMLResponse:
+    form = await request.form()
+    body = from_form(
+        SpeakerProfileRequest,
+        name=str(form.get("name", "")),
+        description=str(form.get("description", "")),
+        speakers=[
+            {
+                "name": str(form.get(f"speaker{i}_name", "")),
+                "voice": str(form.get(f"speaker{i}_voice", "")),
+                "rate": form.get(f"speaker{i}_rate") or 110,
+                "pitch": form.get(f"speaker{i}_pitch") or 50,
+            }
+            for i in (1, 2)
+        ],
+    )
+    notebook(request).put_speaker_profile(body)
+    return profiles_fragment(request, f"Saved speaker profile {body.name}")
 
 
 @app.post("/ui/episode-profiles", response_class=HTMLResponse)
 async def ui_episode_profile(request: Request) -> HTMLResponse:
     form = await request.form()
-    try:
-        body = EpisodeProfileRequest(
-            name=str(form.get("name", "")),
-            description=str(form.get("description", "")),
-            speaker_profile=str(form.get("speaker_profile", "")),
-            max_lines=form.get("max_lines") or 20,
-            briefing=str(form.get("briefing", "")),
-        )
-    except ValueError as err:
-        raise RequestValidationError(getattr(err, "errors", lambda: [])()) from None
-    nb = notebook(request)
-    nb.put_episode_profile(body)
-    return page(
-        request,
-        "_profiles.html",
-        episode_profiles=nb.db.episode_profiles(),
-        speaker_profiles=nb.db.speaker_profiles(),
-        flash=f"Saved episode profile {body.name}",
+    body = from_form(
+        EpisodeProfileRequest,
+        name=str(form.get("name", "")),
+        description=str(form.get("description", "")),
+        speaker_profile=str(form.get("speaker_profile", "")),
+        max_lines=form.get("max_lines") or 20,
+        briefing=str(form.get("briefing", "")),
     )
+    notebook(request).put_episode_profile(body)
+    return profiles_fragment(request, f"Saved episode profile {body.name}")
 
 
 @app.get("/transcribe", response_class=HTMLResponse)

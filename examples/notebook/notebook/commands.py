@@ -228,6 +228,8 @@ def transcribe(data: TranscribeInput, ctx: ExecutionContext) -> TranscribeOutput
             data={"text": heard.text},
         )
     if ctx.cancelled:
+        heard_until = segments[-1]["end"] if segments else 0.0
+        ctx.log(f"recognition stopped after {heard_until:.0f} s of {seconds:.0f} s: canceled")
         raise Stopped("canceled during recognition")
     text = " ".join(s["text"] for s in segments)
     _db().finish_transcription(data.transcription_id, text)

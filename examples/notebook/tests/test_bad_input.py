@@ -187,3 +187,32 @@ def test_a_form_refusal_is_a_message_on_the_page(app: httpx.Client) -> None:
     assert answer.headers["HX-Retarget"] == "#flash"
     assert 'role="alert"' in answer.text and "no episode profile &#39;nope&#39;" in answer.text
     assert "Traceback" not in answer.text
+
+
+def test_the_profile_forms_save_or_say_what_is_wrong(app: httpx.Client) -> None:
+    htmx = {"HX-Request": "true"}
+    speakers = {
+        "speaker1_name": "Lin",
+        "speaker1_voice": "en-us+f2",
+        "speaker2_name": "Sam",
+        "speaker2_voice": "en-us+f5",
+        "speaker2_rate": "120",
+    }
+    saved = app.post("/ui/speaker-profiles", data={"name": "duo", **speakers}, headers=htmx)
+    assert saved.status_code == 200, saved.text
+    assert "Saved speaker profile duo" in saved.text and "Sam (en-us+f5, 120 wpm)" in saved.text
+    bad = app.post("/ui/speaker-profiles", data={"name": "Duo!", **speakers}, headers=htmx)
+    assert bad.status_code == 422 and bad.headers["HX-Retarget"] == "#flash"
+    assert "name: String should match pattern" in bad.text
+    episode = app.post(
+        "/ui/episode-profiles",
+        data={"name": "long", "speaker_profile": "duo", "max_lines": "1000"},
+        headers=htmx,
+    )
+    assert episode.status_code == 422 and "max_lines" in episode.text
+    episode = app.post(
+        "/ui/episode-profiles",
+        data={"name": "long", "speaker_profile": "duo", "max_lines": "100"},
+        headers=htmx,
+    )
+    assert episode.status_code == 200 and "long</strong>" in episode.text
