@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from . import settings
 from .db import Database
 from .extract import UnreadableSource, chunk, extract_text
+from .model_script import ModelEndpoint, write_script_with_model
 from .script import write_script
 from .speech import (
     SpeechUnavailable,
@@ -113,6 +114,8 @@ class GeneratePodcastOutput(CommandOutput):
     audio_seconds: float
     transcript: list[dict[str, str]]
     outline: list[dict[str, Any]]
+    # "extractive", or the language model that wrote the script.
+    script_by: str
     processing_time: float
     lines: int
     # Lines spoken by this attempt: fewer than ``lines`` when it continued
@@ -140,13 +143,19 @@ def generate_podcast(data: GeneratePodcastInput, ctx: ExecutionContext) -> Gener
     script = checkpoint.get("script")
     if script is None:
         ctx.progress(0.0, "writing the outline and the dialogue", stage="script")
-        script = write_script(
+        endpoint = ModelEndpoint.from_env()
+        arguments = (
             data.content,
             data.episode_name,
             data.briefing,
             [s.model_dump() for s in data.speakers],
             data.max_lines,
         )
+        if endpoint is None:
+            script = write_script(*arguments)
+        else:
+            ctx.log(f"writing the script with {endpoint.model} at {endpoint.url}")
+            script = write_script_with_model(endpoint, *arguments)
         ctx.save_checkpoint_sync({"script": script, "lines_done": 0})
     lines = script["dialogue"]
     voices = {s.name: s for s in data.speakers}
@@ -182,6 +191,7 @@ def generate_podcast(data: GeneratePodcastInput, ctx: ExecutionContext) -> Gener
         audio_seconds=round(seconds, 2),
         transcript=transcript,
         outline=script["outline"],
+        script_by=script.get("written_by", "extractive"),
         processing_time=round(time.monotonic() - started, 3),
         lines=len(lines),
         lines_synthesised=spoken,

@@ -82,4 +82,9 @@ def write_script(
         dialogue.append({"speaker": second if i % 2 == 0 else first, "text": sentence})
     closing = first if dialogue[-1]["speaker"] == second else second
     dialogue.append({"speaker": closing, "text": f"That was {episode_name}. Thanks for listening."})
-    return {"briefing": briefing, "outline": outline, "dialogue": dialogue}
+    return {
+        "briefing": briefing,
+        "written_by": "extractive",
+        "outline": outline,
+        "dialogue": dialogue,
+    }
