@@ -54,6 +54,27 @@ app = FastAPI(title="errand notebook", lifespan=lifespan)
 app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
 
+# Room for a multipart form's other fields around the file.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+@app.middleware("http")
+async def refuse_oversized_uploads(request: Request, call_next: Any) -> Response:
+    """An upload whose announced size is past the limit is refused before
+    its body is read (the form parser would otherwise spool all of it)."""
+    announced = request.headers.get("content-length", "")
+    if request.method == "POST" and announced.isdigit():
+        limit = settings.load().max_upload_bytes
+        if int(announced) > limit + FORM_OVERHEAD_BYTES:
+            return error_response(
+                request,
+                413,
+                "upload_too_large",
+                f"the upload is larger than the limit of {limit // (1024 * 1024)} MB",
+            )
+    return await call_next(request)
+
+
 def notebook(request: Request) -> Notebook:
     return request.app.state.notebook
 

@@ -5,6 +5,8 @@ a stack trace."""
 
 from __future__ import annotations
 
+import socket
+
 import errand
 import httpx
 import pytest
@@ -216,3 +218,42 @@ def test_the_profile_forms_save_or_say_what_is_wrong(app: httpx.Client) -> None:
         headers=htmx,
     )
     assert episode.status_code == 200 and "long</strong>" in episode.text
+
+
+def test_audio_is_served_only_from_the_data_folder(
+    stack, app: httpx.Client, jobs: errand.Client
+) -> None:
+    import sqlite3
+
+    submitted = app.post(
+        "/api/podcasts/generate",
+        json={"episode_profile": "short_summary", "episode_name": "Moved", "content": "One. Two."},
+    ).json()
+    assert jobs.wait(submitted["job_id"], timeout=120).status == "completed"
+    assert app.get(f"/api/podcasts/episodes/{submitted['episode_id']}/audio").status_code == 200
+    # A real file next to the data folder, reached through "..".
+    outside = stack.data.parent / f"{stack.data.name}-secret.wav"
+    outside.write_bytes(b"RIFF not for you")
+    with sqlite3.connect(stack.data / "notebook.db") as db:
+        db.execute(
+            "UPDATE episodes SET audio_path = ? WHERE id = ?",
+            (str(stack.data / "episodes" / ".." / ".." / outside.name), submitted["episode_id"]),
+        )
+    refused(
+        app.get(f"/api/podcasts/episodes/{submitted['episode_id']}/audio"), 404, "audio_missing"
+    )
+
+
+def test_an_upload_announced_too_large_is_refused_before_it_is_read(stack) -> None:
+    # Only the headers are sent: the answer must come without the body.
+    too_large = MAX_UPLOAD_MB * 1024 * 1024 + 2 * 1024 * 1024
+    port = int(stack.app_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(
+            b"POST /api/sources HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: %d\r\n\r\n" % too_large
+        )
+        head, _, body = conn.recv(65536).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"upload_too_large" in body and f"{MAX_UPLOAD_MB} MB".encode() in body

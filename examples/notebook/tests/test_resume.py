@@ -88,3 +88,47 @@ def test_a_killed_podcast_continues_from_its_checkpoint(
     folder = Path(episode["audio_path"]).parent
     assert len(list(folder.glob("line-*.wav"))) == result["lines"]
     assert not list(folder.glob("*.partial.wav"))
+
+
+def test_a_canceled_podcast_retried_keeps_its_settings_and_its_lines(
+    stack: Stack, app: httpx.Client, jobs: errand.Client
+) -> None:
+    real = shutil.which("espeak-ng")
+    assert real
+    for worker in stack.workers:
+        stack.kill(worker)
+    wrappers = stack.data / "blocking-espeak-2"
+    reached = blocking_espeak(wrappers, real)
+    stuck = stack.start_worker(PATH=f"{wrappers}{os.pathsep}{os.environ['PATH']}")
+    submitted = app.post(
+        "/api/podcasts/generate",
+        json={
+            "episode_profile": "deep_dive",
+            "speaker_profile": "brisk_pair",
+            "episode_name": "Canceled once",
+            "content": " ".join(SENTENCES),
+        },
+    ).json()
+    episode_id = submitted["episode_id"]
+    wait_until(reached.exists, "the worker to reach the marked line")
+
+    canceled = app.post(f"/api/podcasts/episodes/{episode_id}/cancel")
+    assert canceled.status_code == 200, canceled.text
+    assert jobs.wait(submitted["job_id"], timeout=120).status == "canceled"
+    listed = app.get("/api/podcasts/episodes").json()["episodes"]
+    shown = next(e for e in listed if e["id"] == episode_id)
+    assert shown["job"]["status"] == "canceled" and shown["job"]["can_retry"]
+
+    # Its synthesiser is still hung: that worker goes, a healthy one comes.
+    stack.kill(stuck)
+    stack.start_worker()
+    retried = app.post(f"/api/podcasts/episodes/{episode_id}/retry")
+    assert retried.status_code == 200, retried.text
+    done = jobs.wait(submitted["job_id"], timeout=300)
+    assert done.status == "completed", done.error_message
+    assert done.result["resumed_from_line"] == STUCK_AT + 1
+    assert done.result["lines_synthesised"] == done.result["lines"] - (STUCK_AT + 1)
+    assert done.input["speakers"][0]["name"] == "Alan"  # brisk_pair, as submitted
+    assert {line["speaker"] for line in done.result["transcript"]} == {"Alan", "Joan"}
+    episode = app.get(f"/api/podcasts/episodes/{episode_id}").json()
+    assert episode["name"] == "Canceled once" and episode["speaker_profile"] == "brisk_pair"
