@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import errand
@@ -41,28 +42,38 @@ def blocking_espeak(folder: Path, real: str) -> Path:
     return reached
 
 
-def test_a_killed_podcast_continues_from_its_checkpoint(
-    stack: Stack, app: httpx.Client, jobs: errand.Client
-) -> None:
+def only_a_stuck_worker(stack: Stack, folder: str, *args: str) -> tuple[subprocess.Popen, Path]:
+    """Stops every worker and starts one whose synthesiser hangs on the
+    marked line; answers it and the file that says it got there."""
     real = shutil.which("espeak-ng")
     assert real, "espeak-ng is not installed"
-    # Only the worker of this test runs podcasts until it is killed.
     for worker in stack.workers:
         stack.kill(worker)
-    wrappers = stack.data / "blocking-espeak"
-    reached = blocking_espeak(wrappers, real)
-    doomed = stack.start_worker(
-        "--lease-secs", "2", PATH=f"{wrappers}{os.pathsep}{os.environ['PATH']}"
-    )
+    reached = blocking_espeak(stack.data / folder, real)
+    path = f"{stack.data / folder}{os.pathsep}{os.environ['PATH']}"
+    return stack.start_worker(*args, PATH=path), reached
 
-    submitted = app.post(
+
+def submit_podcast(app: httpx.Client, name: str, **fields: str) -> dict:
+    answer = app.post(
         "/api/podcasts/generate",
         json={
             "episode_profile": "deep_dive",
-            "episode_name": "Resuming",
+            "episode_name": name,
             "content": " ".join(SENTENCES),
+            **fields,
         },
-    ).json()
+    )
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def test_a_killed_podcast_continues_from_its_checkpoint(
+    stack: Stack, app: httpx.Client, jobs: errand.Client
+) -> None:
+    # Only the worker of this test runs podcasts until it is killed.
+    doomed, reached = only_a_stuck_worker(stack, "blocking-espeak", "--lease-secs", "2")
+    submitted = submit_podcast(app, "Resuming")
     job_id = submitted["job_id"]
     wait_until(reached.exists, "the first worker to reach the marked line")
     job = jobs.get(job_id)
@@ -93,22 +104,8 @@ def test_a_killed_podcast_continues_from_its_checkpoint(
 def test_a_canceled_podcast_retried_keeps_its_settings_and_its_lines(
     stack: Stack, app: httpx.Client, jobs: errand.Client
 ) -> None:
-    real = shutil.which("espeak-ng")
-    assert real
-    for worker in stack.workers:
-        stack.kill(worker)
-    wrappers = stack.data / "blocking-espeak-2"
-    reached = blocking_espeak(wrappers, real)
-    stuck = stack.start_worker(PATH=f"{wrappers}{os.pathsep}{os.environ['PATH']}")
-    submitted = app.post(
-        "/api/podcasts/generate",
-        json={
-            "episode_profile": "deep_dive",
-            "speaker_profile": "brisk_pair",
-            "episode_name": "Canceled once",
-            "content": " ".join(SENTENCES),
-        },
-    ).json()
+    stuck, reached = only_a_stuck_worker(stack, "blocking-espeak-2")
+    submitted = submit_podcast(app, "Canceled once", speaker_profile="brisk_pair")
     episode_id = submitted["episode_id"]
     wait_until(reached.exists, "the worker to reach the marked line")
 
