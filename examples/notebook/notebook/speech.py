@@ -19,6 +19,7 @@ from pocketsphinx import Decoder, Segmenter
 
 RECOGNISER_RATE = 16000
 AUDIO_TYPES = {".wav", ".mp3", ".flac"}
+FEED_BYTES = RECOGNISER_RATE * 2  # one second of 16-bit audio
 # A pause between two lines of dialogue, so that they do not run together
 # for a listener or for the recogniser's voice activity detection.
 LINE_GAP_SECS = 0.4
@@ -104,8 +105,14 @@ def recognise(pcm: bytes, cancelled: Callable[[], bool] = lambda: False) -> Iter
     for segment in Segmenter(sample_rate=RECOGNISER_RATE).segment(io.BytesIO(pcm)):
         if cancelled():
             return
+        # A stretch can last a minute: it is fed a second at a time, so
+        # that a cancel stops the recogniser within about a second.
         decoder.start_utt()
-        decoder.process_raw(segment.pcm, full_utt=True)
+        for start in range(0, len(segment.pcm), FEED_BYTES):
+            if cancelled():
+                decoder.end_utt()
+                return
+            decoder.process_raw(segment.pcm[start : start + FEED_BYTES])
         decoder.end_utt()
         hypothesis = decoder.hyp()
         text = hypothesis.hypstr.strip() if hypothesis else ""
