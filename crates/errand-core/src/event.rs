@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::change::{Change, UndecodableEvent};
 use crate::id::JobId;
 use crate::status::JobStatus;
 use crate::time::Timestamp;
@@ -72,6 +73,11 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
+    /// The change this event records.
+    pub fn change(&self) -> Result<Change, UndecodableEvent> {
+        Change::decode(self.kind, &self.data)
+    }
+
     /// True for the last event a job emits until someone retries it.
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal() && self.kind != EventKind::Log && self.kind != EventKind::Progress

@@ -12,27 +12,35 @@
 //! - [`job`]: the [`Job`] record with its wire field names, its
 //!   [`Progress`] and structured [`JobError`].
 //! - [`event`]: the append-only per-job event log ([`JobEvent`]).
+//! - [`change`]: every change a job goes through ([`Change`]), the one form
+//!   its event stores, and the decisions that pick one (lease expiry,
+//!   cancel, manual retry).
+//! - [`outcome`]: how an attempt ended ([`Outcome`]) and the change it makes.
 //! - [`limits`]: cluster-wide concurrency and rate limits per command or
 //!   key ([`CommandLimit`]), and which jobs a claim may start ([`admit`]).
 //! - [`schedule`]: cron ticks in a time zone ([`CronTicks`]) and what a
 //!   scheduler does with due and missed ticks ([`plan_tick`]).
 
+pub mod change;
 pub mod event;
 pub mod id;
 pub mod job;
 pub mod limits;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod outcome;
 pub mod retry;
 pub mod schedule;
 pub mod status;
 pub mod time;
 
 pub mod whole;
+pub use change::{on_cancel, on_lease_expired, on_retry, Change, UndecodableEvent};
 pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};
 pub use limits::{admit, hold_reason, Candidate, CommandLimit, KeyPath, KeySource, KeyUsage};
+pub use outcome::Outcome;
 pub use retry::{RetryPolicy, RetryPolicyError, WaitStrategy};
 pub use schedule::{
     plan_tick, tick_key, CronTicks, MissedTicks, ScheduleError, TickPlan, TICK_GRACE,

@@ -4,7 +4,8 @@
 
 use deadpool_postgres::Transaction;
 use errand_core::{
-    error_kind, EventKind, Job, JobError, JobEvent, JobId, JobStatus, Progress, Timestamp,
+    on_cancel, on_lease_expired, on_retry, Change, EventKind, Job, JobEvent, JobId, JobStatus,
+    Progress, Timestamp,
 };
 use errand_store::*;
 use serde_json::{json, Value};
@@ -18,18 +19,18 @@ pub(crate) const WORKER_TTL: std::time::Duration = std::time::Duration::from_sec
 type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
 
 /// Updates the job(s) matching `filter` with `set` (both may use `$1` =
-/// now; caller parameters start at `$4`), bumps `event_seq`, and records an
-/// event of `kind` with `data` (`$2`, `$3`). Returns each changed job with
-/// its event.
+/// now; caller parameters start at `$4`), bumps `event_seq`, and records
+/// the event of `change` (`$2`, `$3`). Returns each changed job with its
+/// event.
 async fn transition(
     tx: &Transaction<'_>,
     now: Timestamp,
     set: &str,
     filter: &str,
     extra: &[&(dyn ToSql + Sync)],
-    kind: EventKind,
-    data: Value,
+    change: &Change,
 ) -> Result<Vec<(Job, JobEvent)>, StoreError> {
+    let (kind, data) = (change.kind(), change.data());
     let sql = format!(
         "WITH u AS (UPDATE errand_jobs j SET {set}, event_seq = j.event_seq + 1 WHERE {filter} RETURNING j.*), \
          e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
@@ -104,7 +105,7 @@ impl<'a> NewRow<'a> {
             retry: serde_json::to_value(&job.retry).expect("policies serialize"),
             run_at: ts(run_at),
             now: ts(now),
-            data: json!({"status": "new", "reason": "submitted", "run_at": run_at}),
+            data: Change::Submitted { run_at }.data(),
         }
     }
 
@@ -254,7 +255,7 @@ pub(crate) async fn submit_many(
     let run_ats: Vec<Timestamp> = jobs.iter().map(|j| j.run_at.unwrap_or(now)).collect();
     let data: Vec<Value> = run_ats
         .iter()
-        .map(|at| json!({"status": "new", "reason": "submitted", "run_at": at}))
+        .map(|&run_at| Change::Submitted { run_at }.data())
         .collect();
     let id_texts: Vec<&str> = ids.iter().map(JobId::as_str).collect();
     let apps: Vec<&str> = jobs.iter().map(|j| j.app.as_str()).collect();
@@ -560,35 +561,26 @@ pub(crate) async fn finish_one(
 ) -> Result<Result<JobEvent, StoreError>, StoreError> {
     let attempt = fence.attempt as i32;
     let id = fence.job_id.as_str();
-    let (set, kind, data, value): (&str, EventKind, Value, Option<Value>) = match outcome {
+    // The row persists the outcome; the event says what it changed.
+    let (set, value): (&str, Option<Value>) = match outcome {
         Outcome::Completed { result } => (
             "status = 'completed', result = $7, error = NULL, finished = $1, lease_until = NULL, updated = $1",
-            EventKind::Result,
-            json!({"status": "completed", "attempt": fence.attempt, "result": result}),
             Some(result.clone()),
         ),
-        Outcome::Failed { error, retry_at: Some(at) } => (
+        Outcome::Failed { error, retry_at: Some(_) } => (
             "status = 'new', error = $7, run_at = $8, progress = NULL, worker_id = NULL, lease_until = NULL, updated = $1",
-            EventKind::Failure,
-            json!({"status": "new", "error": error, "retry_at": at}),
             Some(serde_json::to_value(error).expect("errors serialize")),
         ),
         Outcome::Failed { error, retry_at: None } => (
             "status = 'failed', error = $7, finished = $1, lease_until = NULL, updated = $1",
-            EventKind::Failure,
-            json!({"status": "failed", "error": error}),
             Some(serde_json::to_value(error).expect("errors serialize")),
         ),
-        Outcome::Canceled { message } => (
+        Outcome::Canceled { .. } => (
             "status = 'canceled', finished = $1, lease_until = NULL, updated = $1",
-            EventKind::Status,
-            json!({"status": "canceled", "reason": message, "attempt": fence.attempt}),
             None,
         ),
         Outcome::Released => (
             "status = 'new', attempt = j.attempt - 1, progress = NULL, started = NULL, worker_id = NULL, lease_until = NULL, updated = $1",
-            EventKind::Status,
-            json!({"status": "new", "reason": "released by a worker shutting down"}),
             None,
         ),
     };
@@ -605,7 +597,8 @@ pub(crate) async fn finish_one(
     if retry_at.is_some() {
         extra.push(&retry_at);
     }
-    let changed = transition(tx, now, set, FENCE, &extra, kind, data).await?;
+    let change = outcome.change(fence.attempt);
+    let changed = transition(tx, now, set, FENCE, &extra, &change).await?;
     match changed.into_iter().next() {
         Some((_, event)) => Ok(Ok(event)),
         None => Ok(Err(fenced_out(tx, fence).await?)),
@@ -689,15 +682,19 @@ pub(crate) async fn complete_many(
         .iter()
         .map(|(fence, result)| {
             let (app, command, seq, id) = done.remove(fence.job_id.as_str())?;
+            let change = Change::Completed {
+                attempt: fence.attempt,
+                result: (*result).clone(),
+            };
             Some(JobEvent {
                 id,
                 job_id: fence.job_id.clone(),
                 seq,
-                kind: EventKind::Result,
-                status: JobStatus::Completed,
+                kind: change.kind(),
+                status: change.status(),
                 app,
                 command,
-                data: json!({"status": "completed", "attempt": fence.attempt, "result": result}),
+                data: change.data(),
                 at: now,
             })
         })
@@ -733,31 +730,22 @@ pub(crate) async fn report_progress(
     progress: &Progress,
     events: &mut Vec<JobEvent>,
 ) -> Result<(), StoreError> {
-    let mut progress = progress.clone();
-    progress.updated = Some(now);
-    if let Some(fraction) = progress.fraction {
-        progress.fraction = Some(if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        });
-    }
+    let progress = progress.as_reported(now);
     let value = serde_json::to_value(&progress).expect("progress serializes");
     let set = "progress = $7, updated = $1";
-    let change = (set, Some(&value), EventKind::Progress, value.clone());
+    let change = (set, Some(&value), Change::Progress(progress));
     while_running(tx, now, fence, change, events).await
 }
 
-/// A change to the job a running attempt holds (fenced), with its event:
-/// the SET clause (`$7` is the value, when there is one), the event's
-/// kind and data.
-type RunningChange<'a> = (&'a str, Option<&'a Value>, EventKind, Value);
+/// A change to the job a running attempt holds (fenced): the SET clause
+/// (`$7` is the value, when there is one) and the change its event records.
+type RunningChange<'a> = (&'a str, Option<&'a Value>, Change);
 
 async fn while_running(
     tx: &Transaction<'_>,
     now: Timestamp,
     fence: &Fence,
-    (set, value, kind, data): RunningChange<'_>,
+    (set, value, change): RunningChange<'_>,
     events: &mut Vec<JobEvent>,
 ) -> Result<(), StoreError> {
     let attempt = fence.attempt as i32;
@@ -766,7 +754,7 @@ async fn while_running(
     if let Some(value) = &value {
         extra.push(*value);
     }
-    let changed = transition(tx, now, set, FENCE, &extra, kind, data).await?;
+    let changed = transition(tx, now, set, FENCE, &extra, &change).await?;
     match changed.into_iter().next() {
         Some((_, event)) => {
             events.push(event);
@@ -785,15 +773,10 @@ pub(crate) async fn save_checkpoint(
     events: &mut Vec<JobEvent>,
 ) -> Result<(), StoreError> {
     let set = "checkpoint = $7, updated = $1";
-    let data = json!({ "checkpoint": checkpoint });
-    while_running(
-        tx,
-        now,
-        fence,
-        (set, Some(checkpoint), EventKind::Checkpoint, data),
-        events,
-    )
-    .await
+    let change = Change::Checkpoint {
+        checkpoint: checkpoint.clone(),
+    };
+    while_running(tx, now, fence, (set, Some(checkpoint), change), events).await
 }
 
 pub(crate) async fn append_log(
@@ -803,8 +786,11 @@ pub(crate) async fn append_log(
     line: &str,
     events: &mut Vec<JobEvent>,
 ) -> Result<(), StoreError> {
-    let data = json!({"line": line, "attempt": fence.attempt});
-    let change = ("updated = j.updated", None, EventKind::Log, data);
+    let logged = Change::Log {
+        line: line.to_owned(),
+        attempt: fence.attempt,
+    };
+    let change = ("updated = j.updated", None, logged);
     while_running(tx, now, fence, change, events).await
 }
 
@@ -824,46 +810,28 @@ async fn current_status(tx: &Transaction<'_>, job_id: &JobId) -> Result<JobStatu
     rows::status(row.get(0))
 }
 
-/// A change to apply to one job: the SET clause (`$6` is `error`), and the
-/// event that records it.
-struct Change<'a> {
-    set: &'a str,
-    error: Option<Value>,
-    kind: EventKind,
-    data: Value,
-}
-
-/// Applies `change` to the job if its status is `expected`.
+/// Applies `set` to the job if its status is `expected`, recording
+/// `change`. `set` may use `$6`, the error the change records.
 async fn update_if_status(
     tx: &Transaction<'_>,
     now: Timestamp,
     job_id: &JobId,
     expected: JobStatus,
-    change: Change<'_>,
+    set: &str,
+    change: &Change,
     events: &mut Vec<JobEvent>,
 ) -> Result<Job, StoreError> {
-    let Change {
-        set,
-        error,
-        kind,
-        data,
-    } = change;
+    let error = change
+        .error()
+        .filter(|_| set.contains("$6"))
+        .map(|error| serde_json::to_value(error).expect("errors serialize"));
     let id = job_id.as_str();
     let status = expected.as_str();
     let mut extra: Params = vec![&id, &status];
     if error.is_some() {
         extra.push(&error);
     }
-    let changed = transition(
-        tx,
-        now,
-        set,
-        "j.id = $4 AND j.status = $5",
-        &extra,
-        kind,
-        data,
-    )
-    .await?;
+    let changed = transition(tx, now, set, "j.id = $4 AND j.status = $5", &extra, change).await?;
     let (job, event) = changed
         .into_iter()
         .next()
@@ -913,47 +881,18 @@ async fn cancel_one(
     reason: &str,
     events: &mut Vec<JobEvent>,
 ) -> Result<Job, StoreError> {
-    match current_status(tx, job_id).await? {
-        JobStatus::New => {
-            let data = json!({"status": "canceled", "reason": reason});
-            update_if_status(
-                tx,
-                now,
-                job_id,
-                JobStatus::New,
-                Change {
-                    set: "status = 'canceled', finished = $1, updated = $1",
-                    error: None,
-                    kind: EventKind::Status,
-                    data,
-                },
-                events,
-            )
-            .await
-        }
-        JobStatus::Running => {
-            let data = json!({"status": "running", "cancel_requested": true});
-            update_if_status(
-                tx,
-                now,
-                job_id,
-                JobStatus::Running,
-                Change {
-                    set: "cancel_requested = true, updated = $1",
-                    error: None,
-                    kind: EventKind::Status,
-                    data,
-                },
-                events,
-            )
-            .await
-        }
-        status => Err(StoreError::Conflict {
-            job_id: job_id.clone(),
-            status,
-            action: "cancel a finished job",
-        }),
-    }
+    let status = current_status(tx, job_id).await?;
+    let change = on_cancel(status, reason).map_err(|_| StoreError::Conflict {
+        job_id: job_id.clone(),
+        status,
+        action: "cancel a finished job",
+    })?;
+    // A running job keeps running until its handler has stopped.
+    let set = match change {
+        Change::CancelRequested => "cancel_requested = true, updated = $1",
+        _ => "status = 'canceled', finished = $1, updated = $1",
+    };
+    update_if_status(tx, now, job_id, status, set, &change, events).await
 }
 
 pub(crate) async fn retry(
@@ -964,15 +903,11 @@ pub(crate) async fn retry(
     events: &mut Vec<JobEvent>,
 ) -> Result<Job, StoreError> {
     let status = current_status(tx, job_id).await?;
-    if status.apply(errand_core::Transition::Retry).is_err() {
-        return Err(StoreError::Conflict {
-            job_id: job_id.clone(),
-            status,
-            action: "retry a job that is not failed or canceled",
-        });
-    }
-    let data = json!({"status": "new", "reason": "retried", "previous_status": status,
-                      "checkpoint_cleared": clear_checkpoint});
+    let change = on_retry(status, clear_checkpoint).map_err(|_| StoreError::Conflict {
+        job_id: job_id.clone(),
+        status,
+        action: "retry a job that is not failed or canceled",
+    })?;
     let set = if clear_checkpoint {
         "status = 'new', attempt = 0, run_at = $1, result = NULL, error = NULL, \
          progress = NULL, cancel_requested = false, worker_id = NULL, lease_until = NULL, \
@@ -982,13 +917,7 @@ pub(crate) async fn retry(
          progress = NULL, cancel_requested = false, worker_id = NULL, lease_until = NULL, \
          started = NULL, finished = NULL, updated = $1"
     };
-    let change = Change {
-        set,
-        error: None,
-        kind: EventKind::Status,
-        data,
-    };
-    update_if_status(tx, now, job_id, status, change, events).await
+    update_if_status(tx, now, job_id, status, set, &change, events).await
 }
 
 pub(crate) async fn reap_expired(
@@ -1016,52 +945,18 @@ pub(crate) async fn reap_expired(
         let attempt = row.get::<_, i32>(1) as u32;
         let max_attempts = row.get::<_, i32>(2) as u32;
         let cancel_requested: bool = row.get(3);
-        let error = JobError {
-            kind: error_kind::LEASE_EXPIRED.into(),
-            message: format!(
-                "attempt {attempt} was abandoned: its worker stopped renewing the lease"
-            ),
-            retryable: true,
-            attempt,
+        let change = on_lease_expired(attempt, max_attempts, cancel_requested, now);
+        let set = match change.status() {
+            JobStatus::Canceled => {
+                "status = 'canceled', finished = $1, lease_until = NULL, updated = $1"
+            }
+            JobStatus::Failed => {
+                "status = 'failed', finished = $1, lease_until = NULL, error = $6, updated = $1"
+            }
+            // Back to new; run_at stays: the job keeps its place in the queue.
+            _ => "status = 'new', progress = NULL, worker_id = NULL, lease_until = NULL, error = $6, updated = $1",
         };
-        let error_value = serde_json::to_value(&error).expect("errors serialize");
-        let (set, kind, data, with_error) = if cancel_requested {
-            (
-                "status = 'canceled', finished = $1, lease_until = NULL, updated = $1",
-                EventKind::Status,
-                json!({"status": "canceled", "reason": "canceled; its worker was lost", "error": error}),
-                None,
-            )
-        } else if attempt >= max_attempts {
-            (
-                "status = 'failed', finished = $1, lease_until = NULL, error = $6, updated = $1",
-                EventKind::Failure,
-                json!({"status": "failed", "error": error}),
-                Some(error_value),
-            )
-        } else {
-            (
-                // run_at stays: the job keeps its place in the queue.
-                "status = 'new', progress = NULL, worker_id = NULL, lease_until = NULL, error = $6, updated = $1",
-                EventKind::Failure,
-                json!({"status": "new", "error": error, "retry_at": now}),
-                Some(error_value),
-            )
-        };
-        update_if_status(
-            tx,
-            now,
-            &job_id,
-            JobStatus::Running,
-            Change {
-                set,
-                error: with_error,
-                kind,
-                data,
-            },
-            events,
-        )
-        .await?;
+        update_if_status(tx, now, &job_id, JobStatus::Running, set, &change, events).await?;
         reaped.push(job_id);
     }
     let cutoff = ts(now.minus(WORKER_TTL));

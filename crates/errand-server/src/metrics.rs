@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use errand_core::{EventKind, JobStatus};
+use errand_core::{error_kind, Change};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -54,16 +54,22 @@ pub async fn count_outcomes(state: AppState) {
         match feed.recv().await {
             Ok(event) => {
                 let command = format!("{}.{}", event.app, event.command);
-                let outcome = match (event.kind, event.status) {
-                    (EventKind::Result, _) => "completed",
-                    (EventKind::Failure, JobStatus::New) => "retried",
-                    (EventKind::Failure, _) => "failed",
-                    (EventKind::Status, JobStatus::Canceled) => "canceled",
-                    (EventKind::Status, JobStatus::New) if event.seq == 1 => "submitted",
+                let Ok(change) = event.change() else {
+                    continue;
+                };
+                let outcome = match change {
+                    Change::Completed { .. } => "completed",
+                    Change::RetryScheduled { .. } => "retried",
+                    Change::Failed { .. } => "failed",
+                    Change::Canceled { .. } => "canceled",
+                    Change::Submitted { .. } => "submitted",
                     _ => continue,
                 };
                 metrics::counter!("errand_jobs_total", "command" => command.clone(), "event" => outcome).increment(1);
-                if event.data["error"]["kind"] == "lease_expired" {
+                if change
+                    .error()
+                    .is_some_and(|error| error.kind == error_kind::LEASE_EXPIRED)
+                {
                     metrics::counter!("errand_lease_expiries_total", "command" => command)
                         .increment(1);
                 }

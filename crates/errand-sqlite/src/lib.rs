@@ -284,9 +284,10 @@ impl Store for SqliteStore {
         let fence = fence.clone();
         // Serialised here, not on the writer thread.
         let text = rows::to_json(&checkpoint);
-        let data = serde_json::json!({ "checkpoint": checkpoint });
         self.writer
-            .run(move |conn, ctx| write::save_checkpoint(conn, ctx, &fence, &text, data.clone()))
+            .run(move |conn, ctx| {
+                write::save_checkpoint(conn, ctx, &fence, &text, checkpoint.clone())
+            })
             .await
     }
 

@@ -2,13 +2,16 @@
 //! transaction. Each change of a job is an UPDATE whose WHERE clause is the
 //! compare-and-set: status, and for a worker's writes attempt and worker id.
 
-use errand_core::{error_kind, EventKind, Job, JobError, JobId, JobStatus, Progress, Timestamp};
+use errand_core::{
+    on_cancel, on_lease_expired, on_retry, Change, EventKind, Job, JobId, JobStatus, Progress,
+    Timestamp,
+};
 use errand_store::{
     ClaimParams, Fence, HeartbeatParams, HeartbeatReply, NewJob, Outcome, StoreError,
     SubmitReceipt, WorkerRegistration,
 };
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::chunks::{pieces, placeholders, ChunkedSql};
 use crate::rows::{backend, status_column, to_json, JobRow, JOB_COLUMNS};
@@ -72,28 +75,34 @@ impl From<&Changed> for EventTarget {
     }
 }
 
-/// Appends an event for a job whose `event_seq` was just incremented.
-fn record_event(
+/// Appends the event of `change` for a job whose `event_seq` was just
+/// incremented.
+fn record_change(
     ctx: &mut WriteCtx,
     changed: impl Into<EventTarget>,
-    kind: EventKind,
-    data: Value,
+    change: &Change,
 ) -> Result<(), StoreError> {
+    let data = change.data();
     let text = to_json(&data);
-    record_event_text(ctx, changed, kind, text, data)
+    record_event_text(ctx, changed, change.kind(), text, data)
 }
 
-/// [`record_event`] with an event made ready off the writer.
+/// [`record_change`] with an event made ready off the writer.
 fn record_prepared_event(
     ctx: &mut WriteCtx,
     changed: impl Into<EventTarget>,
-    kind: EventKind,
     event: &PreparedEvent,
 ) -> Result<(), StoreError> {
-    record_event_text(ctx, changed, kind, event.text.clone(), event.take_value())
+    record_event_text(
+        ctx,
+        changed,
+        event.kind,
+        event.text.clone(),
+        event.take_value(),
+    )
 }
 
-/// [`record_event`] with the data already written as JSON text.
+/// [`record_change`] with the data already written as JSON text.
 fn record_event_text(
     ctx: &mut WriteCtx,
     changed: impl Into<EventTarget>,
@@ -132,13 +141,16 @@ fn record_event_text(
 /// takes rather than copies. A rerun (its group failed at the database and
 /// is replayed op by op) parses the text again.
 pub(crate) struct PreparedEvent {
+    kind: EventKind,
     text: String,
     value: std::cell::Cell<Option<Value>>,
 }
 
 impl PreparedEvent {
-    fn new(value: Value) -> Self {
+    fn new(change: &Change) -> Self {
+        let value = change.data();
         Self {
+            kind: change.kind(),
             text: to_json(&value),
             value: std::cell::Cell::new(Some(value)),
         }
@@ -220,8 +232,7 @@ impl PreparedJob {
     pub(crate) fn new(job: NewJob, now: Timestamp) -> Result<Self, String> {
         job.validate()?;
         let run_at = job.run_at.unwrap_or(now);
-        let event =
-            PreparedEvent::new(json!({"status": "new", "reason": "submitted", "run_at": run_at}));
+        let event = PreparedEvent::new(&Change::Submitted { run_at });
         Ok(Self {
             job_id: JobId::generate(),
             input: to_json(&job.input),
@@ -299,7 +310,7 @@ pub(crate) fn submit(
         seq: conn.last_insert_rowid(),
         event_seq: 1,
     };
-    record_prepared_event(ctx, target, EventKind::Status, &job.event)?;
+    record_prepared_event(ctx, target, &job.event)?;
     Ok(SubmitReceipt {
         job_id: job.job_id.clone(),
         created: true,
@@ -388,12 +399,11 @@ pub(crate) fn claim(
     });
     let mut jobs = Vec::with_capacity(claimed.len());
     for changed in claimed {
-        let data = json!({
-            "status": "running",
-            "attempt": changed.row.job.attempt,
-            "worker_id": params.worker_id,
-        });
-        record_event(ctx, &changed, EventKind::Status, data)?;
+        let claimed = Change::Claimed {
+            attempt: changed.row.job.attempt,
+            worker_id: params.worker_id.clone(),
+        };
+        record_change(ctx, &changed, &claimed)?;
         jobs.push(changed.row);
     }
     Ok(jobs)
@@ -483,38 +493,15 @@ fn finish_one(
     const FENCE: &str = "WHERE id = :id AND status = 'running' AND attempt = :attempt \
                          AND worker_id = :worker";
     let now = ctx.now.as_micros();
-    let (set, kind, data): (&str, EventKind, Value) = match outcome {
-        Outcome::Completed { result } => (
-            "status = 'completed', result = :text, error = NULL, finished = :now, lease_until = NULL",
-            EventKind::Result,
-            json!({"status": "completed", "attempt": fence.attempt, "result": result}),
-        ),
+    // The row persists the outcome; the event says what it changed.
+    let set = match outcome {
+        Outcome::Completed { .. } => "status = 'completed', result = :text, error = NULL, finished = :now, lease_until = NULL",
         Outcome::Failed {
-            error,
-            retry_at: Some(at),
-        } => (
-            "status = 'new', error = :text, run_at = :retry_at, progress = NULL, worker_id = NULL, lease_until = NULL",
-            EventKind::Failure,
-            json!({"status": "new", "error": error, "retry_at": at}),
-        ),
-        Outcome::Failed {
-            error,
-            retry_at: None,
-        } => (
-            "status = 'failed', error = :text, finished = :now, lease_until = NULL",
-            EventKind::Failure,
-            json!({"status": "failed", "error": error}),
-        ),
-        Outcome::Canceled { message } => (
-            "status = 'canceled', finished = :now, lease_until = NULL",
-            EventKind::Status,
-            json!({"status": "canceled", "reason": message, "attempt": fence.attempt}),
-        ),
-        Outcome::Released => (
-            "status = 'new', attempt = attempt - 1, progress = NULL, started = NULL, worker_id = NULL, lease_until = NULL",
-            EventKind::Status,
-            json!({"status": "new", "reason": "released by a worker shutting down"}),
-        ),
+            retry_at: Some(_), ..
+        } => "status = 'new', error = :text, run_at = :retry_at, progress = NULL, worker_id = NULL, lease_until = NULL",
+        Outcome::Failed { retry_at: None, .. } => "status = 'failed', error = :text, finished = :now, lease_until = NULL",
+        Outcome::Canceled { .. } => "status = 'canceled', finished = :now, lease_until = NULL",
+        Outcome::Released => "status = 'new', attempt = attempt - 1, progress = NULL, started = NULL, worker_id = NULL, lease_until = NULL",
     };
     let text = match outcome {
         Outcome::Completed { result } => Some(to_json(result)),
@@ -550,7 +537,7 @@ fn finish_one(
         .map_err(backend)?;
     match changed {
         Some(changed) => {
-            record_event(ctx, changed, kind, data)?;
+            record_change(ctx, changed, &outcome.change(fence.attempt))?;
             Ok(Ok(()))
         }
         None => Ok(Err(fenced_out(conn, fence)?)),
@@ -575,9 +562,7 @@ pub(crate) fn prepare_completions(
         .iter()
         .map(|(fence, outcome)| match outcome {
             Outcome::Completed { result } => {
-                let event = PreparedEvent::new(
-                    json!({"status": "completed", "attempt": fence.attempt, "result": result}),
-                );
+                let event = PreparedEvent::new(&outcome.change(fence.attempt));
                 Some(PreparedCompletion {
                     fence: fence.clone(),
                     id: fence.job_id.as_str().to_owned(),
@@ -653,7 +638,7 @@ pub(crate) fn complete_many(
         };
         results.push(match target {
             Some((_, target)) => {
-                record_prepared_event(ctx, target, EventKind::Result, &completion.event)?;
+                record_prepared_event(ctx, target, &completion.event)?;
                 Ok(())
             }
             None => Err(fenced_out(conn, &completion.fence)?),
@@ -692,24 +677,15 @@ pub(crate) fn report_progress(
     fence: &Fence,
     progress: &Progress,
 ) -> Result<(), StoreError> {
-    let mut progress = progress.clone();
-    progress.updated = Some(ctx.now);
-    if let Some(fraction) = progress.fraction {
-        progress.fraction = Some(if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        });
-    }
-    let data = serde_json::to_value(&progress).unwrap_or(Value::Null);
+    let progress = progress.as_reported(ctx.now);
+    let text = to_json(&progress);
     set_while_running(
         conn,
         ctx,
         fence,
         "progress",
-        &to_json(&progress),
-        EventKind::Progress,
-        data,
+        &text,
+        Change::Progress(progress),
     )
 }
 
@@ -721,8 +697,7 @@ fn set_while_running(
     fence: &Fence,
     column: &'static str,
     text: &str,
-    kind: EventKind,
-    data: Value,
+    change: Change,
 ) -> Result<(), StoreError> {
     let sql = format!(
         "UPDATE jobs SET {column} = ?, updated = ?, event_seq = event_seq + 1 \
@@ -744,7 +719,7 @@ fn set_while_running(
         .optional()
         .map_err(backend)?;
     match changed {
-        Some(changed) => record_event(ctx, changed, kind, data),
+        Some(changed) => record_change(ctx, changed, &change),
         None => Err(fenced_out(conn, fence)?),
     }
 }
@@ -768,23 +743,16 @@ pub(crate) fn pause_queue(
 }
 
 /// Stores a running attempt's checkpoint (`text`, its JSON), fenced, with
-/// an event carrying it (`data`).
+/// an event carrying it.
 pub(crate) fn save_checkpoint(
     conn: &Connection,
     ctx: &mut WriteCtx,
     fence: &Fence,
     text: &str,
-    data: Value,
+    checkpoint: Value,
 ) -> Result<(), StoreError> {
-    set_while_running(
-        conn,
-        ctx,
-        fence,
-        "checkpoint",
-        text,
-        EventKind::Checkpoint,
-        data,
-    )
+    let change = Change::Checkpoint { checkpoint };
+    set_while_running(conn, ctx, fence, "checkpoint", text, change)
 }
 
 pub(crate) fn append_log(
@@ -808,8 +776,11 @@ pub(crate) fn append_log(
         .map_err(backend)?;
     match changed {
         Some(changed) => {
-            let data = json!({"line": line, "attempt": fence.attempt});
-            record_event(ctx, changed, EventKind::Log, data)
+            let logged = Change::Log {
+                line: line.to_owned(),
+                attempt: fence.attempt,
+            };
+            record_change(ctx, changed, &logged)
         }
         None => Err(fenced_out(conn, fence)?),
     }
@@ -833,7 +804,7 @@ fn update_if_status(
     expected: JobStatus,
     set: &str,
     text: Option<String>,
-    event: (EventKind, Value),
+    change: &Change,
 ) -> Result<Job, StoreError> {
     let sql = format!(
         "UPDATE jobs SET {set}, updated = ?1, event_seq = event_seq + 1 \
@@ -847,7 +818,7 @@ fn update_if_status(
     let changed = stmt
         .query_row(&values[..used], changed_from_row)
         .map_err(backend)?;
-    record_event(ctx, &changed, event.0, event.1)?;
+    record_change(ctx, &changed, change)?;
     changed.row.into_job().map_err(backend)
 }
 
@@ -887,37 +858,18 @@ fn cancel_one(
     job_id: &JobId,
     reason: &str,
 ) -> Result<Job, StoreError> {
-    match current_status(conn, job_id)? {
-        JobStatus::New => update_if_status(
-            conn,
-            ctx,
-            job_id,
-            JobStatus::New,
-            "status = 'canceled', finished = ?1",
-            None,
-            (
-                EventKind::Status,
-                json!({"status": "canceled", "reason": reason}),
-            ),
-        ),
-        JobStatus::Running => update_if_status(
-            conn,
-            ctx,
-            job_id,
-            JobStatus::Running,
-            "cancel_requested = 1",
-            None,
-            (
-                EventKind::Status,
-                json!({"status": "running", "cancel_requested": true}),
-            ),
-        ),
-        status => Err(StoreError::Conflict {
-            job_id: job_id.clone(),
-            status,
-            action: "cancel a finished job",
-        }),
-    }
+    let status = current_status(conn, job_id)?;
+    let change = on_cancel(status, reason).map_err(|_| StoreError::Conflict {
+        job_id: job_id.clone(),
+        status,
+        action: "cancel a finished job",
+    })?;
+    // A running job keeps running until its handler has stopped.
+    let set = match change {
+        Change::CancelRequested => "cancel_requested = 1",
+        _ => "status = 'canceled', finished = ?1",
+    };
+    update_if_status(conn, ctx, job_id, status, set, None, &change)
 }
 
 pub(crate) fn retry(
@@ -927,13 +879,11 @@ pub(crate) fn retry(
     clear_checkpoint: bool,
 ) -> Result<Job, StoreError> {
     let status = current_status(conn, job_id)?;
-    if status.apply(errand_core::Transition::Retry).is_err() {
-        return Err(StoreError::Conflict {
-            job_id: job_id.clone(),
-            status,
-            action: "retry a job that is not failed or canceled",
-        });
-    }
+    let change = on_retry(status, clear_checkpoint).map_err(|_| StoreError::Conflict {
+        job_id: job_id.clone(),
+        status,
+        action: "retry a job that is not failed or canceled",
+    })?;
     update_if_status(
         conn,
         ctx,
@@ -949,11 +899,7 @@ pub(crate) fn retry(
              started = NULL, finished = NULL"
         },
         None,
-        (
-            EventKind::Status,
-            json!({"status": "new", "reason": "retried", "previous_status": status,
-                   "checkpoint_cleared": clear_checkpoint}),
-        ),
+        &change,
     )
 }
 
@@ -977,46 +923,17 @@ pub(crate) fn reap_expired(
     let mut reaped = Vec::with_capacity(expired.len());
     for (id, attempt, max_attempts, cancel_requested) in expired {
         let job_id = JobId::from(id);
-        let error = JobError {
-            kind: error_kind::LEASE_EXPIRED.into(),
-            message: format!(
-                "attempt {attempt} was abandoned: its worker stopped renewing the lease"
-            ),
-            retryable: true,
-            attempt,
+        let change = on_lease_expired(attempt, max_attempts, cancel_requested, ctx.now);
+        let set = match change.status() {
+            JobStatus::Canceled => "status = 'canceled', finished = ?1, lease_until = NULL",
+            JobStatus::Failed => "status = 'failed', finished = ?1, lease_until = NULL, error = ?4",
+            // Back to new; run_at stays: the job keeps its place in the queue.
+            _ => {
+                "status = 'new', progress = NULL, worker_id = NULL, lease_until = NULL, error = ?4"
+            }
         };
-        let text = to_json(&error);
-        let (set, data) = if cancel_requested {
-            (
-                "status = 'canceled', finished = ?1, lease_until = NULL",
-                json!({"status": "canceled", "reason": "canceled; its worker was lost", "error": error}),
-            )
-        } else if attempt >= max_attempts {
-            (
-                "status = 'failed', finished = ?1, lease_until = NULL, error = ?4",
-                json!({"status": "failed", "error": error}),
-            )
-        } else {
-            (
-                // run_at stays: the job keeps its place in the queue.
-                "status = 'new', progress = NULL, worker_id = NULL, lease_until = NULL, error = ?4",
-                json!({"status": "new", "error": error, "retry_at": ctx.now}),
-            )
-        };
-        let kind = if cancel_requested {
-            EventKind::Status
-        } else {
-            EventKind::Failure
-        };
-        update_if_status(
-            conn,
-            ctx,
-            &job_id,
-            JobStatus::Running,
-            set,
-            Some(text),
-            (kind, data),
-        )?;
+        let text = change.error().map(to_json);
+        update_if_status(conn, ctx, &job_id, JobStatus::Running, set, text, &change)?;
         reaped.push(job_id);
     }
     let cutoff = ctx.now.minus(WORKER_TTL).as_micros();
@@ -1128,8 +1045,12 @@ mod tests {
 
     #[test]
     fn a_replayed_operation_gets_its_event_data_again() {
-        let data = json!({"status": "completed", "attempt": 2, "result": {"words": [1, 2]}});
-        let event = PreparedEvent::new(data.clone());
+        let change = Change::Completed {
+            attempt: 2,
+            result: serde_json::json!({"words": [1, 2]}),
+        };
+        let data = change.data();
+        let event = PreparedEvent::new(&change);
         assert_eq!(event.take_value(), data, "the first run takes the value");
         assert_eq!(event.take_value(), data, "a rerun parses it from the text");
         assert_eq!(event.text, to_json(&data));

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use errand_core::{JobError, JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp};
+use errand_core::{JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use errand_core::Outcome;
 
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -157,76 +159,6 @@ pub struct HeartbeatReply {
     /// The store had no record of the worker (it was silent too long and
     /// was dropped): it should register again.
     pub unknown_worker: bool,
-}
-
-/// How an attempt ended.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    Completed {
-        result: Value,
-    },
-    /// The attempt failed: back to `new` at `retry_at`, or `failed` if `None`.
-    Failed {
-        error: JobError,
-        retry_at: Option<Timestamp>,
-    },
-    /// The handler stopped after a cancel request.
-    Canceled {
-        message: String,
-    },
-    /// Graceful shutdown: back to `new`, the attempt not counted.
-    Released,
-}
-
-impl Outcome {
-    /// A failed attempt of `job`: back to `new` when its policy allows
-    /// another try of an error of this kind, else `failed`. The one place
-    /// where a failure becomes an outcome, for handlers in process and for
-    /// workers over HTTP alike. `random` is uniform in `[0, 1)`.
-    pub fn failure(
-        job: &errand_core::Job,
-        kind: String,
-        message: String,
-        retryable: bool,
-        now: Timestamp,
-        random: f64,
-    ) -> Self {
-        use errand_core::status::{decide_failure, FailureDecision};
-        let retryable = retryable && job.retry.allows_retry_of(&kind);
-        let decision = decide_failure(
-            job.attempt,
-            job.max_attempts,
-            retryable,
-            &job.retry,
-            now,
-            random,
-        );
-        let retry_at = match decision {
-            FailureDecision::RetryAt(at) => Some(at),
-            FailureDecision::GiveUp => None,
-        };
-        Outcome::Failed {
-            error: JobError {
-                kind,
-                message,
-                retryable,
-                attempt: job.attempt,
-            },
-            retry_at,
-        }
-    }
-
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Completed { .. } => "completed",
-            Outcome::Failed {
-                retry_at: Some(_), ..
-            } => "retry",
-            Outcome::Failed { retry_at: None, .. } => "failed",
-            Outcome::Canceled { .. } => "canceled",
-            Outcome::Released => "released",
-        }
-    }
 }
 
 /// Filters and paging for [`Store::list`](crate::Store::list). Newest first.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use errand_core::{EventKind, JobStatus};
+use errand_core::{Change, EventKind, JobStatus};
 use errand_store::{ClaimParams, Store, StoreError, WorkerRegistration, DEFAULT_QUEUE};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
@@ -377,8 +377,7 @@ async fn wait_for_work(
 /// Whether `event` makes a job claimable; stops our job when it asks for
 /// a cancel.
 fn announces_work(shared: &Shared, event: &errand_core::JobEvent) -> bool {
-    if event.kind == EventKind::Status
-        && event.data.get("cancel_requested").and_then(|v| v.as_bool()) == Some(true)
+    if matches!(event.change(), Ok(Change::CancelRequested))
         && shared.running.contains(&event.job_id)
     {
         shared.running.stop(&event.job_id, StopReason::Canceled);

@@ -30,7 +30,7 @@ pub mod queue;
 pub mod url;
 
 pub use errand_core::{
-    error_kind, Clock, CommandLimit, EventKind, Job, JobError, JobEvent, JobId, JobStatus,
+    error_kind, Change, Clock, CommandLimit, EventKind, Job, JobError, JobEvent, JobId, JobStatus,
     Progress, RetryPolicy, SystemClock, Timestamp, WaitStrategy,
 };
 pub use errand_store::{JobPage, ListParams, NewJob, Store, StoreError};

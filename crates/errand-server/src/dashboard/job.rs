@@ -6,7 +6,7 @@ use axum::extract::State;
 use crate::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
-use errand_core::{EventKind, Job, JobEvent, JobId, JobStatus, Timestamp};
+use errand_core::{Change, EventKind, Job, JobEvent, JobId, JobStatus, Timestamp};
 use errand_store::{ListParams, StoreError};
 use maud::{html, Markup};
 
@@ -201,48 +201,41 @@ fn shortened(value: Option<&serde_json::Value>) -> String {
 
 /// What an event says, in a few words.
 fn event_summary(event: &JobEvent) -> String {
-    let text = |pointer: &str| event.data.pointer(pointer).and_then(|v| v.as_str());
-    match event.kind {
-        EventKind::Progress => {
-            let percent = event
-                .data
-                .get("fraction")
-                .and_then(|f| f.as_f64())
-                .map(|f| format!("{:.0} %", f * 100.0));
-            [percent.as_deref(), text("/message"), text("/stage")]
+    let Ok(change) = event.change() else {
+        // Not a change this version knows (a newer writer): show the data.
+        return shortened(Some(&event.data));
+    };
+    match change {
+        Change::Progress(progress) => {
+            let percent = progress.fraction.map(|f| format!("{:.0} %", f * 100.0));
+            [percent, progress.message, progress.stage]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()
                 .join(" · ")
         }
-        EventKind::Log => text("/line").unwrap_or_default().to_owned(),
-        EventKind::Result => format!("result {}", shortened(event.data.get("result"))),
-        EventKind::Checkpoint => format!("checkpoint {}", shortened(event.data.get("checkpoint"))),
-        EventKind::Failure => {
-            let message = text("/error/message").unwrap_or("failed");
-            match text("/retry_at") {
-                Some(at) => format!("{message} (retries at {at})"),
-                None => message.to_owned(),
-            }
+        Change::Log { line, .. } => line,
+        Change::Completed { result, .. } => format!("result {}", shortened(Some(&result))),
+        Change::Checkpoint { checkpoint } => {
+            format!("checkpoint {}", shortened(Some(&checkpoint)))
         }
-        EventKind::Status
-            if event.data.get("cancel_requested") == Some(&serde_json::Value::Bool(true)) =>
-        {
-            "cancel requested: its worker is stopping it".to_owned()
+        Change::RetryScheduled { error, retry_at } => {
+            format!("{} (retries at {})", error.message, retry_at.to_rfc3339())
         }
-        EventKind::Status => {
-            let mut parts: Vec<String> = Vec::new();
-            parts.extend(text("/reason").map(str::to_owned));
-            parts.extend(text("/worker_id").map(|w| format!("by {w}")));
-            parts.extend(
-                event
-                    .data
-                    .get("attempt")
-                    .and_then(|a| a.as_u64())
-                    .map(|a| format!("attempt {a}")),
-            );
-            parts.join(", ")
-        }
+        Change::Failed { error } => error.message,
+        Change::CancelRequested => "cancel requested: its worker is stopping it".to_owned(),
+        Change::Claimed { attempt, worker_id } => format!("by {worker_id}, attempt {attempt}"),
+        Change::Canceled {
+            reason, attempt, ..
+        } => match attempt {
+            Some(attempt) => format!("{reason}, attempt {attempt}"),
+            None => reason,
+        },
+        Change::Submitted { .. } => "submitted".to_owned(),
+        Change::Released => errand_core::change::RELEASED_REASON.to_owned(),
+        Change::Retried {
+            previous_status, ..
+        } => format!("retried, was {previous_status}"),
     }
 }
 

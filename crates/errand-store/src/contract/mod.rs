@@ -5,6 +5,7 @@
 //! leases and `run_at` are tested by moving time, never by sleeping.
 
 mod admin;
+mod changes;
 mod checkpoints;
 mod fencing;
 mod lifecycle;
@@ -14,6 +15,7 @@ mod queues;
 mod schedules;
 
 pub use admin::*;
+pub use changes::*;
 pub use checkpoints::*;
 pub use fencing::*;
 pub use lifecycle::*;
@@ -153,6 +155,7 @@ macro_rules! store_contract_tests {
             stats_count_statuses_and_time_runs,
             finished_per_minute_counts_completed_and_failed,
             workers_and_their_commands_are_published,
+            every_event_is_a_change_the_core_defines,
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

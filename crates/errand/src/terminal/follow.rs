@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use errand::client::{Client, ClientError, StreamEvent};
-use errand::{EventKind, Job, JobEvent, JobStatus};
+use errand::{Change, Job, JobEvent, JobStatus};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -131,52 +131,54 @@ impl View {
     }
 
     fn event(&self, event: &JobEvent) {
-        let data = &event.data;
-        let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_owned);
-        match event.kind {
-            EventKind::Progress => {
-                self.progress(
-                    data.get("fraction").and_then(Value::as_f64),
-                    data.get("message").and_then(Value::as_str),
-                );
+        let Ok(change) = event.change() else {
+            // Not a change this version knows (a newer server): say so.
+            self.say(format!("{} {}", event.kind.as_str(), event.data));
+            return;
+        };
+        match change {
+            Change::Progress(progress) => {
+                self.progress(progress.fraction, progress.message.as_deref());
             }
-            EventKind::Log => self.say(text("line").unwrap_or_default()),
-            EventKind::Checkpoint => {
+            Change::Log { line, .. } => self.say(line),
+            Change::Checkpoint { .. } => {
                 self.say(paint(status_style(event.status), "checkpoint saved"))
             }
-            EventKind::Status if data.get("cancel_requested") == Some(&Value::Bool(true)) => {
+            Change::CancelRequested => {
                 self.say(paint(status_style(JobStatus::Canceled), "cancel requested"));
             }
-            EventKind::Status => {
+            Change::RetryScheduled { error, .. } | Change::Failed { error } => {
                 self.set_status(event.status);
-                let mut line = paint(status_style(event.status), event.status);
-                if let Some(attempt) = data.get("attempt").and_then(Value::as_u64) {
-                    line.push_str(&format!(" (attempt {attempt})"));
-                }
-                if let Some(reason) = text("reason") {
-                    line.push_str(&format!(": {reason}"));
-                }
-                self.say(line);
-            }
-            EventKind::Failure => {
-                self.set_status(event.status);
-                let message = data
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("failed");
                 let then = if event.status == JobStatus::New {
                     "; it will be retried"
                 } else {
                     ""
                 };
                 self.say(format!(
-                    "{} {message}{then}",
-                    paint(status_style(JobStatus::Failed), "attempt failed:")
+                    "{} {}{then}",
+                    paint(status_style(JobStatus::Failed), "attempt failed:"),
+                    error.message
                 ));
             }
-            EventKind::Result => {
+            Change::Completed { .. } => {
                 self.set_status(event.status);
                 self.bar.set_position(1000);
+            }
+            change => {
+                self.set_status(event.status);
+                let mut line = paint(status_style(event.status), event.status);
+                let attempt = match &change {
+                    Change::Claimed { attempt, .. } => Some(*attempt),
+                    Change::Canceled { attempt, .. } => *attempt,
+                    _ => None,
+                };
+                if let Some(attempt) = attempt {
+                    line.push_str(&format!(" (attempt {attempt})"));
+                }
+                if let Some(reason) = event.data.get("reason").and_then(Value::as_str) {
+                    line.push_str(&format!(": {reason}"));
+                }
+                self.say(line);
             }
         }
     }
