@@ -268,6 +268,83 @@ impl Change {
     }
 }
 
+/// The JSON Schema of an event's `data`: one branch per change, each
+/// closed (no other fields), so exactly one branch fits any event. The
+/// OpenAPI document and the SSE documentation show it; a test holds every
+/// change's [`Change::data`] to it.
+pub fn data_schema() -> Value {
+    let time = json!({"type": "string", "format": "date-time"});
+    let attempt = json!({"type": "integer", "minimum": 1});
+    let error = json!({
+        "type": "object",
+        "required": ["kind", "message", "retryable", "attempt"],
+        "properties": {
+            "kind": {"type": "string"},
+            "message": {"type": "string"},
+            "retryable": {"type": "boolean"},
+            "attempt": {"type": "integer", "minimum": 0},
+        },
+    });
+    let status = |s: JobStatus| json!({"const": s.as_str()});
+    let branch = |title: &str, required: &[&str], properties: Value| {
+        json!({
+            "title": title,
+            "type": "object",
+            "required": required,
+            "properties": properties,
+            "additionalProperties": false,
+        })
+    };
+    let statuses: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+    json!({
+        "description": "What the event records; its `kind` and `status` say which branch.",
+        "oneOf": [
+            branch("submitted", &["status", "reason", "run_at"], json!({
+                "status": status(JobStatus::New), "reason": {"const": SUBMITTED}, "run_at": time,
+            })),
+            branch("claimed", &["status", "attempt", "worker_id"], json!({
+                "status": status(JobStatus::Running), "attempt": attempt,
+                "worker_id": {"type": "string"},
+            })),
+            branch("progress", &[], json!({
+                "fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "message": {"type": ["string", "null"]},
+                "stage": {"type": ["string", "null"]},
+                "data": {},
+                "updated": {"anyOf": [time, {"type": "null"}]},
+            })),
+            branch("log", &["line", "attempt"], json!({
+                "line": {"type": "string"}, "attempt": attempt,
+            })),
+            branch("checkpoint", &["checkpoint"], json!({"checkpoint": {}})),
+            branch("completed", &["status", "attempt", "result"], json!({
+                "status": status(JobStatus::Completed), "attempt": attempt, "result": {},
+            })),
+            branch("retry scheduled", &["status", "error", "retry_at"], json!({
+                "status": status(JobStatus::New), "error": error, "retry_at": time,
+            })),
+            branch("failed", &["status", "error"], json!({
+                "status": status(JobStatus::Failed), "error": error,
+            })),
+            branch("cancel requested", &["status", "cancel_requested"], json!({
+                "status": status(JobStatus::Running), "cancel_requested": {"const": true},
+            })),
+            branch("canceled", &["status", "reason"], json!({
+                "status": status(JobStatus::Canceled), "reason": {"type": "string"},
+                "attempt": attempt, "error": error,
+            })),
+            branch("released", &["status", "reason"], json!({
+                "status": status(JobStatus::New), "reason": {"const": RELEASED_REASON},
+            })),
+            branch("retried", &["status", "reason", "previous_status", "checkpoint_cleared"], json!({
+                "status": status(JobStatus::New), "reason": {"const": RETRIED},
+                "previous_status": {"enum": statuses},
+                "checkpoint_cleared": {"type": "boolean"},
+            })),
+        ],
+    })
+}
+
 /// What becomes of a running job whose worker stopped renewing its lease:
 /// a pending cancel ends it canceled; otherwise the lost attempt counts as
 /// a retryable failure, retried at once while attempts remain.
@@ -438,6 +515,18 @@ mod tests {
             ));
             let decoded = Change::decode(change.kind(), &data).unwrap();
             prop_assert_eq!(decoded, change);
+        }
+
+        #[test]
+        fn every_change_fits_exactly_one_branch_of_the_data_schema(change in any_change()) {
+            let data = change.data();
+            let branches = data_schema()["oneOf"].as_array().unwrap().clone();
+            let fits: Vec<String> = branches
+                .iter()
+                .filter(|branch| jsonschema::is_valid(branch, &data))
+                .map(|branch| branch["title"].to_string())
+                .collect();
+            prop_assert_eq!(fits.len(), 1, "{} fits {:?}", data, fits);
         }
 
         #[test]

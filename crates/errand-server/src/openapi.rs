@@ -55,6 +55,7 @@ pub async fn openapi_json(
     describe_submits(&mut doc, &commands);
     describe_claims(&mut doc);
     describe_schedules(&mut doc);
+    describe_events(&mut doc);
     Ok(Json(doc))
 }
 
@@ -66,6 +67,14 @@ fn describe_claims(doc: &mut serde_json::Value) {
         {"properties": {"limits": {"maxProperties": 0}}},
         {"required": ["commands"], "properties": {"commands": {"type": "array"}}},
     ]);
+}
+
+/// An event's `data` has one closed form per change, decided in the core.
+fn describe_events(doc: &mut serde_json::Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["ChangeData"] = errand_core::change::data_schema();
+    schemas["JobEvent"]["properties"]["data"] =
+        serde_json::json!({"$ref": "#/components/schemas/ChangeData"});
 }
 
 /// A schedule's job is a submit whose options leave `run_at` and

@@ -1,6 +1,8 @@
 //! What can go wrong when talking to a store.
 
-use errand_core::{JobId, JobStatus};
+use errand_core::{IllegalTransition, JobId, JobStatus, Transition};
+
+use crate::Fence;
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum StoreError {
@@ -37,5 +39,34 @@ impl StoreError {
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl StoreError {
+    /// A request the core refused for `job_id` in its present status.
+    pub fn refused(job_id: &JobId, refusal: IllegalTransition) -> Self {
+        let action = match refusal.transition {
+            Transition::Cancel => "cancel a finished job",
+            Transition::Retry => "retry a job that is not failed or canceled",
+            _ => "change it that way",
+        };
+        StoreError::Conflict {
+            job_id: job_id.clone(),
+            status: refusal.from,
+            action,
+        }
+    }
+
+    /// Why a write fenced by `fence` changed nothing: the attempt lost the
+    /// job (it exists), or the job is gone (pruned, deleted).
+    pub fn fenced_out(fence: &Fence, job_exists: bool) -> Self {
+        if job_exists {
+            StoreError::LeaseLost {
+                job_id: fence.job_id.clone(),
+                attempt: fence.attempt,
+            }
+        } else {
+            StoreError::NotFound(fence.job_id.clone())
+        }
     }
 }

@@ -787,6 +787,39 @@ async fn health_ready_stats_and_metrics_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_s_data_is_what_the_openapi_document_says() {
+    let s = server(ServerConfig::default(), true).await;
+    let (_, doc) = s.get("/api/openapi.json").await;
+    assert_eq!(
+        doc["components"]["schemas"]["JobEvent"]["properties"]["data"]["$ref"],
+        "#/components/schemas/ChangeData"
+    );
+    let schema = jsonschema::validator_for(&doc["components"]["schemas"]["ChangeData"]).unwrap();
+    let slept = s.submit("sleep", json!({"secs": 0.2, "steps": 2})).await;
+    let failed_once = s.submit("fail", json!({"times": 1})).await;
+    s.wait_for(&slept, "completed").await;
+    s.wait_for(&failed_once, "completed").await;
+    let mut kinds = std::collections::BTreeSet::new();
+    for id in [slept, failed_once] {
+        let (_, page) = s.get(&format!("/api/commands/jobs/{id}/events")).await;
+        for event in page["events"].as_array().unwrap() {
+            let errors: Vec<String> = schema
+                .iter_errors(&event["data"])
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{event}: {errors:?}");
+            kinds.insert(event["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        kinds,
+        ["failure", "progress", "result", "status"]
+            .map(String::from)
+            .into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_is_in_the_openapi_document() {
     let s = server(ServerConfig::default(), true).await;
     let (status, doc) = s.get("/api/openapi.json").await;
