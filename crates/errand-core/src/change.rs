@@ -15,8 +15,8 @@ use crate::time::Timestamp;
 pub const RELEASED_REASON: &str = "released by a worker shutting down";
 /// Why a job whose cancel was pending ended when its worker was lost.
 pub const WORKER_LOST_REASON: &str = "canceled; its worker was lost";
-const SUBMITTED: &str = "submitted";
-const RETRIED: &str = "retried";
+pub(crate) const SUBMITTED: &str = "submitted";
+pub(crate) const RETRIED: &str = "retried";
 
 /// One change of one job: what its event records.
 #[derive(Clone, Debug, PartialEq)]
@@ -265,6 +265,47 @@ impl Change {
                 }
             }
         }
+    }
+}
+
+/// How a change moves its job between statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusMove {
+    /// `None` when the change created the job.
+    pub from: Option<JobStatus>,
+    pub to: JobStatus,
+}
+
+impl Change {
+    /// The move between statuses the change makes; `None` when the status
+    /// stays (progress, a log line, a checkpoint, a cancel request).
+    pub fn status_move(&self) -> Option<StatusMove> {
+        let to = self.status();
+        let from = match self {
+            Change::Submitted { .. } => None,
+            Change::Claimed { .. } => Some(JobStatus::New),
+            Change::Progress(_)
+            | Change::Log { .. }
+            | Change::Checkpoint { .. }
+            | Change::CancelRequested => return None,
+            Change::Completed { .. }
+            | Change::RetryScheduled { .. }
+            | Change::Failed { .. }
+            | Change::Released => Some(JobStatus::Running),
+            // Canceled while it ran (its handler stopped, or its worker
+            // was lost) or before it started.
+            Change::Canceled { attempt, error, .. } => {
+                Some(if attempt.is_some() || error.is_some() {
+                    JobStatus::Running
+                } else {
+                    JobStatus::New
+                })
+            }
+            Change::Retried {
+                previous_status, ..
+            } => Some(*previous_status),
+        };
+        Some(StatusMove { from, to })
     }
 }
 
@@ -527,6 +568,22 @@ mod tests {
                 .map(|branch| branch["title"].to_string())
                 .collect();
             prop_assert_eq!(fits.len(), 1, "{} fits {:?}", data, fits);
+        }
+
+        #[test]
+        fn an_event_tells_its_status_move_without_a_full_decode(change in any_change()) {
+            let event = crate::JobEvent {
+                id: 1,
+                job_id: crate::JobId::from("j".to_owned()),
+                seq: 1,
+                kind: change.kind(),
+                status: change.status(),
+                app: "a".into(),
+                command: "c".into(),
+                data: change.data(),
+                at: at(0),
+            };
+            prop_assert_eq!(event.status_move(), change.status_move());
         }
 
         #[test]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::change::{Change, UndecodableEvent};
+use crate::change::{Change, StatusMove, UndecodableEvent};
 use crate::id::JobId;
 use crate::status::JobStatus;
 use crate::time::Timestamp;
@@ -73,6 +73,42 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
+    /// The move between statuses this event records, read from its kind,
+    /// its status and at most two fields of its data: what the stores'
+    /// status counters need at every commit, without decoding results.
+    pub fn status_move(&self) -> Option<StatusMove> {
+        let field = |name: &str| self.data.get(name);
+        let from = match (self.kind, self.status) {
+            (EventKind::Progress | EventKind::Log | EventKind::Checkpoint, _) => return None,
+            (EventKind::Result | EventKind::Failure, _) => Some(JobStatus::Running),
+            (EventKind::Status, JobStatus::Running) => {
+                if field("cancel_requested").is_some() {
+                    return None;
+                }
+                Some(JobStatus::New)
+            }
+            (EventKind::Status, JobStatus::Canceled) => {
+                Some(if field("attempt").is_some() || field("error").is_some() {
+                    JobStatus::Running
+                } else {
+                    JobStatus::New
+                })
+            }
+            (EventKind::Status, JobStatus::New) => match field("reason").and_then(|r| r.as_str()) {
+                Some(crate::change::SUBMITTED) => None,
+                Some(crate::change::RETRIED) => field("previous_status")
+                    .and_then(|s| s.as_str())
+                    .and_then(JobStatus::parse),
+                _ => Some(JobStatus::Running),
+            },
+            (EventKind::Status, _) => return None,
+        };
+        Some(StatusMove {
+            from,
+            to: self.status,
+        })
+    }
+
     /// The change this event records.
     pub fn change(&self) -> Result<Change, UndecodableEvent> {
         Change::decode(self.kind, &self.data)

@@ -35,7 +35,7 @@ pub mod status;
 pub mod time;
 
 pub mod whole;
-pub use change::{on_cancel, on_lease_expired, on_retry, Change, UndecodableEvent};
+pub use change::{on_cancel, on_lease_expired, on_retry, Change, StatusMove, UndecodableEvent};
 pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};

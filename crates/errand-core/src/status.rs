@@ -13,7 +13,7 @@ use crate::time::Timestamp;
 
 /// Where a job is in its life. The spellings are the wire format.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Queued, delayed, or waiting for a retry (`run_at` tells which).

@@ -441,12 +441,20 @@ impl Store for PgStore {
 
     async fn reap_expired(&self) -> Result<Vec<JobId>, StoreError> {
         let now = self.clock.now();
-        in_transaction!(self, |tx, events| write::reap_expired(
+        let reaped = in_transaction!(self, |tx, events| write::reap_expired(
             &tx,
             now,
             &mut events
         )
-        .await?)
+        .await?)?;
+        // Every worker reaps every few seconds: the counts' delta rows are
+        // folded as often, however seldom someone reads the stats.
+        let client = self.client().await?;
+        client
+            .execute(&rows::prepared(&*client, write::FOLD_COUNTS).await?, &[])
+            .await
+            .map_err(db)?;
+        Ok(reaped)
     }
 
     async fn get(&self, job_id: &JobId) -> Result<Job, StoreError> {
@@ -643,4 +651,6 @@ pub mod hot_statements {
     }
     pub const COMPLETE_MANY: &str = crate::write::COMPLETE_MANY;
     pub const RENEW_LEASES: &str = crate::write::RENEW_LEASES;
+    pub const STATS_RUN_TIMES: &str = crate::read::STATS_RUN_TIMES;
+    pub const STATS_OLDEST_READY: &str = crate::read::STATS_OLDEST_READY;
 }

@@ -6,11 +6,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use errand_core::JobEvent;
+use errand_store::counts::count_deltas;
 use errand_store::StoreError;
 use tokio::sync::broadcast;
 
 use crate::listen;
 use crate::rows::{self, db};
+
+/// Adds a commit's count deltas and notifies (when `$5` is not null).
+const COUNT_AND_NOTIFY: &str =
+    "WITH counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])) \
+     SELECT pg_notify('errand_events', $5) WHERE $5::text IS NOT NULL";
 
 pub(crate) struct Publisher {
     pub feed: broadcast::Sender<Arc<JobEvent>>,
@@ -49,9 +56,23 @@ impl Publisher {
         tx: deadpool_postgres::Transaction<'_>,
         events: Vec<JobEvent>,
     ) -> Result<(), StoreError> {
-        if let Some(payload) = listen::payload(&self.origin, &events) {
-            let notify = rows::prepared(&tx, "SELECT pg_notify('errand_events', $1)").await?;
-            tx.execute(&notify, &[&payload]).await.map_err(db)?;
+        let payload = listen::payload(&self.origin, &events);
+        let deltas = count_deltas(&events);
+        if deltas.is_empty() {
+            if let Some(payload) = payload {
+                let notify = rows::prepared(&tx, "SELECT pg_notify('errand_events', $1)").await?;
+                tx.execute(&notify, &[&payload]).await.map_err(db)?;
+            }
+        } else {
+            // One round trip: the counts' delta rows, and the notification.
+            let apps: Vec<&str> = deltas.iter().map(|d| d.app.as_str()).collect();
+            let commands: Vec<&str> = deltas.iter().map(|d| d.command.as_str()).collect();
+            let statuses: Vec<&str> = deltas.iter().map(|d| d.status.as_str()).collect();
+            let ns: Vec<i64> = deltas.iter().map(|d| d.delta).collect();
+            let statement = rows::prepared(&tx, COUNT_AND_NOTIFY).await?;
+            tx.execute(&statement, &[&apps, &commands, &statuses, &ns, &payload])
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         self.committed(events);

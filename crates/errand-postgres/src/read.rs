@@ -1,9 +1,7 @@
 //! Every read, on a pooled connection.
 
-use std::collections::BTreeMap;
-
 use deadpool_postgres::ClientWrapper as Client;
-use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
+use errand_core::{Job, JobEvent, JobId, Timestamp};
 use errand_store::{
     CommandInfo, CommandStats, FinishedInMinute, JobPage, ListCondition, ListParams, StoreError,
     WorkerInfo,
@@ -202,78 +200,56 @@ pub(crate) async fn events_between(
     rows.iter().map(rows::event).collect()
 }
 
+/// The stats read: each statement costs the same however many jobs the
+/// table holds (the oldest ready job costs as many rows as are queued).
+pub(crate) const STATS_COUNTS: &str = "SELECT app, command, status, sum(n)::int8 \
+     FROM errand_job_counts GROUP BY app, command, status";
+/// Run times in the window of recently finished jobs, walked down
+/// errand_jobs_finished.
+pub(crate) const STATS_RUN_TIMES: &str = "SELECT app, command, \
+     EXTRACT(EPOCH FROM (finished - started))::float8 FROM \
+     (SELECT app, command, status, started, finished FROM errand_jobs \
+      WHERE finished IS NOT NULL ORDER BY finished DESC LIMIT $1) recent \
+     WHERE status IN ('completed', 'failed') AND started IS NOT NULL";
+pub(crate) const STATS_OLDEST_READY: &str = "SELECT app, command, \
+     EXTRACT(EPOCH FROM ($1 - min(run_at)))::float8 \
+     FROM errand_jobs WHERE status = 'new' AND run_at <= $1 GROUP BY app, command";
+
 pub(crate) async fn stats(
     client: &Client,
     now: Timestamp,
 ) -> Result<Vec<CommandStats>, StoreError> {
+    // Kept by the writes as delta rows: folded first, the read costs the
+    // same at any table size.
+    client
+        .execute(&prepared(client, crate::write::FOLD_COUNTS).await?, &[])
+        .await
+        .map_err(db)?;
     let rows = client
+        .query(&prepared(client, STATS_COUNTS).await?, &[])
+        .await
+        .map_err(db)?;
+    let by_command = errand_store::counts::by_command(
+        rows.iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get::<_, i64>(3))),
+    );
+    let run_times = client
         .query(
-&prepared(client, "SELECT app, command, status, count(*) FROM errand_jobs GROUP BY app, command, status").await?,
-            &[],
+            &prepared(client, STATS_RUN_TIMES).await?,
+            &[&errand_store::counts::RUN_TIME_WINDOW],
         )
         .await
         .map_err(db)?;
-    let mut by_command: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
-    for row in rows {
-        let counts = by_command
-            .entry((row.get(0), row.get(1)))
-            .or_insert_with(|| {
-                JobStatus::ALL
-                    .iter()
-                    .map(|s| (s.as_str().to_owned(), 0))
-                    .collect()
-            });
-        counts.insert(row.get(2), row.get::<_, i64>(3) as u64);
-    }
-    let now_at = ts(now);
-    let mut stats = Vec::with_capacity(by_command.len());
-    for ((app, command), counts) in by_command {
-        let mut run_times: Vec<f64> = client
-            .query(
-                &prepared(
-                    client,
-                    "SELECT EXTRACT(EPOCH FROM (finished - started))::float8 FROM errand_jobs \
-                 WHERE app = $1 AND command = $2 AND status IN ('completed', 'failed') \
-                 AND started IS NOT NULL ORDER BY finished DESC LIMIT 1000",
-                )
-                .await?,
-                &[&app, &command],
-            )
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| r.get::<_, f64>(0))
-            .collect();
-        run_times.sort_by(f64::total_cmp);
-        let oldest: Option<f64> = client
-            .query_one(
-                &prepared(
-                    client,
-                    "SELECT EXTRACT(EPOCH FROM ($3 - min(run_at)))::float8 FROM errand_jobs \
-                 WHERE app = $1 AND command = $2 AND status = 'new' AND run_at <= $3",
-                )
-                .await?,
-                &[&app, &command, &now_at],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
-        let completed = counts.get("completed").copied().unwrap_or(0);
-        let failed = counts.get("failed").copied().unwrap_or(0);
-        stats.push(CommandStats {
-            app,
-            command,
-            counts,
-            mean_run_secs: (!run_times.is_empty())
-                .then(|| run_times.iter().sum::<f64>() / run_times.len() as f64),
-            p50_run_secs: errand_store::nearest_rank(&run_times, 0.50),
-            p95_run_secs: errand_store::nearest_rank(&run_times, 0.95),
-            failure_rate: (completed + failed > 0)
-                .then(|| failed as f64 / (completed + failed) as f64),
-            oldest_new_age_secs: oldest,
-        });
-    }
-    Ok(stats)
+    let oldest_ready = client
+        .query(&prepared(client, STATS_OLDEST_READY).await?, &[&ts(now)])
+        .await
+        .map_err(db)?;
+    let row_of = |row: &tokio_postgres::Row| (row.get(0), row.get(1), row.get::<_, f64>(2));
+    Ok(errand_store::counts::assemble(
+        by_command,
+        run_times.iter().map(row_of),
+        oldest_ready.iter().map(row_of),
+    ))
 }
 
 pub(crate) async fn workers(

@@ -153,3 +153,62 @@ async fn claims_outcomes_and_heartbeats_find_their_jobs_by_key() {
         .get(0);
     assert_eq!(completed, 300);
 }
+
+/// The stats read costs the same however many jobs have finished: run
+/// times come from a window walked down the finished index, the oldest
+/// ready job from the ready index, never a scan of the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_read_walks_indexes_not_the_table() {
+    let Some((config, guard)) = common::fresh_database().await else {
+        return;
+    };
+    let store = common::system_clock_store(config).await;
+    let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    store
+        .submit_batch(
+            (0..30_000)
+                .map(|i| NewJob::new("a", "b", json!(i)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut finished = 0;
+    while finished < 29_900 {
+        let claimed = store
+            .claim(ClaimParams {
+                worker_id: "w".into(),
+                queues: vec![DEFAULT_QUEUE.into()],
+                commands: None,
+                limit: 5_000.min(29_900 - finished),
+                lease: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+        finished += claimed.len();
+        let outcomes = claimed
+            .into_iter()
+            .map(|job| {
+                let fence = errand_store::Fence {
+                    job_id: job.job_id,
+                    attempt: job.attempt,
+                    worker_id: "w".into(),
+                };
+                (fence, errand_store::Outcome::Completed { result: json!(1) })
+            })
+            .collect();
+        store.finish(outcomes).await.unwrap();
+    }
+    client.batch_execute("ANALYZE errand_jobs").await.unwrap();
+    let window = errand_store::counts::RUN_TIME_WINDOW;
+    let run_times = explain(&client, hot_statements::STATS_RUN_TIMES, &[&window]).await;
+    assert_eq!(scans_of_the_jobs_table(&run_times), Vec::<String>::new());
+    assert!(
+        uses_index(&run_times, "errand_jobs_finished"),
+        "{run_times}"
+    );
+    let now = SystemTime::now();
+    let oldest = explain(&client, hot_statements::STATS_OLDEST_READY, &[&now]).await;
+    assert_eq!(scans_of_the_jobs_table(&oldest), Vec::<String>::new());
+    assert!(uses_index(&oldest, "errand_jobs_ready"), "{oldest}");
+}

@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_paused_queues.sql"),
     include_str!("migrations/0005_schedules.sql"),
     include_str!("migrations/0006_limits.sql"),
+    include_str!("migrations/0007_job_counts.sql"),
 ];
 
 /// The schema version this build brings a database to.
@@ -40,4 +41,23 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<MigrationOutcom
 pub(crate) enum MigrationOutcome {
     UpToDate { applied: usize },
     TooNew { found: usize, known: usize },
+}
+
+/// How SQLite plans `sql` on a fresh database of this schema (its
+/// parameters bound to NULL), one line per step: for tests of plans.
+#[cfg(test)]
+pub(crate) fn query_plan(sql: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = Connection::open(dir.path().join("plan.db")).unwrap();
+    migrate(&mut conn).unwrap();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(nulls), |row| {
+            row.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows.join("\n")
 }

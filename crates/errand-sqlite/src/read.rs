@@ -1,9 +1,7 @@
 //! Every read, run on a pooled read connection. In WAL mode readers never
 //! block the writer, and see every group committed before they start.
 
-use std::collections::BTreeMap;
-
-use errand_core::{Job, JobEvent, JobId, JobStatus, Timestamp};
+use errand_core::{Job, JobEvent, JobId, Timestamp};
 use errand_store::{
     CommandInfo, CommandStats, FinishedInMinute, JobPage, ListCondition, ListParams, QueueInfo,
     StoreError, WorkerInfo,
@@ -127,76 +125,55 @@ pub(crate) fn feed_head(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 /// How many recent run times per command the percentiles are taken over.
-const RUN_TIME_SAMPLE: i64 = 1000;
+use errand_store::counts::RUN_TIME_WINDOW;
+
+/// Run times in the window of recently finished jobs, walked down
+/// jobs_finished: the same cost however many jobs the table holds.
+const STATS_RUN_TIMES: &str = "SELECT app, command, finished - started FROM \
+     (SELECT app, command, status, started, finished FROM jobs \
+      WHERE finished IS NOT NULL ORDER BY finished DESC LIMIT ?) \
+     WHERE status IN ('completed', 'failed') AND started IS NOT NULL";
+/// Costs as many rows as are queued. The index is named: the planner would
+/// rather group down jobs_command, which walks the whole table.
+const STATS_OLDEST_READY: &str = "SELECT app, command, min(run_at) FROM jobs \
+     INDEXED BY jobs_ready WHERE status = 'new' AND run_at <= ? GROUP BY app, command";
 
 pub(crate) fn stats(conn: &Connection, now: Timestamp) -> Result<Vec<CommandStats>, StoreError> {
-    let mut by_command: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT app, command, status, count(*) FROM jobs GROUP BY app, command, status",
-        )
-        .map_err(backend)?;
-    let rows = stmt
+    // Kept by the writes: the read costs the same at any table size.
+    let rows: Vec<(String, String, String, i64)> = conn
+        .prepare_cached("SELECT app, command, status, n FROM job_counts")
+        .map_err(backend)?
         .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, u64>(3)?,
-            ))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
         .map_err(backend)?;
-    for row in rows {
-        let (app, command, status, count) = row.map_err(backend)?;
-        let counts = by_command.entry((app, command)).or_insert_with(|| {
-            JobStatus::ALL
-                .iter()
-                .map(|s| (s.as_str().to_owned(), 0))
-                .collect()
-        });
-        counts.insert(status, count);
-    }
-    let mut stats = Vec::with_capacity(by_command.len());
-    for ((app, command), counts) in by_command {
-        let mut run_times: Vec<f64> = conn
-            .prepare_cached(
-                "SELECT finished - started FROM jobs WHERE app = ? AND command = ? \
-                 AND status IN ('completed', 'failed') AND started IS NOT NULL \
-                 ORDER BY finished DESC LIMIT ?",
-            )
-            .map_err(backend)?
-            .query_map(params![app, command, RUN_TIME_SAMPLE], |row| {
-                Ok(row.get::<_, i64>(0)? as f64 / 1e6)
-            })
-            .map_err(backend)?
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        run_times.sort_by(f64::total_cmp);
-        let oldest_ready: Option<i64> = conn
-            .prepare_cached(
-                "SELECT min(run_at) FROM jobs WHERE app = ? AND command = ? AND status = 'new' \
-                 AND run_at <= ?",
-            )
-            .map_err(backend)?
-            .query_row(params![app, command, now.as_micros()], |row| row.get(0))
-            .map_err(backend)?;
-        let completed = counts.get("completed").copied().unwrap_or(0);
-        let failed = counts.get("failed").copied().unwrap_or(0);
-        stats.push(CommandStats {
-            app,
-            command,
-            counts,
-            mean_run_secs: (!run_times.is_empty())
-                .then(|| run_times.iter().sum::<f64>() / run_times.len() as f64),
-            p50_run_secs: errand_store::nearest_rank(&run_times, 0.50),
-            p95_run_secs: errand_store::nearest_rank(&run_times, 0.95),
-            failure_rate: (completed + failed > 0)
-                .then(|| failed as f64 / (completed + failed) as f64),
-            oldest_new_age_secs: oldest_ready
-                .map(|at| now.since(Timestamp::from_micros(at)).as_secs_f64()),
-        });
-    }
-    Ok(stats)
+    let by_command = errand_store::counts::by_command(rows);
+    let run_times: Vec<(String, String, f64)> = conn
+        .prepare_cached(STATS_RUN_TIMES)
+        .map_err(backend)?
+        .query_map([RUN_TIME_WINDOW], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as f64 / 1e6))
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let oldest_ready: Vec<(String, String, f64)> = conn
+        .prepare_cached(STATS_OLDEST_READY)
+        .map_err(backend)?
+        .query_map([now.as_micros()], |row| {
+            let at = Timestamp::from_micros(row.get(2)?);
+            Ok((row.get(0)?, row.get(1)?, now.since(at).as_secs_f64()))
+        })
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    Ok(errand_store::counts::assemble(
+        by_command,
+        run_times,
+        oldest_ready,
+    ))
 }
 
 pub(crate) fn workers(conn: &Connection, now: Timestamp) -> Result<Vec<WorkerInfo>, StoreError> {
@@ -325,4 +302,26 @@ pub(crate) fn finished_per_minute(
         })
         .map_err(backend)?;
     rows.collect::<Result<_, _>>().map_err(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrations::query_plan;
+
+    /// The stats read walks indexes, never the whole jobs table.
+    #[test]
+    fn the_stats_read_does_not_scan_the_jobs_table() {
+        let run_times = query_plan(STATS_RUN_TIMES);
+        assert!(run_times.contains("jobs_finished"), "{run_times}");
+        let oldest = query_plan(STATS_OLDEST_READY);
+        assert!(oldest.contains("jobs_ready"), "{oldest}");
+        for plan in [run_times, oldest] {
+            assert!(
+                !plan.contains("SCAN jobs\n") && !plan.ends_with("SCAN jobs"),
+                "{plan}"
+            );
+            assert!(!plan.contains("jobs_command"), "{plan}");
+        }
+    }
 }

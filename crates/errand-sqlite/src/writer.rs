@@ -347,6 +347,11 @@ fn commit_group(
             ));
         }
     }
+    let counted = crate::write::add_counts(conn, &errand_store::counts::count_deltas(&ctx.events));
+    if let Err(err) = counted {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(err);
+    }
     if let Err(err) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(backend(err));

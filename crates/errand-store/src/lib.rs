@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`store`]: the [`Store`] trait, one method per operation.
 //! - [`params`]: the parameter and reply structs of those methods.
+//! - [`counts`]: jobs by command and status, kept by the writes.
 //! - [`error`]: [`StoreError`], typed so callers can tell a fenced stale
 //!   worker ([`StoreError::LeaseLost`]) from an illegal request
 //!   ([`StoreError::Conflict`]) or an unreachable database.
@@ -12,6 +13,7 @@
 //! - `contract` (feature `contract`): the test suite, and the
 //!   [`store_contract_tests!`] macro that runs it against a store.
 
+pub mod counts;
 pub mod error;
 pub mod observed;
 pub mod params;

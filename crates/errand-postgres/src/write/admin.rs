@@ -158,14 +158,30 @@ pub(crate) async fn prune(
     )
     .await
     .map_err(db)?;
-    tx.execute(
-        &prepared(
-            tx,
-            "DELETE FROM errand_jobs WHERE finished < $1 AND status = ANY($2)",
+    // The counts lose what goes, in the same statement.
+    let pruned: i64 = tx
+        .query_one(
+            &prepared(
+                tx,
+                "WITH gone AS (DELETE FROM errand_jobs WHERE finished < $1 AND status = ANY($2) \
+                 RETURNING app, command, status), \
+                 counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
+                 SELECT app, command, status, -count(*) FROM gone GROUP BY app, command, status) \
+                 SELECT count(*) FROM gone",
+            )
+            .await?,
+            &[&before, &statuses],
         )
-        .await?,
-        &[&before, &statuses],
-    )
-    .await
-    .map_err(db)
+        .await
+        .map_err(db)?
+        .get(0);
+    Ok(pruned as u64)
 }
+
+/// Sums each count's delta rows into one. Concurrent folds are safe: each
+/// deletes only the rows it saw, and inserts their sum.
+pub(crate) const FOLD_COUNTS: &str = "WITH gone AS (DELETE FROM errand_job_counts \
+     RETURNING app, command, status, n) \
+     INSERT INTO errand_job_counts (app, command, status, n) \
+     SELECT app, command, status, sum(n) FROM gone GROUP BY app, command, status \
+     HAVING sum(n) <> 0";

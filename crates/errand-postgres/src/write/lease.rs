@@ -39,6 +39,8 @@ pub(crate) fn claim_chosen_sql() -> String {
 }
 
 /// Starts the jobs `picked` selects: their rows, events and notification.
+/// A claim is one statement, committed alone: it counts its moves itself
+/// (a transaction's are counted at its commit).
 fn claim_statement(picked: &str) -> String {
     format!(
         "WITH picked AS ({picked}), \
@@ -51,7 +53,11 @@ fn claim_statement(picked: &str) -> String {
                jsonb_build_object('status', 'running', 'attempt', u.attempt, 'worker_id', u.worker_id), $1 \
              FROM u RETURNING id, job_seq, data), \
          n AS (SELECT pg_notify('errand_events', $8 || ':' || min(id) || ':' || max(id)) \
-             FROM e HAVING count(*) > 0) \
+             FROM e HAVING count(*) > 0), \
+         counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
+             SELECT g.app, g.command, s.status, s.n \
+             FROM (SELECT app, command, count(*) AS k FROM u GROUP BY app, command) g \
+             CROSS JOIN LATERAL (VALUES ('new', -g.k), ('running', g.k)) AS s(status, n)) \
          SELECT {JOB_COLUMNS}, e.id AS event_id, e.data AS event_data \
          FROM u AS j JOIN e ON e.job_seq = j.seq CROSS JOIN n"
     )

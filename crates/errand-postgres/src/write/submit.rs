@@ -146,8 +146,11 @@ pub(crate) async fn submit_alone(
         .as_object_mut()
         .expect("an event is an object")
         .remove("id");
+    // One statement, committed alone: it counts the new job itself.
     let sql = format!(
-        "{INSERT_ONE} SELECT e.id, pg_notify('errand_events', \
+        "{INSERT_ONE}, counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
+           SELECT $2, $3, 'new', 1 FROM j) \
+         SELECT e.id, pg_notify('errand_events', \
            $16 || '|' || jsonb_build_array($17::jsonb || jsonb_build_object('id', e.id))::text) \
          FROM e"
     );

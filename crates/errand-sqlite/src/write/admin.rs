@@ -1,6 +1,7 @@
 //! What people ask for: cancel (with the jobs under it), retry, pause a queue, prune.
 
 use errand_core::{on_cancel, on_retry, Change, Job, JobId, JobStatus, Timestamp};
+use errand_store::counts::CountDelta;
 use errand_store::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -170,8 +171,37 @@ pub(crate) fn prune(
         [before],
     )
     .map_err(backend)?;
+    // The counts lose what is about to go, in the same transaction.
+    conn.execute(
+        &format!(
+            "INSERT INTO job_counts (app, command, status, n) \
+             SELECT app, command, status, -count(*) FROM jobs WHERE {ended} \
+             GROUP BY app, command, status \
+             ON CONFLICT (app, command, status) DO UPDATE SET n = n + excluded.n"
+        ),
+        [before],
+    )
+    .map_err(backend)?;
     let pruned = conn
         .execute(&format!("DELETE FROM jobs WHERE {ended}"), [before])
         .map_err(backend)?;
     Ok(pruned as u64)
+}
+
+/// Adds `deltas` to the jobs counted by command and status.
+pub(crate) fn add_counts(conn: &Connection, deltas: &[CountDelta]) -> Result<(), StoreError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO job_counts (app, command, status, n) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (app, command, status) DO UPDATE SET n = n + excluded.n",
+        )
+        .map_err(backend)?;
+    for d in deltas {
+        stmt.execute(params![d.app, d.command, d.status.as_str(), d.delta])
+            .map_err(backend)?;
+    }
+    Ok(())
 }

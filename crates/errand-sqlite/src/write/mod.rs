@@ -20,7 +20,7 @@ mod submit;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use admin::{cancel, pause_queue, prune, retry};
+pub(crate) use admin::{add_counts, cancel, pause_queue, prune, retry};
 pub(crate) use events::{changed_from_row, insert_events, returning, Changed, EventRow};
 pub(crate) use finish::{complete_many, finish, prepare_completions};
 pub(crate) use lease::{

@@ -1,7 +1,6 @@
 //! Tests of the write paths' SQL.
 
 use errand_core::Change;
-use rusqlite::Connection;
 
 use crate::rows::to_json;
 
@@ -21,21 +20,7 @@ fn a_replayed_operation_gets_its_event_data_again() {
     assert_eq!(event.text, to_json(&data));
 }
 
-fn plan(sql: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let mut conn = Connection::open(dir.path().join("plan.db")).unwrap();
-    crate::migrations::migrate(&mut conn).unwrap();
-    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-    let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(nulls), |row| {
-            row.get::<_, String>(3)
-        })
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    rows.join("\n")
-}
+use crate::migrations::query_plan as plan;
 
 /// With millions of queued jobs a claim must walk the ready index in
 /// order and stop, never sort every ready job.

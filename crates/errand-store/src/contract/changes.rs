@@ -22,8 +22,8 @@ fn error(attempt: u32) -> JobError {
 
 /// Drives jobs through every path that writes an event (single and batched
 /// submits and completions, plain and limited claims, every outcome, every
-/// lease expiry, cancels, retries), then decodes the whole feed.
-pub async fn every_event_is_a_change_the_core_defines(t: TestStore) {
+/// lease expiry, cancels, retries).
+async fn every_kind_of_change(t: &TestStore) {
     let store = &t.store;
     let now = t.clock.now();
     store.submit(new_job("a")).await.unwrap();
@@ -127,7 +127,12 @@ pub async fn every_event_is_a_change_the_core_defines(t: TestStore) {
     store.cancel(&limited[0].job_id).await.unwrap();
     t.clock.advance(LEASE + Duration::from_secs(1));
     assert_eq!(store.reap_expired().await.unwrap().len(), 3);
+}
 
+/// Every event of that workload decodes as the change it records.
+pub async fn every_event_is_a_change_the_core_defines(t: TestStore) {
+    every_kind_of_change(&t).await;
+    let store = &t.store;
     let feed = store.feed(0, 1000).await.unwrap();
     let mut seen = BTreeSet::new();
     for event in &feed {
@@ -155,4 +160,64 @@ pub async fn every_event_is_a_change_the_core_defines(t: TestStore) {
     .map(String::from)
     .into();
     assert_eq!(seen, every, "the test writes every kind of change");
+}
+
+/// The jobs by command and status in `stats`, which the writes keep, are
+/// the jobs there are, after every kind of change and after a prune.
+pub async fn counts_kept_by_the_writes_are_the_jobs_there_are(t: TestStore) {
+    every_kind_of_change(&t).await;
+    assert_counts_match(&t).await;
+    t.clock.advance(Duration::from_secs(3600));
+    let pruned = t
+        .store
+        .prune_statuses(
+            &[
+                errand_core::JobStatus::Failed,
+                errand_core::JobStatus::Canceled,
+            ],
+            t.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert!(pruned >= 3, "pruned {pruned}");
+    assert_counts_match(&t).await;
+}
+
+async fn assert_counts_match(t: &TestStore) {
+    let jobs = t
+        .store
+        .list(crate::ListParams {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs;
+    let mut real: std::collections::BTreeMap<
+        (String, String),
+        std::collections::BTreeMap<String, u64>,
+    > = Default::default();
+    for job in &jobs {
+        let counts = real
+            .entry((job.app.clone(), job.command.clone()))
+            .or_insert_with(|| {
+                errand_core::JobStatus::ALL
+                    .iter()
+                    .map(|s| (s.as_str().to_owned(), 0))
+                    .collect()
+            });
+        *counts.get_mut(job.status.as_str()).unwrap() += 1;
+    }
+    let kept: std::collections::BTreeMap<
+        (String, String),
+        std::collections::BTreeMap<String, u64>,
+    > = t
+        .store
+        .stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| ((s.app, s.command), s.counts))
+        .collect();
+    assert_eq!(kept, real);
 }

@@ -156,6 +156,7 @@ macro_rules! store_contract_tests {
             finished_per_minute_counts_completed_and_failed,
             workers_and_their_commands_are_published,
             every_event_is_a_change_the_core_defines,
+            counts_kept_by_the_writes_are_the_jobs_there_are,
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

@@ -3,6 +3,7 @@
 //!
 //! - `workloads`: enqueue, enqueue-batch, drain, latency, depth.
 //! - `http`: submits through the real HTTP server.
+//! - `reads`: the stats and list reads against a small and a large table.
 //! - `fanout`: one job's events to many SSE clients.
 //! - `target`: a fresh store per run, and the plain-insert baseline.
 //! - `usage`: CPU time and peak memory.
@@ -10,6 +11,7 @@
 
 mod fanout;
 mod http;
+mod reads;
 mod report;
 mod target;
 mod usage;
@@ -36,12 +38,13 @@ const WORKLOADS: &[&str] = &[
     "depth",
     "http-submit",
     "sse-fanout",
+    "reads",
 ];
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// idle, enqueue, enqueue-batch, drain, drain-limited, latency-idle,
-    /// latency-load, depth, http-submit, sse-fanout, or all.
+    /// latency-load, depth, http-submit, sse-fanout, reads, or all.
     workload: String,
     /// Store URL; each run gets a fresh file (next to this one) or a fresh
     /// PostgreSQL database. Default: SQLite in a temporary directory.
@@ -73,6 +76,9 @@ pub struct BenchArgs {
     /// Jobs queued for the deep half of depth (the shallow half has 10,000).
     #[arg(long, default_value_t = 1_000_000)]
     depth: usize,
+    /// Jobs in the large table of reads (the small one has 10,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    table: usize,
     /// Print one JSON object per workload instead of a table.
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
@@ -148,6 +154,15 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             continue;
         }
         let rows: Vec<(String, Vec<RunResult>)> = match workload {
+            "reads" => {
+                let mut rows = Vec::new();
+                for size in [READS_SMALL, args.table] {
+                    let (stats, list) = read_runs(&target, &args, size).await?;
+                    rows.push((format!("stats-{}", short_count(size)), stats));
+                    rows.push((format!("list-{}", short_count(size)), list));
+                }
+                rows
+            }
             "depth" => vec![
                 (
                     format!("depth-{}", short_count(DEPTH_MEASURED)),
@@ -253,6 +268,29 @@ async fn runs(
         results.push(result);
     }
     Ok(results)
+}
+
+/// Jobs in the small table of `reads`.
+const READS_SMALL: usize = 10_000;
+
+/// `args.runs` runs of `reads` on a fresh store of `size` jobs each: the
+/// stats runs and the list runs.
+async fn read_runs(
+    target: &Target,
+    args: &BenchArgs,
+    size: usize,
+) -> anyhow::Result<(Vec<RunResult>, Vec<RunResult>)> {
+    let (mut stats, mut list) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let (store, fresh) = target.fresh("reads").await?;
+        let result = reads::reads(store.clone(), size).await;
+        drop(store);
+        fresh.remove().await;
+        let (s, l) = result.context("reads failed")?;
+        stats.push(s);
+        list.push(l);
+    }
+    Ok((stats, list))
 }
 
 /// Drain capacity for latency-load when drain did not run before it.
