@@ -62,7 +62,11 @@ pub struct Job {
 impl Job {
     /// `app.name`, the command's full name.
     pub fn full_command(&self) -> String {
-        format!("{}.{}", self.app, self.command)
+        self.command_name().to_string()
+    }
+
+    pub fn command_name(&self) -> crate::CommandName {
+        crate::CommandName::new(self.app.as_str(), self.command.as_str())
     }
 }
 

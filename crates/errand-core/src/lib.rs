@@ -6,6 +6,7 @@
 //!   wire) and the injectable [`Clock`] that every component asks for "now",
 //!   so tests of leases, timeouts and back-off are deterministic.
 //! - [`id`]: [`JobId`], a time-ordered opaque string.
+//! - [`command`]: [`CommandName`], `app.name` written and read in one place.
 //! - [`status`]: [`JobStatus`] and the state machine as pure
 //!   functions.
 //! - [`retry`]: [`RetryPolicy`] with its four wait strategies.
@@ -22,6 +23,7 @@
 //!   scheduler does with due and missed ticks ([`plan_tick`]).
 
 pub mod change;
+pub mod command;
 pub mod event;
 pub mod id;
 pub mod job;
@@ -36,6 +38,7 @@ pub mod time;
 
 pub mod whole;
 pub use change::{on_cancel, on_lease_expired, on_retry, Change, StatusMove, UndecodableEvent};
+pub use command::{CommandName, NotACommandName};
 pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};

@@ -89,16 +89,7 @@ pub struct CommandLimit {
 impl CommandLimit {
     /// Checks what a store cannot repair later; returns the key's path.
     pub fn validate(&self) -> Result<Option<KeyPath>, String> {
-        if self
-            .command
-            .split_once('.')
-            .is_none_or(|(a, n)| a.is_empty() || n.is_empty())
-        {
-            return Err(format!(
-                "a limit's command is app.name, got {:?}",
-                self.command
-            ));
-        }
+        crate::CommandName::parse(&self.command).map_err(|err| format!("a limit's {err}"))?;
         if self.max_running == Some(0) || self.max_starts == Some(0) {
             return Err("max_running and max_starts must be at least 1".into());
         }

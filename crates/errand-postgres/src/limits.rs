@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
-use errand_core::{admit, Candidate, CommandLimit, Job, JobEvent, KeyPath, KeyUsage, Timestamp};
+use errand_core::{
+    admit, Candidate, CommandLimit, CommandName, Job, JobEvent, KeyPath, KeyUsage, Timestamp,
+};
 use errand_store::{ClaimParams, StoreError};
 
 use crate::rows::{db, prepared, ts};
@@ -138,7 +140,9 @@ pub(crate) async fn set(
     .await
     .map_err(db)?;
     // Jobs already waiting or running are held to it from now on.
-    let (app, name) = limit.command.split_once('.').expect("validated");
+    let command =
+        CommandName::parse(&limit.command).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let (app, name) = (command.app(), command.name());
     const BACKFILL: &str = concat!(
         "UPDATE errand_jobs j SET limit_key = ",
         limit_key_of!("j.app", "j.command", "j.input", "j.context"),

@@ -78,11 +78,11 @@ impl Catalog {
                 let validator = match jsonschema::validator_for(&info.input_schema) {
                     Ok(validator) => Some(validator),
                     Err(err) => {
-                        tracing::warn!(command = %format!("{}.{}", info.app, info.name), error = %err, "published input schema does not compile; input is not checked");
+                        tracing::warn!(command = %info.full_name(), error = %err, "published input schema does not compile; input is not checked");
                         None
                     }
                 };
-                (format!("{}.{}", info.app, info.name), Arc::new(CompiledCommand { info, validator }))
+                (info.full_name(), Arc::new(CompiledCommand { info, validator }))
             })
             .collect();
         *self.cache.write().expect("never poisoned") = Some((Instant::now(), commands.clone()));

@@ -8,7 +8,7 @@ use crate::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
 use errand_api::*;
-use errand_core::{JobId, JobStatus, Timestamp};
+use errand_core::{CommandName, JobId, JobStatus, Timestamp};
 use errand_store::{ListParams, NewJob, SubmitReceipt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -23,17 +23,17 @@ pub(crate) async fn build_job(
     state: &AppState,
     request: SubmitRequest,
 ) -> Result<NewJob, ApiError> {
-    let (app, name) = match (&request.app, request.command.split_once('.')) {
+    let (app, name) = match (&request.app, CommandName::parse(&request.command)) {
         (Some(app), _) => (app.clone(), request.command.clone()),
-        (None, Some((app, name))) => (app.to_owned(), name.to_owned()),
-        (None, None) => {
+        (None, Ok(full)) => full.into_parts(),
+        (None, Err(_)) => {
             return Err(ApiError::UnknownCommand(format!(
                 "command {:?} needs an app: send \"app\" or a full name like \"app.{}\"",
                 request.command, request.command
             )))
         }
     };
-    let full = format!("{app}.{name}");
+    let full = CommandName::new(app.as_str(), name.as_str()).to_string();
     let command = state.catalog.lookup(&full).await?.ok_or_else(|| {
         ApiError::UnknownCommand(format!(
             "unknown command {full}: no worker has registered it"
@@ -63,12 +63,21 @@ pub(crate) async fn build_job(
             .validate()
             .map_err(|e| ApiError::InvalidInput(format!("options.retry: {e}")))?;
     }
-    let mut job = NewJob::new(app, name, request.input)
-        .queue(options.queue.unwrap_or_else(|| defaults.queue.clone()))
-        .priority(options.priority.unwrap_or(defaults.priority))
-        .retry(options.retry.unwrap_or_else(|| defaults.retry.clone()));
+    // The command's defaults, then what the submit's options name.
+    let mut job = defaults.new_job(app, name, request.input);
+    if let Some(queue) = options.queue {
+        job.queue = queue;
+    }
+    if let Some(priority) = options.priority {
+        job.priority = priority;
+    }
+    if let Some(retry) = options.retry {
+        job.retry = retry;
+    }
+    if let Some(secs) = options.timeout_secs {
+        job.timeout_secs = Some(secs);
+    }
     job.context = request.context.filter(|c| !c.is_null());
-    job.timeout_secs = options.timeout_secs.or(defaults.timeout_secs);
     job.idempotency_key = options.idempotency_key;
     if let Some(max_attempts) = options.max_attempts {
         job.retry.max_attempts = max_attempts;

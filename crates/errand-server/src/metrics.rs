@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use errand_core::{error_kind, Change};
+use errand_core::{error_kind, Change, CommandName};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -53,7 +53,8 @@ pub async fn count_outcomes(state: AppState) {
     loop {
         match feed.recv().await {
             Ok(event) => {
-                let command = format!("{}.{}", event.app, event.command);
+                let command =
+                    CommandName::new(event.app.as_str(), event.command.as_str()).to_string();
                 let Ok(change) = event.change() else {
                     continue;
                 };
@@ -88,7 +89,7 @@ pub async fn count_outcomes(state: AppState) {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     for stats in state.store.stats().await? {
-        let command = format!("{}.{}", stats.app, stats.command);
+        let command = stats.full_name();
         for (status, count) in &stats.counts {
             metrics::gauge!("errand_jobs", "command" => command.clone(), "status" => status.clone())
                 .set(*count as f64);

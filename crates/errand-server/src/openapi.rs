@@ -112,7 +112,7 @@ fn describe_submits(doc: &mut serde_json::Value, commands: &[errand_store::Comma
     );
     let mut branches = Vec::new();
     for command in commands {
-        let prefix = format!("{}.{}", command.app, command.name);
+        let prefix = command.full_name();
         let own = hoist_definitions(schemas, &prefix, command.input_schema.clone());
         // Whatever the command's schema says, a job's input is an object.
         let input = json!({"allOf": [{"type": "object"}, own]});

@@ -15,7 +15,7 @@ use crate::extract::{Path, Query};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
-use errand_core::{Job, JobEvent, JobId, JobStatus};
+use errand_core::{CommandName, Job, JobEvent, JobId, JobStatus};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -299,9 +299,9 @@ impl FeedFilter {
             })
             .transpose()?;
         let (app, command) = match (query.app, query.command) {
-            (None, Some(full)) if full.contains('.') => {
-                let (app, name) = full.split_once('.').expect("checked");
-                (Some(app.to_owned()), Some(name.to_owned()))
+            (None, Some(full)) if CommandName::parse(&full).is_ok() => {
+                let (app, name) = CommandName::parse(&full).expect("checked").into_parts();
+                (Some(app), Some(name))
             }
             other => other,
         };

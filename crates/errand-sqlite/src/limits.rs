@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use errand_core::{admit, Candidate, CommandLimit, KeyPath, KeyUsage};
+use errand_core::{admit, Candidate, CommandLimit, CommandName, KeyPath, KeyUsage};
 use errand_store::{ClaimParams, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -100,7 +100,9 @@ pub(crate) fn set(
     ])
     .map_err(backend)?;
     // Jobs already waiting or running are held to it from now on.
-    let (app, name) = limit.command.split_once('.').expect("validated");
+    let command =
+        CommandName::parse(&limit.command).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let (app, name) = (command.app(), command.name());
     const BACKFILL: &str = concat!(
         "UPDATE jobs SET limit_key = ",
         limit_key_of!("jobs.app", "jobs.command", "jobs.input", "jobs.context"),

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::StoreError;
 use errand_core::{JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -133,6 +134,22 @@ pub struct ClaimParams {
     pub lease: Duration,
 }
 
+impl ClaimParams {
+    /// The commands named, read as `app.name`; `None` claims any command.
+    pub fn command_names(&self) -> Result<Option<Vec<errand_core::CommandName>>, StoreError> {
+        self.commands
+            .as_ref()
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|full| errand_core::CommandName::parse(full))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|err| StoreError::Invalid(err.to_string()))
+            })
+            .transpose()
+    }
+}
+
 /// Identifies one attempt of one job held by one worker. Every write a
 /// worker makes is checked against it (compare-and-set).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -215,10 +232,11 @@ impl ListParams {
             conditions.push(App(app.clone()));
         }
         if let Some(command) = &self.command {
-            match command.split_once('.') {
-                Some((app, name)) if self.app.is_none() => {
-                    conditions.push(App(app.to_owned()));
-                    conditions.push(Command(name.to_owned()));
+            match errand_core::CommandName::parse(command) {
+                Ok(full) if self.app.is_none() => {
+                    let (app, name) = full.into_parts();
+                    conditions.push(App(app));
+                    conditions.push(Command(name));
                 }
                 _ => conditions.push(Command(command.clone())),
             }
@@ -447,4 +465,32 @@ pub enum TickOutcome {
 pub struct TakenTick {
     /// The job submitted, when the outcome was one.
     pub job: Option<SubmitReceipt>,
+}
+
+impl CommandInfo {
+    /// `app.name`.
+    pub fn full_name(&self) -> String {
+        errand_core::CommandName::new(self.app.as_str(), self.name.as_str()).to_string()
+    }
+}
+
+impl CommandStats {
+    /// `app.name`.
+    pub fn full_name(&self) -> String {
+        errand_core::CommandName::new(self.app.as_str(), self.command.as_str()).to_string()
+    }
+}
+
+impl CommandDefaults {
+    /// A job of `app.name` with these defaults: the one place a command's
+    /// defaults become a job's settings (a submit's options then override
+    /// what they name).
+    pub fn new_job(&self, app: impl Into<String>, name: impl Into<String>, input: Value) -> NewJob {
+        let mut job = NewJob::new(app, name, input)
+            .queue(&self.queue)
+            .priority(self.priority)
+            .retry(self.retry.clone());
+        job.timeout_secs = self.timeout_secs;
+        job
+    }
 }

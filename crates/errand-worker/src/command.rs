@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use errand_core::{error_kind, RetryPolicy};
-use errand_store::DEFAULT_QUEUE;
+use errand_store::{CommandDefaults, DEFAULT_QUEUE};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -61,6 +61,19 @@ pub struct CommandOptions {
     pub priority: i32,
     /// At most this many attempts of the command at once in one worker.
     pub max_concurrency: Option<usize>,
+}
+
+impl CommandOptions {
+    /// The defaults a job of the command gets, as the store publishes them.
+    pub fn defaults(&self) -> CommandDefaults {
+        CommandDefaults {
+            timeout_secs: self.timeout.map(|t| t.as_secs_f64()),
+            retry: self.retry.clone(),
+            queue: self.queue.clone(),
+            priority: self.priority,
+            max_concurrency: self.max_concurrency,
+        }
+    }
 }
 
 impl Default for CommandOptions {

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use errand_core::{error_kind, Timestamp};
-use errand_store::{CommandDefaults, CommandInfo, NewJob};
+use errand_store::{CommandInfo, NewJob};
 use serde_json::Value;
 
 use crate::command::{Command, CommandOptions, HandlerError};
@@ -62,7 +62,7 @@ pub struct RegisteredCommand {
 
 impl RegisteredCommand {
     pub fn full_name(&self) -> String {
-        format!("{}.{}", self.app, self.name)
+        errand_core::CommandName::new(self.app.as_str(), self.name.as_str()).to_string()
     }
 
     /// The handler, to register the command in another registry.
@@ -72,12 +72,9 @@ impl RegisteredCommand {
 
     /// A job of this command with its defaults applied.
     pub fn new_job(&self, input: Value) -> NewJob {
-        let mut job = NewJob::new(&self.app, &self.name, input)
-            .queue(&self.options.queue)
-            .priority(self.options.priority)
-            .retry(self.options.retry.clone());
-        job.timeout_secs = self.options.timeout.map(|t| t.as_secs_f64());
-        job
+        self.options
+            .defaults()
+            .new_job(self.app.as_str(), self.name.as_str(), input)
     }
 }
 
@@ -216,13 +213,7 @@ impl Registry {
                 description: c.options.description.clone(),
                 input_schema: c.input_schema.clone(),
                 output_schema: None,
-                defaults: CommandDefaults {
-                    timeout_secs: c.options.timeout.map(|t| t.as_secs_f64()),
-                    retry: c.options.retry.clone(),
-                    queue: c.options.queue.clone(),
-                    priority: c.options.priority,
-                    max_concurrency: c.options.max_concurrency,
-                },
+                defaults: c.options.defaults(),
                 worker_id: Some(worker_id.to_owned()),
                 updated: now,
             })

@@ -344,11 +344,12 @@ impl Settings {
                 name: full_name.clone(),
                 reason,
             };
-            let Some((app, name)) = full_name.split_once('.') else {
+            let Ok(command_name) = errand_core::CommandName::parse(full_name) else {
                 return Err(invalid(
                     "name it APP.NAME, e.g. \"media.transcribe\"".into(),
                 ));
             };
+            let (app, name) = (command_name.app(), command_name.name());
             if command.argv.is_empty() {
                 return Err(invalid("argv is empty".into()));
             }

@@ -66,17 +66,12 @@ impl Queue {
         C: Command,
         C::Input: Serialize,
     {
-        let full = format!("{}.{}", C::APP, C::NAME);
+        let full = errand_core::CommandName::new(C::APP, C::NAME).to_string();
         let input = serde_json::to_value(input).map_err(|e| Error::BadInput {
             command: full.clone(),
             reason: e.to_string(),
         })?;
-        let options = command.options();
-        let mut job = NewJob::new(C::APP, C::NAME, input)
-            .queue(options.queue)
-            .priority(options.priority)
-            .retry(options.retry);
-        job.timeout_secs = options.timeout.map(|t| t.as_secs_f64());
+        let job = command.options().defaults().new_job(C::APP, C::NAME, input);
         self.submit(job).await
     }
 

@@ -66,15 +66,9 @@ fn claim_statement(picked: &str) -> String {
 /// Whether a claim names commands it can take (none named is any); an
 /// error for a name that is not `app.name`.
 pub(crate) fn claims_something(params: &ClaimParams) -> Result<bool, StoreError> {
-    let Some(names) = &params.commands else {
-        return Ok(true);
-    };
-    if let Some(bad) = names.iter().find(|n| !n.contains('.')) {
-        return Err(StoreError::Invalid(format!(
-            "command {bad:?} is not of the form app.name"
-        )));
-    }
-    Ok(!names.is_empty())
+    Ok(params
+        .command_names()?
+        .is_none_or(|names| !names.is_empty()))
 }
 
 /// Claims with one autocommit statement per queue: the rows, their events
@@ -294,11 +288,7 @@ pub(crate) async fn register_worker(
     worker: &WorkerRegistration,
 ) -> Result<(), StoreError> {
     let now_at = ts(now);
-    let names: Vec<String> = worker
-        .commands
-        .iter()
-        .map(|c| format!("{}.{}", c.app, c.name))
-        .collect();
+    let names: Vec<String> = worker.commands.iter().map(CommandInfo::full_name).collect();
     let (queues, names) = (json!(worker.queues), json!(names));
     let (pid, slots) = (i64::from(worker.pid), worker.slots as i64);
     tx.execute(

@@ -51,7 +51,7 @@ pub async fn show(State(state): State<AppState>, Query(chosen): Query<Chosen>) -
 struct Problems(HashMap<Option<String>, String>);
 
 fn full_name(command: &CommandInfo) -> String {
-    format!("{}.{}", command.app, command.name)
+    command.full_name()
 }
 
 fn render(

@@ -1,7 +1,9 @@
 //! Claims, heartbeats and expired leases, and the workers that hold them.
 
-use errand_core::{on_lease_expired, Change, JobId, JobStatus};
-use errand_store::{ClaimParams, HeartbeatParams, HeartbeatReply, StoreError, WorkerRegistration};
+use errand_core::{on_lease_expired, Change, CommandName, JobId, JobStatus};
+use errand_store::{
+    ClaimParams, CommandInfo, HeartbeatParams, HeartbeatReply, StoreError, WorkerRegistration,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{admin::*, events::*};
@@ -18,18 +20,10 @@ pub(crate) fn claim(
     params: &ClaimParams,
 ) -> Result<Vec<JobRow>, StoreError> {
     let mut claimed: Vec<Changed> = Vec::new();
-    let commands: Vec<(String, String)> = match &params.commands {
+    let commands: Vec<(String, String)> = match params.command_names()? {
         None => Vec::new(),
         Some(names) if names.is_empty() => return Ok(Vec::new()),
-        Some(names) => names
-            .iter()
-            .map(|full| match full.split_once('.') {
-                Some((app, name)) => Ok((app.to_owned(), name.to_owned())),
-                None => Err(StoreError::Invalid(format!(
-                    "command {full:?} is not of the form app.name"
-                ))),
-            })
-            .collect::<Result<_, _>>()?,
+        Some(names) => names.into_iter().map(CommandName::into_parts).collect(),
     };
     let sql = claim_sql(params.commands.as_ref().map(|_| commands.len()));
     let lease_until = ctx.now.plus(params.lease).as_micros();
@@ -201,11 +195,7 @@ pub(crate) fn register_worker(
     worker: &WorkerRegistration,
 ) -> Result<(), StoreError> {
     let now = ctx.now.as_micros();
-    let names: Vec<String> = worker
-        .commands
-        .iter()
-        .map(|c| format!("{}.{}", c.app, c.name))
-        .collect();
+    let names: Vec<String> = worker.commands.iter().map(CommandInfo::full_name).collect();
     conn.execute(
         "INSERT OR REPLACE INTO workers (id, host, pid, queues, commands, slots, started, \
          last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -129,7 +129,7 @@ pub async fn stats(client: &Client, json: bool) -> anyhow::Result<Exit> {
     let mut table = Table::new(header);
     let secs = |value: Option<f64>| value.map(duration).unwrap_or_else(|| "-".into());
     for command in &stats.commands {
-        let mut row = vec![format!("{}.{}", command.app, command.command)];
+        let mut row = vec![command.full_name()];
         for status in JobStatus::ALL {
             let count = command.counts.get(status.as_str()).copied().unwrap_or(0);
             row.push(if count == 0 {
@@ -169,7 +169,7 @@ pub async fn commands(client: &Client, json: bool) -> anyhow::Result<Exit> {
     for command in &list.commands {
         let defaults = &command.defaults;
         table.row(vec![
-            format!("{}.{}", command.app, command.name),
+            command.full_name(),
             defaults.queue.clone(),
             defaults
                 .timeout_secs
