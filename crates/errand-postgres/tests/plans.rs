@@ -58,23 +58,27 @@ fn rows_compared_and_dropped_by_joins(plan: &Value) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_outcomes_and_heartbeats_find_their_jobs_by_key() {
-    let Some((config, guard)) = common::fresh_database().await else {
-        return;
-    };
+/// A store on a fresh database with `jobs` queued, and a client of that
+/// database to explain statements on (`None`: no PostgreSQL configured).
+async fn store_with_jobs(
+    jobs: usize,
+) -> Option<(errand_postgres::PgStore, tokio_postgres::Client, impl Drop)> {
+    let (config, guard) = common::fresh_database().await?;
     let store = common::system_clock_store(config).await;
     let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
     tokio::spawn(connection);
-
     store
-        .submit_batch(
-            (0..5_000)
-                .map(|i| NewJob::new("a", "b", json!(i)))
-                .collect(),
-        )
+        .submit_batch((0..jobs).map(|i| NewJob::new("a", "b", json!(i))).collect())
         .await
         .unwrap();
+    Some((store, client, guard))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_outcomes_and_heartbeats_find_their_jobs_by_key() {
+    let Some((store, client, _guard)) = store_with_jobs(5_000).await else {
+        return;
+    };
     client.batch_execute("ANALYZE errand_jobs").await.unwrap();
     let running = store
         .claim(ClaimParams {
@@ -159,20 +163,9 @@ async fn claims_outcomes_and_heartbeats_find_their_jobs_by_key() {
 /// ready job from the ready index, never a scan of the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stats_read_walks_indexes_not_the_table() {
-    let Some((config, guard)) = common::fresh_database().await else {
+    let Some((store, client, _guard)) = store_with_jobs(30_000).await else {
         return;
     };
-    let store = common::system_clock_store(config).await;
-    let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    store
-        .submit_batch(
-            (0..30_000)
-                .map(|i| NewJob::new("a", "b", json!(i)))
-                .collect(),
-        )
-        .await
-        .unwrap();
     let mut finished = 0;
     while finished < 29_900 {
         let claimed = store
