@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 
 import pytest
@@ -75,6 +77,60 @@ async def test_the_async_client_does_what_the_client_does(server, workers):
             await aclient.get("no-such-job")
         page = await aclient.list(command="sample.steps")
         assert job_id in [j.job_id for j in page.jobs]
+
+
+def _read_feed(url, enough, timeout=20.0, **filters):
+    """Events of ``Client.feed`` read on a thread until ``enough(events)``;
+    a feed that stalls fails the test instead of hanging it."""
+    events: queue.Queue = queue.Queue()
+
+    def reader() -> None:
+        with errand.Client(url) as own:
+            for event in own.feed(**filters):
+                events.put(event)
+                if not threading.main_thread().is_alive():
+                    return
+
+    threading.Thread(target=reader, daemon=True).start()
+    seen: list = []
+    deadline = time.monotonic() + timeout
+    while not enough(seen):
+        left = deadline - time.monotonic()
+        assert left > 0, f"the feed stalled after {len(seen)} events"
+        try:
+            seen.append(events.get(timeout=left))
+        except queue.Empty:
+            pass
+    return seen
+
+
+def test_the_feed_follows_a_command_s_jobs_and_resumes_without_a_gap(client, server, workers):
+    workers.start()
+    ours = [client.submit("sample.steps", {"steps": 1}) for _ in range(2)]
+    client.submit("sample.noop", {})
+    for job_id in ours:
+        client.wait(job_id, timeout=20)
+
+    def both_ended(events):
+        return set(ours) <= {e.data["job_id"] for e in events if e.event == "result"}
+
+    # From the start of the stored log: every event of the command, in order.
+    everything = _read_feed(server.url, both_ended, command="sample.steps", after=0)
+    assert {e.data["command"] for e in everything} == {"steps"}
+    ids = [int(e.id) for e in everything]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    mine = [e for e in everything if e.data["job_id"] in ours]
+    assert {e.event for e in mine} >= {"status", "progress", "log", "result"}
+
+    # Resumed after any event: exactly what followed it.
+    middle = len(everything) // 2
+    rest = _read_feed(
+        server.url,
+        lambda events: len(events) >= len(everything) - middle - 1,
+        command="sample.steps",
+        after=int(everything[middle].id),
+    )
+    assert [e.id for e in rest] == [e.id for e in everything[middle + 1 :]]
 
 
 def test_a_paused_queue_holds_its_jobs_until_resumed(client, workers):

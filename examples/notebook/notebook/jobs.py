@@ -11,8 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import errand
-import httpx
-import httpx_sse
 
 APP = "notebook"
 TERMINAL = {"completed", "failed", "canceled"}
@@ -92,20 +90,11 @@ async def changes(client: errand.AsyncClient, command: str) -> AsyncIterator[str
     signal = asyncio.Event()
 
     async def follow() -> None:
-        async with (
-            httpx.AsyncClient(base_url=client.url, headers=client._headers) as http,
-            httpx_sse.aconnect_sse(
-                http,
-                "GET",
-                "/api/events",
-                params={"command": f"{APP}.{command}"},
-                timeout=httpx.Timeout(30.0, read=None),
-            ) as source,
-        ):
-            async for sse in source.aiter_sse():
-                if sse.event in {"status", "progress", "result", "failure"}:
-                    changed.add(sse.json().get("job_id", ""))
-                    signal.set()
+        # errand's feed resumes by itself after a dropped connection.
+        async for event in client.feed(command=f"{APP}.{command}"):
+            if event.event in {"status", "progress", "result", "failure"}:
+                changed.add(event.data.get("job_id", ""))
+                signal.set()
 
     reader = asyncio.create_task(follow())
     try:

@@ -131,6 +131,17 @@ def _list_params(
     return {k: v for k, v in params.items() if v is not None}
 
 
+def _feed_params(command: str | None, status: str | None, app: str | None) -> dict[str, str]:
+    given = {"command": command, "status": status, "app": app}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _is_preamble(sse: httpx_sse.ServerSentEvent) -> bool:
+    """A message with neither a name nor data (the server's opening
+    ``retry:``): the SSE standard dispatches no event for it."""
+    return sse.event == "message" and not sse.data
+
+
 def _stream_event(sse: httpx_sse.ServerSentEvent) -> StreamEvent:
     try:
         data = json.loads(sse.data) if sse.data else None
@@ -492,6 +503,27 @@ class Client:
     def stream(self, job_id: str, after: int | None = None) -> Iterator[StreamEvent]:
         """The job's live events over SSE until it ends (the last is ``end``).
         A dropped connection is resumed where it stopped."""
+        return self._follow(f"/api/commands/jobs/{job_id}/stream", {}, after)
+
+    def feed(
+        self,
+        command: str | None = None,
+        status: str | None = None,
+        app: str | None = None,
+        after: int | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Every job's events, live (``/api/events``), filtered by command
+        (``name`` or ``app.name``), the job's status after the event, and
+        app; ``data`` is the whole event (``job_id``, ``kind``, ``status``,
+        ``data``...). Runs until the caller stops iterating; a dropped
+        connection resumes after the last event seen, without a gap."""
+        return self._follow("/api/events", _feed_params(command, status, app), after)
+
+    def _follow(
+        self, path: str, params: dict[str, str], after: int | None
+    ) -> Iterator[StreamEvent]:
+        """An SSE stream, resumed with ``Last-Event-ID`` after a drop, until
+        an ``end`` event or a 204 (a job's stream; the feed never ends)."""
         last = str(after) if after is not None else None
         while True:
             headers = {"Last-Event-ID": last} if last is not None else {}
@@ -499,7 +531,8 @@ class Client:
                 with httpx_sse.connect_sse(
                     self._http,
                     "GET",
-                    f"/api/commands/jobs/{job_id}/stream",
+                    path,
+                    params=params,
                     headers=headers,
                     timeout=httpx.Timeout(30.0, read=None),
                 ) as source:
@@ -509,6 +542,8 @@ class Client:
                         source.response.read()
                         raise _refused(source.response)
                     for sse in source.iter_sse():
+                        if _is_preamble(sse):
+                            continue
                         event = _stream_event(sse)
                         if event.id:
                             last = event.id
@@ -674,7 +709,23 @@ class AsyncClient:
     async def delete_schedule(self, name: str) -> None:
         await self._send(_Calls.change_schedule(name, "delete"))
 
-    async def stream(self, job_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
+    def stream(self, job_id: str, after: int | None = None) -> AsyncIterator[StreamEvent]:
+        """The job's live events; as ``Client.stream``."""
+        return self._follow(f"/api/commands/jobs/{job_id}/stream", {}, after)
+
+    def feed(
+        self,
+        command: str | None = None,
+        status: str | None = None,
+        app: str | None = None,
+        after: int | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Every job's events, live; as ``Client.feed``."""
+        return self._follow("/api/events", _feed_params(command, status, app), after)
+
+    async def _follow(
+        self, path: str, params: dict[str, str], after: int | None
+    ) -> AsyncIterator[StreamEvent]:
         last = str(after) if after is not None else None
         while True:
             headers = {"Last-Event-ID": last} if last is not None else {}
@@ -682,7 +733,8 @@ class AsyncClient:
                 async with httpx_sse.aconnect_sse(
                     self._http,
                     "GET",
-                    f"/api/commands/jobs/{job_id}/stream",
+                    path,
+                    params=params,
                     headers=headers,
                     timeout=httpx.Timeout(30.0, read=None),
                 ) as source:
@@ -692,6 +744,8 @@ class AsyncClient:
                         await source.response.aread()
                         raise _refused(source.response)
                     async for sse in source.aiter_sse():
+                        if _is_preamble(sse):
+                            continue
                         event = _stream_event(sse)
                         if event.id:
                             last = event.id
