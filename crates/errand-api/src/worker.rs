@@ -45,7 +45,8 @@ fn commands_schema() -> utoipa::openapi::schema::Schema {
         .items(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(r"\.")),
+                // app.name: an app without a dot, then a name.
+                .pattern(Some(r"^[^.]+\.[\s\S]+$")),
         )
         .max_items(Some(1000));
     Schema::OneOf(

@@ -27,6 +27,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         })?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        // Every request body is an object. serde would also fill a struct
+        // from an array of its fields in order, which no client means.
+        if !value.is_object() {
+            return Err(ApiError::BadRequest(format!(
+                "the body must be a JSON object, got {}",
+                kind_of(&value)
+            )));
+        }
         let depth = depth(&value);
         if depth > state.config.max_json_depth {
             return Err(ApiError::BadRequest(format!(
@@ -83,5 +91,16 @@ pub fn depth(value: &Value) -> usize {
         Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
         Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
         _ => 1,
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }

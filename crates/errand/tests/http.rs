@@ -462,6 +462,16 @@ async fn client_mistakes_get_4xx_with_a_clear_message() {
         .unwrap()
         .contains("not valid JSON"));
 
+    // serde would read a struct from an array of its fields; errand does not.
+    let (status, body) = s
+        .post("/api/worker/v1/deregister", json!(["worker-1"]))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("must be a JSON object, got an array"));
+
     let huge = json!({"app": "demo", "command": "echo", "input": {"blob": "x".repeat(10_000)}});
     let (status, body) = s.post("/api/commands/jobs", huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
