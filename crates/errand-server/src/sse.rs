@@ -298,11 +298,15 @@ impl FeedFilter {
                 })
             })
             .transpose()?;
+        // `app.name` with no `app` names both; a bare name is a name.
         let (app, command) = match (query.app, query.command) {
-            (None, Some(full)) if CommandName::parse(&full).is_ok() => {
-                let (app, name) = CommandName::parse(&full).expect("checked").into_parts();
-                (Some(app), Some(name))
-            }
+            (None, Some(full)) => match CommandName::parse(&full) {
+                Ok(named) => {
+                    let (app, name) = named.into_parts();
+                    (Some(app), Some(name))
+                }
+                Err(_) => (None, Some(full)),
+            },
             other => other,
         };
         Ok(Self {
