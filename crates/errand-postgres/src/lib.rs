@@ -227,6 +227,50 @@ macro_rules! in_transaction {
     }};
 }
 
+/// Records `outcomes` in `tx`; their events go to `events`.
+async fn finish_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    now: Timestamp,
+    outcomes: &[(Fence, Outcome)],
+    events: &mut Vec<JobEvent>,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    if let Some(completed) = all_completed(outcomes).filter(|c| distinct_jobs(c)) {
+        let answers = write::complete_many(tx, now, &completed).await?;
+        let mut results = Vec::with_capacity(answers.len());
+        for (answer, (fence, _)) in answers.into_iter().zip(&completed) {
+            results.push(match answer {
+                Some(event) => {
+                    events.push(event);
+                    Ok(())
+                }
+                None => Err(write::fenced_out(tx, fence).await?),
+            });
+        }
+        return Ok(results);
+    }
+    // In job id order (bytewise, as heartbeats lock them with COLLATE
+    // "C"), so the two never deadlock; the answers keep the callers'
+    // order. Pipelined: tokio-postgres sends every statement before the
+    // first answer is back, so a batch costs about one round trip, not one
+    // per job; the server still runs them in this order.
+    let mut order: Vec<usize> = (0..outcomes.len()).collect();
+    order.sort_by(|a, b| outcomes[*a].0.job_id.cmp(&outcomes[*b].0.job_id));
+    let answers = futures::future::join_all(order.iter().map(|&i| {
+        let (fence, outcome) = &outcomes[i];
+        write::finish_one(tx, now, fence, outcome)
+    }))
+    .await;
+    let mut results: Vec<Option<Result<(), StoreError>>> =
+        (0..outcomes.len()).map(|_| None).collect();
+    for (i, answer) in order.into_iter().zip(answers) {
+        results[i] = Some(answer?.map(|event| events.push(event)));
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every outcome was recorded"))
+        .collect())
+}
+
 /// A batch of nothing but completions (a worker's usual batch) goes in one
 /// statement; a mixed batch job by job, so that all its rows are still
 /// locked in one id order.
@@ -315,7 +359,7 @@ impl Store for PgStore {
             events = claimed;
             jobs
         } else {
-            write::claim(&client, now, &params, origin, &mut events).await?
+            write::claim(&*client, now, &params, origin, &mut events).await?
         };
         self.publisher.committed(events);
         Ok(jobs)
@@ -334,46 +378,54 @@ impl Store for PgStore {
         outcomes: Vec<(Fence, Outcome)>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let now = self.clock.now();
-        if let Some(completed) = all_completed(&outcomes).filter(|c| distinct_jobs(c)) {
-            return in_transaction!(self, |tx, events| {
-                let answers = write::complete_many(&tx, now, &completed).await?;
-                let mut results = Vec::with_capacity(answers.len());
-                for (answer, (fence, _)) in answers.into_iter().zip(&completed) {
-                    results.push(match answer {
-                        Some(event) => {
-                            events.push(event);
-                            Ok(())
-                        }
-                        None => Err(write::fenced_out(&tx, fence).await?),
-                    });
-                }
-                results
-            });
+        in_transaction!(self, |tx, events| finish_in(
+            &tx,
+            now,
+            &outcomes,
+            &mut events
+        )
+        .await?)
+    }
+
+    async fn finish_and_claim(
+        &self,
+        outcomes: Vec<(Fence, Outcome)>,
+        claims: Vec<ClaimParams>,
+    ) -> Result<FinishedAndClaimed, StoreError> {
+        let mut client = self.client().await?;
+        // A limited claim takes its keys in a transaction of its own.
+        if !self.known_limits.get(&client).await?.is_empty() {
+            drop(client);
+            return errand_store::finish_then_claim(self, outcomes, claims).await;
         }
-        in_transaction!(self, |tx, events| {
-            // In job id order (bytewise, as heartbeats lock them with
-            // COLLATE "C"), so the two never deadlock; the answers keep
-            // the callers' order. Pipelined: tokio-postgres sends every
-            // statement before the first answer is back, so a batch costs
-            // about one round trip, not one per job; the server still runs
-            // them in this order.
-            let mut order: Vec<usize> = (0..outcomes.len()).collect();
-            order.sort_by(|a, b| outcomes[*a].0.job_id.cmp(&outcomes[*b].0.job_id));
-            let answers = futures::future::join_all(order.iter().map(|&i| {
-                let (fence, outcome) = &outcomes[i];
-                write::finish_one(&tx, now, fence, outcome)
-            }))
-            .await;
-            let mut results: Vec<Option<Result<(), StoreError>>> =
-                (0..outcomes.len()).map(|_| None).collect();
-            for (i, answer) in order.into_iter().zip(answers) {
-                results[i] = Some(answer?.map(|event| events.push(event)));
+        for params in &claims {
+            write::claims_something(params)?;
+        }
+        let now = self.clock.now();
+        let tx = client.transaction().await.map_err(db)?;
+        let mut events = Vec::new();
+        let mut claim_events = Vec::new();
+        let done: Result<_, StoreError> = async {
+            let recorded = finish_in(&tx, now, &outcomes, &mut events).await?;
+            let mut claimed = Vec::new();
+            for params in claims.iter().filter(|p| p.limit > 0) {
+                let origin = self.publisher.origin();
+                claimed.extend(write::claim(&tx, now, params, origin, &mut claim_events).await?);
             }
-            results
-                .into_iter()
-                .map(|r| r.expect("every outcome was recorded"))
-                .collect::<Vec<_>>()
-        })
+            Ok(FinishedAndClaimed { recorded, claimed })
+        }
+        .await;
+        match done {
+            Ok(done) => {
+                // The claim statement counted and announced its own moves.
+                self.publisher.commit_with(tx, events, claim_events).await?;
+                Ok(done)
+            }
+            Err(err) => {
+                let _ = tx.rollback().await;
+                Err(err)
+            }
+        }
     }
 
     async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError> {

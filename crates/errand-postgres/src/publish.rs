@@ -56,6 +56,19 @@ impl Publisher {
         tx: deadpool_postgres::Transaction<'_>,
         events: Vec<JobEvent>,
     ) -> Result<(), StoreError> {
+        self.commit_with(tx, events, Vec::new()).await
+    }
+
+    /// [`commit`](Self::commit), where `announced` are events of a
+    /// statement in `tx` that counted and announced its own moves (a
+    /// claim): they are only published on this process's feed, after
+    /// `events`.
+    pub async fn commit_with(
+        &self,
+        tx: deadpool_postgres::Transaction<'_>,
+        mut events: Vec<JobEvent>,
+        announced: Vec<JobEvent>,
+    ) -> Result<(), StoreError> {
         let payload = listen::payload(&self.origin, &events);
         let deltas = count_deltas(&events);
         if deltas.is_empty() {
@@ -75,6 +88,7 @@ impl Publisher {
                 .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
+        events.extend(announced);
         self.committed(events);
         Ok(())
     }

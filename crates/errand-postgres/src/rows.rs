@@ -154,6 +154,13 @@ pub(crate) trait CachesStatements {
         &self,
         sql: &str,
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error>;
+
+    /// Runs a prepared statement: a claim runs alone or in a transaction.
+    async fn query_prepared(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>;
 }
 
 impl CachesStatements for deadpool_postgres::ClientWrapper {
@@ -163,6 +170,14 @@ impl CachesStatements for deadpool_postgres::ClientWrapper {
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
         self.prepare_cached(sql).await
     }
+
+    async fn query_prepared(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        self.query(statement, params).await
+    }
 }
 
 impl CachesStatements for deadpool_postgres::Transaction<'_> {
@@ -171,6 +186,14 @@ impl CachesStatements for deadpool_postgres::Transaction<'_> {
         sql: &str,
     ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
         self.prepare_cached(sql).await
+    }
+
+    async fn query_prepared(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        self.query(statement, params).await
     }
 }
 

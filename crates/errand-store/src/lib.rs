@@ -25,7 +25,7 @@ pub mod contract;
 pub use error::StoreError;
 pub use observed::Observed;
 pub use params::*;
-pub use store::{ChangeFeed, Store};
+pub use store::{finish_then_claim, ChangeFeed, Store};
 
 #[cfg(feature = "contract")]
 #[doc(hidden)]

@@ -54,6 +54,14 @@ impl Store for Observed {
         (self.hook)("finish")?;
         self.inner.finish(outcomes).await
     }
+    async fn finish_and_claim(
+        &self,
+        outcomes: Vec<(Fence, Outcome)>,
+        claims: Vec<ClaimParams>,
+    ) -> Result<FinishedAndClaimed, StoreError> {
+        (self.hook)("finish_and_claim")?;
+        self.inner.finish_and_claim(outcomes, claims).await
+    }
     async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError> {
         (self.hook)("report_progress")?;
         self.inner.report_progress(fence, progress).await

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::StoreError;
-use errand_core::{JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp};
+use errand_core::{Job, JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -118,6 +118,14 @@ pub struct SubmitReceipt {
     /// False when the idempotency key matched an existing job.
     pub created: bool,
     pub status: JobStatus,
+}
+
+/// What [`Store::finish_and_claim`](crate::Store::finish_and_claim) did:
+/// each outcome's answer, in the order given, and the jobs claimed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FinishedAndClaimed {
+    pub recorded: Vec<Result<(), StoreError>>,
+    pub claimed: Vec<Job>,
 }
 
 /// Which jobs a worker may claim.

@@ -44,6 +44,23 @@ pub trait Store: Send + Sync + 'static {
         outcomes: Vec<(Fence, Outcome)>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
 
+    /// Records outcomes as [`finish`](Self::finish) does and, in the same
+    /// transaction, makes the claims in `claims` (in order): the slots
+    /// those outcomes free take their next jobs at no transaction of their
+    /// own. The claims run after the outcomes are written, so they see
+    /// what the outcomes freed (a concurrency key, a limit's slot).
+    ///
+    /// This default makes two calls; the stores override it with one
+    /// transaction. A claim that fails after the outcomes committed claims
+    /// nothing rather than fail outcomes that were recorded.
+    async fn finish_and_claim(
+        &self,
+        outcomes: Vec<(Fence, Outcome)>,
+        claims: Vec<ClaimParams>,
+    ) -> Result<FinishedAndClaimed, StoreError> {
+        finish_then_claim(self, outcomes, claims).await
+    }
+
     /// Records the progress of a running attempt (fenced).
     async fn report_progress(&self, fence: &Fence, progress: Progress) -> Result<(), StoreError>;
 
@@ -197,4 +214,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// The clock the store stamps times with.
     fn clock(&self) -> Arc<dyn Clock>;
+}
+
+/// [`Store::finish_and_claim`] as two calls: `finish`, then the claims.
+pub async fn finish_then_claim(
+    store: &(impl Store + ?Sized),
+    outcomes: Vec<(Fence, Outcome)>,
+    claims: Vec<ClaimParams>,
+) -> Result<FinishedAndClaimed, StoreError> {
+    let recorded = store.finish(outcomes).await?;
+    let mut claimed = Vec::new();
+    for params in claims.into_iter().filter(|p| p.limit > 0) {
+        match store.claim(params).await {
+            Ok(jobs) => claimed.extend(jobs),
+            Err(err) => {
+                tracing::warn!(error = %err, "the claim after recording outcomes failed; the worker claims again on its own");
+                break;
+            }
+        }
+    }
+    Ok(FinishedAndClaimed { recorded, claimed })
 }

@@ -1,26 +1,58 @@
-//! Records attempt outcomes in batches: while one `Store::finish` call is
-//! in flight, the outcomes that arrive meanwhile wait and go together in
-//! the next one. Idle, an outcome goes at once; under load, one store
-//! transaction carries many.
+//! Records attempt outcomes in batches: while one store call is in flight,
+//! the outcomes that arrive meanwhile wait and go together in the next
+//! one. Idle, an outcome goes at once; under load, one store transaction
+//! carries many.
+//!
+//! The same transaction claims the next job for each slot whose outcome it
+//! records ([`Store::finish_and_claim`]): a slot's round trip is then one
+//! transaction, not a claim and a finish, and at ten slots the claims are
+//! sized to the slots that free up together rather than one job at a time.
 
 use std::sync::{Arc, Mutex};
 
-use errand_store::{Fence, Outcome, Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use errand_core::Job;
+use errand_store::{Fence, FinishedAndClaimed, Outcome, StoreError};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::execute::track;
+use crate::running::StopReason;
+use crate::worker::{claims_for, Shared};
 
 /// The most outcomes one store call carries.
 const MAX_BATCH: usize = 256;
+/// Store calls in flight at once. Two: the next batch is at the store
+/// when the last commits, so the store never waits for the round trip
+/// back to the worker (at ten slots, that wait bounded the drain).
+const IN_FLIGHT: usize = 2;
+
+/// A job claimed for a slot, tracked as running: the slot runs it next.
+pub(crate) struct NextJob {
+    pub job: Job,
+    pub fence: Fence,
+    pub stop: watch::Receiver<Option<StopReason>>,
+}
+
+/// What recording an outcome answered: whether it was recorded, and the
+/// slot's next job if one was claimed with it.
+pub(crate) type Recorded = (Result<(), StoreError>, Option<NextJob>);
 
 struct Pending {
     fence: Fence,
     outcome: Outcome,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    /// The slot asks for its next job in the same transaction.
+    wants_next: bool,
+    done: oneshot::Sender<Recorded>,
 }
 
 pub(crate) struct Completer {
     queue: mpsc::UnboundedSender<Pending>,
     /// Taken by [`Completer::run`], which the worker starts.
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the worker's completer has stopped".into())
 }
 
 impl Completer {
@@ -32,62 +64,126 @@ impl Completer {
         }
     }
 
-    /// Records one outcome (fenced); answers once it is committed.
-    pub(crate) async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<(), StoreError> {
+    /// Records one outcome (fenced); answers once it is committed, with the
+    /// slot's next job when `wants_next` and one was ready.
+    pub(crate) async fn finish(
+        &self,
+        fence: Fence,
+        outcome: Outcome,
+        wants_next: bool,
+    ) -> Recorded {
         let (done, answer) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                fence,
-                outcome,
-                done,
-            })
-            .map_err(|_| StoreError::Unavailable("the worker's completer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the worker's completer has stopped".into()))?
+        let sent = self.queue.send(Pending {
+            fence,
+            outcome,
+            wants_next,
+            done,
+        });
+        if sent.is_err() {
+            return (Err(stopped()), None);
+        }
+        answer.await.unwrap_or_else(|_| (Err(stopped()), None))
     }
 
-    /// Runs until every sender is gone (the worker and its attempts ended).
-    pub(crate) async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
+    /// Runs until the worker aborts it (the worker and its attempts hold
+    /// the senders).
+    pub(crate) async fn run(self: Arc<Self>, shared: Arc<Shared>) {
         let Some(mut receiver) = self.receiver.lock().expect("never poisoned").take() else {
             return;
         };
-        // Hold only the receiver: the senders live in the worker.
         drop(self);
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = receiver.recv().await {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                first = receiver.recv(), if in_flight.len() < IN_FLIGHT => {
+                    let Some(first) = first else { break };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(pending) => batch.push(pending),
+                            Err(_) => break,
+                        }
+                    }
+                    in_flight.push(record_batch(&shared, batch));
+                }
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            }
+        }
+        while in_flight.next().await.is_some() {}
+    }
+}
+
+async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
+    let outcomes = batch
+        .iter()
+        .map(|p| (p.fence.clone(), p.outcome.clone()))
+        .collect();
+    let wanted = batch.iter().filter(|p| p.wants_next).count();
+    let claims = if wanted > 0 && !shared.claims_stopped.is_cancelled() {
+        let leaving: Vec<&Fence> = batch.iter().map(|p| &p.fence).collect();
+        claims_for(shared, wanted, &leaving)
+    } else {
+        Vec::new()
+    };
+    match shared.store.finish_and_claim(outcomes, claims).await {
+        Ok(FinishedAndClaimed { recorded, claimed }) => {
+            let mut claimed = claimed.into_iter();
+            for (pending, result) in batch.drain(..).zip(recorded) {
+                let next = pending
+                    .wants_next
+                    .then(|| claimed.next())
+                    .flatten()
+                    .map(|job| {
+                        let (fence, stop) = track(shared, &job);
+                        NextJob { job, fence, stop }
+                    });
+                if let Err((_, Some(orphan))) = pending.done.send((result, next)) {
+                    release(shared, orphan);
                 }
             }
-            let outcomes = batch
-                .iter()
-                .map(|p| (p.fence.clone(), p.outcome.clone()))
-                .collect();
-            match store.finish(outcomes).await {
-                Ok(results) => {
-                    for (pending, result) in batch.drain(..).zip(results) {
-                        let _ = pending.done.send(result);
-                    }
-                }
-                Err(err) => {
-                    for pending in batch.drain(..) {
-                        let _ = pending.done.send(Err(err.clone()));
-                    }
-                }
+            // More than asked for cannot happen; a store that did so still
+            // loses no job.
+            for job in claimed {
+                let (fence, _) = track(shared, &job);
+                release(
+                    shared,
+                    NextJob {
+                        job,
+                        fence,
+                        stop: watch::channel(None).1,
+                    },
+                );
+            }
+        }
+        Err(err) => {
+            for pending in batch.drain(..) {
+                let _ = pending.done.send((Err(err.clone()), None));
             }
         }
     }
+}
+
+/// Gives back a job claimed for an attempt that is gone, without counting
+/// the attempt.
+fn release(shared: &Arc<Shared>, orphan: NextJob) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let released = shared
+            .store
+            .finish(vec![(orphan.fence.clone(), Outcome::Released)])
+            .await;
+        if let Err(err) = released {
+            tracing::warn!(job_id = %orphan.job.job_id, error = %err, "could not release a claimed job; it runs again when its lease expires");
+        }
+        shared.running.remove(&orphan.fence);
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use errand_sqlite::{SqliteOptions, SqliteStore};
-    use errand_store::{ClaimParams, NewJob, DEFAULT_QUEUE};
+    use errand_store::{ClaimParams, NewJob, Store, DEFAULT_QUEUE};
     use std::time::Duration;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +205,12 @@ mod tests {
             })
             .await
             .unwrap();
-        let completer = Arc::new(Completer::new());
+        let shared = Arc::new(Shared::new(
+            store.clone(),
+            crate::Registry::new(),
+            crate::WorkerConfig::default(),
+        ));
+        let completer = shared.completer.clone();
         let mut attempts = tokio::task::JoinSet::new();
         for job in claimed {
             let completer = completer.clone();
@@ -125,8 +226,10 @@ mod tests {
                         Outcome::Completed {
                             result: serde_json::json!("ok"),
                         },
+                        false,
                     )
                     .await
+                    .0
             });
         }
         // All twenty wait before the completer starts.
@@ -134,7 +237,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let commits_before = store.commits();
-        tokio::spawn(completer.clone().run(store.clone()));
+        tokio::spawn(completer.clone().run(shared.clone()));
         while let Some(result) = attempts.join_next().await {
             assert_eq!(result.unwrap(), Ok(()));
         }

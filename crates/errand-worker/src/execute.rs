@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::command::HandlerError;
+use crate::completer::NextJob;
 use crate::context::JobContext;
 use crate::running::StopReason;
 use crate::worker::Shared;
@@ -29,10 +30,9 @@ pub(crate) fn track(shared: &Shared, job: &Job) -> (Fence, watch::Receiver<Optio
     (fence, stop)
 }
 
-/// Runs `job` to its end and records the outcome (unless fenced out).
-/// `slot` is handed on as soon as the handler has ended, so the worker can
-/// claim the next job while this outcome commits (a store round trip or
-/// more); at most `max_tasks` outcomes wait so, bounding the pipeline.
+/// Runs `job` to its end and records the outcome (unless fenced out),
+/// then the jobs claimed for this slot as each outcome commits, until one
+/// commits with no next job; then the slot is free.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     job: Job,
@@ -40,25 +40,26 @@ pub(crate) async fn execute(
     stop: watch::Receiver<Option<StopReason>>,
     slot: OwnedSemaphorePermit,
 ) {
-    let span = tracing::info_span!("job", job_id = %job.job_id, command = %job.full_command(), attempt = job.attempt);
-    async {
-        let outcome = run_attempt(&shared, &job, &fence, stop).await;
-        if let Some(outcome) = outcome {
-            let recording = shared
-                .recording
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            drop(slot);
-            shared.slot_freed.notify_one();
-            record(&shared, fence.clone(), outcome).await;
-            drop(recording);
+    let mut next = Some(NextJob { job, fence, stop });
+    while let Some(NextJob { job, fence, stop }) = next.take() {
+        let span = tracing::info_span!("job", job_id = %job.job_id, command = %job.full_command(), attempt = job.attempt);
+        next = async {
+            let next = match run_attempt(&shared, &job, &fence, stop).await {
+                Some(outcome) => {
+                    // A released job's worker is stopping: no next job.
+                    let wants_next = !matches!(outcome, Outcome::Released)
+                        && !shared.claims_stopped.is_cancelled();
+                    record(&shared, fence.clone(), outcome, wants_next).await
+                }
+                None => None,
+            };
+            shared.running.remove(&fence);
+            next
         }
-        shared.running.remove(&fence.job_id);
+        .instrument(span)
+        .await;
     }
-    .instrument(span)
-    .await
+    drop(slot);
 }
 
 async fn run_attempt(
@@ -198,21 +199,27 @@ fn failure(shared: &Shared, job: &Job, error: HandlerError) -> Outcome {
 }
 
 /// Writes the outcome, retrying while the store is unavailable for up to a
-/// lease: past that the job will be reaped and run again anyway.
-async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
+/// lease: past that the job will be reaped and run again anyway. Returns
+/// the slot's next job, claimed in the transaction that recorded this.
+async fn record(
+    shared: &Shared,
+    fence: Fence,
+    outcome: Outcome,
+    wants_next: bool,
+) -> Option<NextJob> {
     let label = outcome.label();
     let mut wait = Duration::from_millis(50);
     let give_up = tokio::time::Instant::now() + shared.config.lease;
     let mut retried = false;
     loop {
-        match shared
+        let (recorded, next) = shared
             .completer
-            .finish(fence.clone(), outcome.clone())
-            .await
-        {
-            Ok(_) => {
+            .finish(fence.clone(), outcome.clone(), wants_next)
+            .await;
+        match recorded {
+            Ok(()) => {
                 tracing::debug!(outcome = label, "recorded");
-                return;
+                return next;
             }
             Err(StoreError::LeaseLost { .. }) => {
                 let now = shared.store.get(&fence.job_id).await.ok();
@@ -225,7 +232,7 @@ async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
                         tracing::warn!(outcome = label, "outcome not recorded: {why}")
                     }
                 }
-                return;
+                return next;
             }
             Err(err) if err.is_transient() && tokio::time::Instant::now() < give_up => {
                 retried = true;
@@ -235,7 +242,7 @@ async fn record(shared: &Shared, fence: Fence, outcome: Outcome) {
             }
             Err(err) => {
                 tracing::error!(error = %err, outcome = label, "cannot record the outcome; the job will run again after its lease expires");
-                return;
+                return next;
             }
         }
     }

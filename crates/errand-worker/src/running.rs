@@ -49,8 +49,16 @@ impl Running {
         receiver
     }
 
-    pub(crate) fn remove(&self, job_id: &JobId) {
-        self.lock().remove(job_id);
+    /// Stops tracking `fence`'s attempt; a later attempt of the same job
+    /// (claimed again by this worker) stays.
+    pub(crate) fn remove(&self, fence: &Fence) {
+        let mut entries = self.lock();
+        if entries
+            .get(&fence.job_id)
+            .is_some_and(|entry| entry.fence.attempt == fence.attempt)
+        {
+            entries.remove(&fence.job_id);
+        }
     }
 
     /// Asks the attempt to stop; the first reason given wins.
@@ -85,11 +93,14 @@ impl Running {
         self.lock().contains_key(job_id)
     }
 
-    /// How many attempts of each command run now.
-    pub(crate) fn per_command(&self) -> HashMap<String, usize> {
+    /// How many attempts of each command run now, leaving out the
+    /// `leaving` ones (their outcomes are being recorded).
+    pub(crate) fn per_command(&self, leaving: &[&Fence]) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for entry in self.lock().values() {
-            *counts.entry(entry.command.clone()).or_insert(0) += 1;
+            if !leaving.contains(&&entry.fence) {
+                *counts.entry(entry.command.clone()).or_insert(0) += 1;
+            }
         }
         counts
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use errand_core::{Change, EventKind, JobStatus};
-use errand_store::{ClaimParams, Store, StoreError, WorkerRegistration, DEFAULT_QUEUE};
+use errand_store::{ClaimParams, Fence, Store, StoreError, WorkerRegistration, DEFAULT_QUEUE};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -99,11 +99,22 @@ pub(crate) struct Shared {
     pub config: WorkerConfig,
     pub running: Running,
     pub completer: Arc<crate::completer::Completer>,
-    /// Outcomes waiting to be committed, at most `max_tasks`: a job hands
-    /// its slot on once its handler has ended, while its outcome commits.
-    pub recording: Arc<Semaphore>,
-    /// A slot was handed on before its task ended: time to claim.
-    pub slot_freed: tokio::sync::Notify,
+    /// Cancelled when the worker stops claiming (it is shutting down):
+    /// recorded outcomes no longer claim their slots' next jobs.
+    pub claims_stopped: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(store: Arc<dyn Store>, registry: Registry, config: WorkerConfig) -> Self {
+        Self {
+            store,
+            registry: Arc::new(registry),
+            config,
+            running: Running::default(),
+            completer: Arc::new(crate::completer::Completer::new()),
+            claims_stopped: CancellationToken::new(),
+        }
+    }
 }
 
 pub struct Worker {
@@ -112,17 +123,8 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(store: Arc<dyn Store>, registry: Registry, config: WorkerConfig) -> Self {
-        let max_tasks = config.max_tasks;
         Self {
-            shared: Arc::new(Shared {
-                store,
-                registry: Arc::new(registry),
-                config,
-                running: Running::default(),
-                completer: Arc::new(crate::completer::Completer::new()),
-                recording: Arc::new(Semaphore::new(max_tasks)),
-                slot_freed: tokio::sync::Notify::new(),
-            }),
+            shared: Arc::new(Shared::new(store, registry, config)),
         }
     }
 
@@ -161,7 +163,7 @@ impl Worker {
         register(&shared).await?;
         tracing::info!(worker_id = %config.worker_id, commands = ?shared.registry.names(), max_tasks = config.max_tasks, "worker started");
 
-        let completer = tokio::spawn(shared.completer.clone().run(shared.store.clone()));
+        let completer = tokio::spawn(shared.completer.clone().run(shared.clone()));
         let services_stop = CancellationToken::new();
         let fatal = CancellationToken::new();
         let services = services::start(shared.clone(), services_stop.clone(), fatal.clone());
@@ -206,10 +208,10 @@ impl Worker {
                 // A freed slot calls for a claim only if one was wanted:
                 // otherwise each finished job would wake an empty claim.
                 Some(_) = tasks.join_next(), if short_of_slots && !tasks.is_empty() => {}
-                () = shared.slot_freed.notified(), if short_of_slots => {}
             }
         }
 
+        shared.claims_stopped.cancel();
         drain(&shared, &mut tasks).await;
         services_stop.cancel();
         services.join_all().await;
@@ -279,7 +281,7 @@ async fn claim_and_start(
     let mut asked = 0;
     let mut got = 0;
     let mut short_of_slots = false;
-    for (commands, limit) in claim_plan(shared, free) {
+    for (commands, limit) in claim_plan(shared, free, &[]) {
         let limit = limit.min(free - got);
         if limit == 0 {
             short_of_slots = true;
@@ -313,14 +315,42 @@ async fn claim_and_start(
     })
 }
 
+/// The claims for `wanted` slots that free up as the `leaving` attempts'
+/// outcomes commit, made in the same transaction: at most `wanted` jobs
+/// in all.
+pub(crate) fn claims_for(shared: &Shared, wanted: usize, leaving: &[&Fence]) -> Vec<ClaimParams> {
+    let mut left = wanted;
+    let mut claims = Vec::new();
+    for (commands, room) in claim_plan(shared, wanted, leaving) {
+        let limit = room.min(left);
+        if limit == 0 {
+            continue;
+        }
+        left -= limit;
+        claims.push(ClaimParams {
+            worker_id: shared.config.worker_id.clone(),
+            queues: shared.config.queues.clone(),
+            commands,
+            limit,
+            lease: shared.config.lease,
+        });
+    }
+    claims
+}
+
 /// Which commands to claim and how many of each: per-command limits get
 /// their own claims so one batch cannot exceed them (a command at its
-/// limit is in the plan with room for none).
-fn claim_plan(shared: &Shared, free: usize) -> Vec<(Option<Vec<String>>, usize)> {
+/// limit is in the plan with room for none). The `leaving` attempts do
+/// not count against their commands' limits.
+fn claim_plan(
+    shared: &Shared,
+    free: usize,
+    leaving: &[&Fence],
+) -> Vec<(Option<Vec<String>>, usize)> {
     if shared.config.claim_filter == ClaimFilter::All {
         return vec![(None, free)];
     }
-    let running = shared.running.per_command();
+    let running = shared.running.per_command(leaving);
     let mut unlimited = Vec::new();
     let mut plan = Vec::new();
     for command in shared.registry.iter() {

@@ -59,11 +59,16 @@ async fn four_workers_keep_a_limit_of_two_per_user(store_url: &str, dir: &std::p
         let job = NewJob::new("test", "hold", json!({})).context(json!({"user": user}));
         ids.push((user, queue.submit(job).await.unwrap()));
     }
+    // One slot each: the limit allows four jobs at once, so four workers
+    // share them, and a user's two run in two processes. (With more
+    // slots one worker could hold all four, each finished job claiming
+    // the next in its own transaction, and the limit would be kept by one
+    // process alone.)
     let mut workers = Processes(Vec::new());
     for n in 0..4 {
         workers.0.push(
             Command::new(ERRAND)
-                .args(["worker", "--store", store_url, "--max-tasks", "4"])
+                .args(["worker", "--store", store_url, "--max-tasks", "1"])
                 .current_dir(dir)
                 .env("ERRAND_LOG", "warn")
                 .env("ERRAND_PG_POOL_SIZE", "3")
@@ -74,7 +79,7 @@ async fn four_workers_keep_a_limit_of_two_per_user(store_url: &str, dir: &std::p
         );
     }
     // Waits for the work (a lower bound, never a deadline on it: 24 jobs
-    // of 0.3 s, two at a time per user, take about 2.4 s).
+    // of 0.3 s, four at a time, take about 1.8 s).
     for _ in 0..1200 {
         let page = queue
             .store()

@@ -6,7 +6,7 @@ use errand_store::*;
 use serde_json::json;
 
 use super::admin::*;
-use crate::rows::{self, db, prepared, ts, JOB_COLUMNS};
+use crate::rows::{self, db, prepared, ts, CachesStatements, JOB_COLUMNS};
 
 /// How long a worker may stay silent before it no longer counts as alive.
 pub(crate) const WORKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -76,7 +76,7 @@ pub(crate) fn claims_something(params: &ClaimParams) -> Result<bool, StoreError>
 /// from it) in one round trip, where BEGIN, the claim, the notification
 /// and COMMIT took four.
 pub(crate) async fn claim(
-    client: &deadpool_postgres::ClientWrapper,
+    client: &impl CachesStatements,
     now: Timestamp,
     params: &ClaimParams,
     origin: &str,
@@ -98,7 +98,7 @@ pub(crate) async fn claim(
         let statement = prepared(client, &sql).await;
         let answer = match statement {
             Ok(statement) => client
-                .query(
+                .query_prepared(
                     &statement,
                     &[
                         &now_at,

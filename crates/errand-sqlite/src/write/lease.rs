@@ -90,7 +90,7 @@ pub(crate) fn claim(
 
 /// The claim statement for one queue, optionally limited to `commands`
 /// (app, name) pairs. It walks `jobs_ready` in order and stops at LIMIT.
-pub(super) fn claim_sql(commands: Option<usize>) -> String {
+pub(crate) fn claim_sql(commands: Option<usize>) -> String {
     let filter = match commands {
         Some(count) => {
             let pairs = vec!["(?, ?)"; count].join(", ");

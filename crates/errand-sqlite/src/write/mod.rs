@@ -14,7 +14,7 @@
 mod admin;
 mod events;
 mod finish;
-mod lease;
+pub(crate) mod lease;
 mod running;
 mod submit;
 #[cfg(test)]

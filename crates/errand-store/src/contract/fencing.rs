@@ -402,3 +402,123 @@ pub async fn heartbeats_and_batched_finishes_of_the_same_jobs_never_collide(t: T
         assert!(finished.iter().all(Result::is_ok), "{finished:?}");
     }
 }
+
+/// Outcomes recorded together with the claims for the slots they free:
+/// one transaction writes both, each outcome keeps its own fence, and the
+/// claims take the next jobs in queue order, seeing what the outcomes
+/// freed (the finished job is not claimed again; a job sent back to `new`
+/// by a retryable failure due now is).
+pub async fn finishing_claims_the_next_jobs_in_the_same_transaction(t: TestStore) {
+    let ids: Vec<_> = t
+        .store
+        .submit_batch((0..5).map(|_| new_job("a")).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    let claimed = t.store.claim(claim_params("w", 2)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let mut feed = t.store.subscribe();
+    let commits = t.store.commits();
+    let stale = Fence {
+        attempt: 7,
+        ..fence(&claimed[1], "w")
+    };
+    let done = t
+        .store
+        .finish_and_claim(
+            vec![
+                (
+                    fence(&claimed[0], "w"),
+                    Outcome::Completed { result: json!(1) },
+                ),
+                (stale, Outcome::Completed { result: json!(2) }),
+            ],
+            vec![claim_params("w", 2)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.store.commits() - commits, 1, "one transaction");
+    assert_eq!(
+        done.recorded,
+        vec![
+            Ok(()),
+            Err(StoreError::LeaseLost {
+                job_id: ids[1].clone(),
+                attempt: 7
+            })
+        ]
+    );
+    let next: Vec<_> = done.claimed.iter().map(|j| j.job_id.clone()).collect();
+    assert_eq!(next, vec![ids[2].clone(), ids[3].clone()], "queue order");
+    for job in &done.claimed {
+        assert_eq!(
+            (job.status, job.attempt, job.worker_id.as_deref()),
+            (JobStatus::Running, 1, Some("w"))
+        );
+        assert_eq!(
+            t.store.get(&job.job_id).await.unwrap().status,
+            JobStatus::Running
+        );
+    }
+    assert_eq!(
+        t.store.get(&ids[0]).await.unwrap().status,
+        JobStatus::Completed
+    );
+    // The change feed has the completion, then the claims.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+            .await
+            .expect("the transaction's events are published")
+            .unwrap();
+        seen.push((event.job_id.clone(), event.status));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (ids[0].clone(), JobStatus::Completed),
+            (ids[2].clone(), JobStatus::Running),
+            (ids[3].clone(), JobStatus::Running),
+        ]
+    );
+
+    // A failure due for retry now is back in the queue for the claim made
+    // with it (ahead of job 4: it keeps its place).
+    let failing = &done.claimed[0];
+    let retry_now = Outcome::Failed {
+        error: errand_core::JobError {
+            kind: error_kind::HANDLER.into(),
+            message: "try again".into(),
+            retryable: true,
+            attempt: 1,
+        },
+        retry_at: Some(t.clock.now()),
+    };
+    let again = t
+        .store
+        .finish_and_claim(
+            vec![(fence(failing, "w"), retry_now)],
+            vec![claim_params("w", 1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.recorded, vec![Ok(())]);
+    assert_eq!(again.claimed.len(), 1);
+    assert_eq!(
+        (&again.claimed[0].job_id, again.claimed[0].attempt),
+        (&failing.job_id, 2)
+    );
+
+    // No claims: only the outcomes.
+    let last = t
+        .store
+        .finish_and_claim(
+            vec![(fence(&done.claimed[1], "w"), Outcome::Released)],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((last.recorded, last.claimed.len()), (vec![Ok(())], 0));
+}

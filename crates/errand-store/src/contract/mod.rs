@@ -127,6 +127,7 @@ macro_rules! store_contract_tests {
             a_retry_keeps_or_clears_the_checkpoint,
             a_batch_of_completions_fences_each_job_on_its_own,
             a_batch_with_two_attempts_of_one_job_completes_the_current_one,
+            finishing_claims_the_next_jobs_in_the_same_transaction,
             stale_worker_cannot_report_progress_or_log,
             wrong_worker_is_fenced_out,
             heartbeat_renews_leases_and_reports_cancel_and_loss,
