@@ -405,16 +405,38 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(db)?;
         let mut events = Vec::new();
         let mut claim_events = Vec::new();
-        let done: Result<_, StoreError> = async {
-            let recorded = finish_in(&tx, now, &outcomes, &mut events).await?;
-            let mut claimed = Vec::new();
-            for params in claims.iter().filter(|p| p.limit > 0) {
-                let origin = self.publisher.origin();
-                claimed.extend(write::claim(&tx, now, params, origin, &mut claim_events).await?);
+        let origin = self.publisher.origin();
+        let done: Result<_, StoreError> = {
+            let claiming = async {
+                let mut claimed = Vec::new();
+                for params in claims.iter().filter(|p| p.limit > 0) {
+                    claimed
+                        .extend(write::claim(&tx, now, params, origin, &mut claim_events).await?);
+                }
+                Ok::<_, StoreError>(claimed)
+            };
+            if all_completed(&outcomes).is_some() {
+                // Completed jobs free nothing an unlimited claim could take, so
+                // the claim need not follow them: both statements go before
+                // either answer is back, one round trip instead of two.
+                let (recorded, claimed) =
+                    tokio::join!(finish_in(&tx, now, &outcomes, &mut events), claiming);
+                recorded.and_then(|recorded| {
+                    Ok(FinishedAndClaimed {
+                        recorded,
+                        claimed: claimed?,
+                    })
+                })
+            } else {
+                // A failure due now puts its job back: the claim comes after.
+                match finish_in(&tx, now, &outcomes, &mut events).await {
+                    Ok(recorded) => claiming
+                        .await
+                        .map(|claimed| FinishedAndClaimed { recorded, claimed }),
+                    Err(err) => Err(err),
+                }
             }
-            Ok(FinishedAndClaimed { recorded, claimed })
-        }
-        .await;
+        };
         match done {
             Ok(done) => {
                 // The claim statement counted and announced its own moves.
