@@ -227,6 +227,29 @@ macro_rules! in_transaction {
     }};
 }
 
+/// Completes a batch with a statement that commits alone: each answer,
+/// and the events of those recorded.
+async fn complete_alone(
+    client: &deadpool_postgres::ClientWrapper,
+    now: Timestamp,
+    completed: &[(&Fence, &serde_json::Value)],
+    origin: &str,
+) -> Result<(Vec<Result<(), StoreError>>, Vec<JobEvent>), StoreError> {
+    let answers = write::complete_many(client, now, completed, Some(origin)).await?;
+    let mut events = Vec::with_capacity(answers.len());
+    let mut results = Vec::with_capacity(answers.len());
+    for (answer, (fence, _)) in answers.into_iter().zip(completed) {
+        results.push(match answer {
+            Some(event) => {
+                events.push(event);
+                Ok(())
+            }
+            None => Err(write::fenced_out(client, fence).await?),
+        });
+    }
+    Ok((results, events))
+}
+
 /// Records `outcomes` in `tx`; their events go to `events`.
 async fn finish_in(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -235,7 +258,7 @@ async fn finish_in(
     events: &mut Vec<JobEvent>,
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     if let Some(completed) = all_completed(outcomes).filter(|c| distinct_jobs(c)) {
-        let answers = write::complete_many(tx, now, &completed).await?;
+        let answers = write::complete_many(tx, now, &completed, None).await?;
         let mut results = Vec::with_capacity(answers.len());
         for (answer, (fence, _)) in answers.into_iter().zip(&completed) {
             results.push(match answer {
@@ -378,6 +401,13 @@ impl Store for PgStore {
         outcomes: Vec<(Fence, Outcome)>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let now = self.clock.now();
+        if let Some(completed) = all_completed(&outcomes).filter(|c| distinct_jobs(c)) {
+            let client = self.client().await?;
+            let origin = self.publisher.origin();
+            let (recorded, events) = complete_alone(&client, now, &completed, origin).await?;
+            self.publisher.committed(events);
+            return Ok(recorded);
+        }
         in_transaction!(self, |tx, events| finish_in(
             &tx,
             now,
@@ -402,10 +432,34 @@ impl Store for PgStore {
             write::claims_something(params)?;
         }
         let now = self.clock.now();
+        let origin = self.publisher.origin();
+        if let Some(completed) = all_completed(&outcomes).filter(|c| distinct_jobs(c)) {
+            // Completed jobs free nothing an unlimited claim could take:
+            // the completions and the claims are statements that each
+            // commit alone, sent together (one round trip).
+            let mut claim_events = Vec::new();
+            let claiming = async {
+                let mut claimed = Vec::new();
+                for params in claims.iter().filter(|p| p.limit > 0) {
+                    claimed.extend(
+                        write::claim(&*client, now, params, origin, &mut claim_events).await?,
+                    );
+                }
+                Ok::<_, StoreError>(claimed)
+            };
+            let (completing, claimed) =
+                tokio::join!(complete_alone(&client, now, &completed, origin), claiming);
+            let (recorded, events) = completing?;
+            self.publisher.committed(events);
+            let claimed = claimed?;
+            if !claim_events.is_empty() {
+                self.publisher.committed(claim_events);
+            }
+            return Ok(FinishedAndClaimed { recorded, claimed });
+        }
         let tx = client.transaction().await.map_err(db)?;
         let mut events = Vec::new();
         let mut claim_events = Vec::new();
-        let origin = self.publisher.origin();
         let done: Result<_, StoreError> = {
             let claiming = async {
                 let mut claimed = Vec::new();

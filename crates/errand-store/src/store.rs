@@ -44,14 +44,17 @@ pub trait Store: Send + Sync + 'static {
         outcomes: Vec<(Fence, Outcome)>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
 
-    /// Records outcomes as [`finish`](Self::finish) does and, in the same
-    /// transaction, makes the claims in `claims` (in order): the slots
-    /// those outcomes free take their next jobs at no transaction of their
-    /// own. The claims run after the outcomes are written, so they see
-    /// what the outcomes freed (a concurrency key, a limit's slot).
+    /// Records outcomes as [`finish`](Self::finish) does and makes the
+    /// claims in `claims` (in order) in the same call: the slots those
+    /// outcomes free take their next jobs at no store call of their own.
+    /// The claims see what the outcomes freed (a concurrency key, a
+    /// limit's slot, a job a retryable failure due now put back).
     ///
-    /// This default makes two calls; the stores override it with one
-    /// transaction. A claim that fails after the outcomes committed claims
+    /// This default makes two calls. SQLite overrides it with one
+    /// transaction; PostgreSQL with one transaction for a mixed batch, and
+    /// for a batch of completions (which free nothing an unlimited claim
+    /// could take) with two statements that each commit alone, sent
+    /// together. A claim that fails after the outcomes committed claims
     /// nothing rather than fail outcomes that were recorded.
     async fn finish_and_claim(
         &self,

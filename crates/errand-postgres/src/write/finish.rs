@@ -6,7 +6,7 @@ use errand_store::*;
 use serde_json::Value;
 
 use super::events::*;
-use crate::rows::{db, prepared, ts};
+use crate::rows::{db, prepared, ts, CachesStatements};
 
 pub(super) const FENCE: &str =
     "j.id = $4 AND j.status = 'running' AND j.attempt = $5 AND j.worker_id = $6";
@@ -74,8 +74,11 @@ pub(crate) async fn finish_one(
 /// lookup the planner walked every running job's lease entry for every
 /// outcome (630 ms for 599 outcomes with 3,072 jobs running), and with
 /// joins it hashed the whole table (a sequential scan per batch).
-pub(crate) const COMPLETE_MANY: &str =
-    "WITH locked AS (SELECT j.seq, j.status, j.attempt, j.worker_id, \
+/// The statements below share these: lock the batch's jobs, complete
+/// those whose fence holds, and write their events.
+macro_rules! completing {
+    () => {
+        "WITH locked AS (SELECT j.seq, j.status, j.attempt, j.worker_id, \
          i.attempt AS fence_attempt, i.worker_id AS fence_worker \
          FROM unnest($2::text[], $3::int[], $4::text[]) AS i(id, attempt, worker_id) \
          CROSS JOIN LATERAL (SELECT seq, status, attempt, worker_id FROM errand_jobs \
@@ -89,9 +92,32 @@ pub(crate) const COMPLETE_MANY: &str =
      e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
          SELECT u.seq, u.event_seq, 'result', 'completed', jsonb_build_object('status', \
            'completed', 'attempt', u.attempt, 'result', u.result), $1 FROM u \
-         RETURNING id, job_seq) \
+         RETURNING id, job_seq)"
+    };
+}
+
+pub(crate) const COMPLETE_MANY: &str = concat!(
+    completing!(),
+    " SELECT u.id, u.app, u.command, u.event_seq, e.id AS event_id \
+     FROM u JOIN e ON e.job_seq = u.seq"
+);
+
+/// [`COMPLETE_MANY`] as a statement that commits alone: it also counts
+/// its moves and announces its events (`$6`, the origin), as a claim
+/// does, so a worker's usual batch costs one statement, not a
+/// transaction of four (BEGIN, the completions, the counts and the
+/// notification, COMMIT).
+pub(crate) const COMPLETE_ALONE: &str = concat!(
+    completing!(),
+    ", n AS (SELECT pg_notify('errand_events', $6 || ':' || min(id) || ':' || max(id)) \
+         FROM e HAVING count(*) > 0), \
+     counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
+         SELECT g.app, g.command, s.status, s.n \
+         FROM (SELECT app, command, count(*) AS k FROM u GROUP BY app, command) g \
+         CROSS JOIN LATERAL (VALUES ('running', -g.k), ('completed', g.k)) AS s(status, n)) \
      SELECT u.id, u.app, u.command, u.event_seq, e.id AS event_id \
-     FROM u JOIN e ON e.job_seq = u.seq";
+     FROM u JOIN e ON e.job_seq = u.seq CROSS JOIN n"
+);
 
 /// Completes many jobs in one statement (the common case of a worker's
 /// batch): one round trip and one plan for the batch, where one statement
@@ -100,10 +126,14 @@ pub(crate) const COMPLETE_MANY: &str =
 /// answer is the job's event, or `None` when its fence no longer holds,
 /// in the batch's order. The batch's job ids must be distinct (a result is
 /// found by its job's id).
+///
+/// With `alone`, this process's origin, the statement commits on its own
+/// ([`COMPLETE_ALONE`]); otherwise it is part of the caller's transaction.
 pub(crate) async fn complete_many(
-    tx: &Transaction<'_>,
+    client: &impl CachesStatements,
     now: Timestamp,
     completed: &[(&Fence, &Value)],
+    alone: Option<&str>,
 ) -> Result<Vec<Option<JobEvent>>, StoreError> {
     // Byte order, PostgreSQL's COLLATE "C": the order rows are locked in.
     let mut sorted = completed.to_vec();
@@ -116,13 +146,23 @@ pub(crate) async fn complete_many(
     let attempts: Vec<i32> = sorted.iter().map(|(f, _)| f.attempt as i32).collect();
     let workers: Vec<&str> = sorted.iter().map(|(f, _)| f.worker_id.as_str()).collect();
     let results: Vec<&Value> = sorted.iter().map(|(_, r)| *r).collect();
-    let rows = tx
-        .query(
-            &prepared(tx, COMPLETE_MANY).await?,
-            &[&ts(now), &ids, &attempts, &workers, &results],
-        )
-        .await
-        .map_err(db)?;
+    let now_at = ts(now);
+    let rows = match alone {
+        None => client
+            .query_prepared(
+                &prepared(client, COMPLETE_MANY).await?,
+                &[&now_at, &ids, &attempts, &workers, &results],
+            )
+            .await
+            .map_err(db)?,
+        Some(origin) => client
+            .query_prepared(
+                &prepared(client, COMPLETE_ALONE).await?,
+                &[&now_at, &ids, &attempts, &workers, &results, &origin],
+            )
+            .await
+            .map_err(db)?,
+    };
     let mut done: std::collections::HashMap<String, (String, String, i64, i64)> = rows
         .iter()
         .map(|row| {
@@ -161,16 +201,16 @@ pub(crate) async fn complete_many(
 }
 
 pub(crate) async fn fenced_out(
-    tx: &Transaction<'_>,
+    client: &impl CachesStatements,
     fence: &Fence,
 ) -> Result<StoreError, StoreError> {
-    let exists = tx
-        .query_opt(
-            &prepared(tx, "SELECT 1 FROM errand_jobs WHERE id = $1").await?,
+    let exists = !client
+        .query_prepared(
+            &prepared(client, "SELECT 1 FROM errand_jobs WHERE id = $1").await?,
             &[&fence.job_id.as_str()],
         )
         .await
         .map_err(db)?
-        .is_some();
+        .is_empty();
     Ok(StoreError::fenced_out(fence, exists))
 }
