@@ -82,24 +82,6 @@ async fn a_version_1_database_keeps_its_idempotency_keys_after_migrating() {
     assert_eq!(keyed, 2);
 }
 
-fn fence(job: &errand_core::Job) -> errand_store::Fence {
-    errand_store::Fence {
-        job_id: job.job_id.clone(),
-        attempt: job.attempt,
-        worker_id: "w".into(),
-    }
-}
-
-fn claim(limit: usize) -> errand_store::ClaimParams {
-    errand_store::ClaimParams {
-        worker_id: "w".into(),
-        queues: vec![errand_store::DEFAULT_QUEUE.into()],
-        commands: None,
-        limit,
-        lease: std::time::Duration::from_secs(30),
-    }
-}
-
 async fn connect(
     config: &errand_postgres::PgConfig,
     clock: &std::sync::Arc<errand_core::ManualClock>,
@@ -115,53 +97,18 @@ async fn connect(
 }
 
 /// A database of the previous release (schema 7: the same job rows, no
-/// counts table) is migrated on connect, and the jobs it held all finish:
-/// one queued, one running with a live lease (its worker records the
-/// outcome after the upgrade), one failed and waiting for its retry. A
-/// release that changes the job rows must build its predecessor's
+/// counts table) is migrated on connect, and the jobs it held all finish.
+/// A release that changes the job rows must build its predecessor's
 /// database here from that release's schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_previous_release_s_database_migrates_and_its_jobs_finish() {
-    use errand_core::{Clock, JobStatus};
-    use errand_store::Outcome;
-    use std::time::Duration;
+    use errand_store::contract::{finish_the_jobs_held, leave_jobs_of_every_state};
 
     let Some((config, guard)) = common::fresh_database().await else {
         return;
     };
     let clock = std::sync::Arc::new(errand_core::ManualClock::starting_now());
-    let (running, waiting, ids) = {
-        let store = connect(&config, &clock).await;
-        let mut ids = Vec::new();
-        for _ in 0..4 {
-            ids.push(
-                store
-                    .submit(NewJob::new("t", "a", json!({})))
-                    .await
-                    .unwrap()
-                    .job_id,
-            );
-        }
-        let first = store.claim(claim(3)).await.unwrap();
-        let retry_later = Outcome::Failed {
-            error: errand_core::JobError {
-                kind: errand_core::error_kind::HANDLER.into(),
-                message: "try again".into(),
-                retryable: true,
-                attempt: 1,
-            },
-            retry_at: Some(clock.now().plus(Duration::from_secs(60))),
-        };
-        let answers = store
-            .finish(vec![
-                (fence(&first[0]), Outcome::Completed { result: json!(1) }),
-                (fence(&first[2]), retry_later),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(answers, vec![Ok(()), Ok(())]);
-        (first[1].clone(), first[2].clone(), ids)
-    };
+    let held = leave_jobs_of_every_state(&connect(&config, &clock).await, &clock).await;
     let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
     tokio::spawn(connection);
     client
@@ -171,49 +118,5 @@ async fn a_previous_release_s_database_migrates_and_its_jobs_finish() {
         ))
         .await
         .unwrap();
-
-    let store = connect(&config, &clock).await;
-    let counts = |stats: Vec<errand_store::CommandStats>| {
-        stats
-            .into_iter()
-            .find(|s| s.command == "a")
-            .expect("t.a is counted")
-            .counts
-    };
-    let before = counts(store.stats().await.unwrap());
-    assert_eq!(
-        (before["new"], before["running"], before["completed"]),
-        (2, 1, 1)
-    );
-    store
-        .finish(vec![(
-            fence(&running),
-            Outcome::Completed { result: json!(2) },
-        )])
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap();
-    let queued = store.claim(claim(10)).await.unwrap();
-    assert_eq!(queued.len(), 1, "the retry waits for its time");
-    clock.advance(Duration::from_secs(61));
-    let retried = store.claim(claim(10)).await.unwrap();
-    assert_eq!(
-        (retried.len(), &retried[0].job_id, retried[0].attempt),
-        (1, &waiting.job_id, 2)
-    );
-    let outcomes = queued
-        .iter()
-        .chain(&retried)
-        .map(|job| (fence(job), Outcome::Completed { result: json!(3) }))
-        .collect();
-    store.finish(outcomes).await.unwrap();
-    for id in &ids {
-        assert_eq!(store.get(id).await.unwrap().status, JobStatus::Completed);
-    }
-    let after = counts(store.stats().await.unwrap());
-    assert_eq!(
-        (after["new"], after["running"], after["completed"]),
-        (0, 0, 4)
-    );
+    finish_the_jobs_held(&connect(&config, &clock).await, &clock, held).await;
 }

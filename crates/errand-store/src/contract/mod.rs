@@ -13,6 +13,7 @@ mod limits;
 mod queries;
 mod queues;
 mod schedules;
+mod upgrade;
 
 pub use admin::*;
 pub use changes::*;
@@ -23,6 +24,7 @@ pub use limits::*;
 pub use queries::*;
 pub use queues::*;
 pub use schedules::*;
+pub use upgrade::*;
 
 use std::any::Any;
 use std::sync::Arc;
