@@ -138,19 +138,18 @@ async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
                         NextJob { job, fence, stop }
                     });
                 if let Err((_, Some(orphan))) = pending.done.send((result, next)) {
-                    release(shared, orphan);
+                    release(shared, orphan.fence);
                 }
             }
             // More than asked for cannot happen; a store that did so still
             // loses no job.
             for job in claimed {
-                let (fence, _) = track(shared, &job);
                 release(
                     shared,
-                    NextJob {
-                        job,
-                        fence,
-                        stop: watch::channel(None).1,
+                    Fence {
+                        job_id: job.job_id,
+                        attempt: job.attempt,
+                        worker_id: shared.config.worker_id.clone(),
                     },
                 );
             }
@@ -165,17 +164,17 @@ async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
 
 /// Gives back a job claimed for an attempt that is gone, without counting
 /// the attempt.
-fn release(shared: &Arc<Shared>, orphan: NextJob) {
+fn release(shared: &Arc<Shared>, fence: Fence) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let released = shared
             .store
-            .finish(vec![(orphan.fence.clone(), Outcome::Released)])
+            .finish(vec![(fence.clone(), Outcome::Released)])
             .await;
         if let Err(err) = released {
-            tracing::warn!(job_id = %orphan.job.job_id, error = %err, "could not release a claimed job; it runs again when its lease expires");
+            tracing::warn!(job_id = %fence.job_id, error = %err, "could not release a claimed job; it runs again when its lease expires");
         }
-        shared.running.remove(&orphan.fence);
+        shared.running.remove(&fence);
     });
 }
 
