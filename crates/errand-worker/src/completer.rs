@@ -8,6 +8,7 @@
 //! transaction, not a claim and a finish, and at ten slots the claims are
 //! sized to the slots that free up together rather than one job at a time.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use errand_core::Job;
@@ -118,15 +119,26 @@ async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
         .iter()
         .map(|p| (p.fence.clone(), p.outcome.clone()))
         .collect();
-    let wanted = batch.iter().filter(|p| p.wants_next).count();
-    let claims = if wanted > 0 && !shared.claims_stopped.is_cancelled() {
+    let wanted = if shared.backlog.load(Ordering::Relaxed) && !shared.claims_stopped.is_cancelled()
+    {
+        batch.iter().filter(|p| p.wants_next).count()
+    } else {
+        0
+    };
+    let claims = if wanted > 0 {
         let leaving: Vec<&Fence> = batch.iter().map(|p| &p.fence).collect();
         claims_for(shared, wanted, &leaving)
     } else {
         Vec::new()
     };
+    let asked: usize = claims.iter().map(|c| c.limit).sum();
     match shared.store.finish_and_claim(outcomes, claims).await {
         Ok(FinishedAndClaimed { recorded, claimed }) => {
+            if asked > 0 {
+                shared
+                    .backlog
+                    .store(claimed.len() >= asked, Ordering::Relaxed);
+            }
             let mut claimed = claimed.into_iter();
             for (pending, result) in batch.drain(..).zip(recorded) {
                 let next = pending
@@ -247,5 +259,73 @@ mod tests {
         );
         let stats = store.stats().await.unwrap();
         assert_eq!(stats[0].counts["completed"], 20);
+    }
+
+    /// When jobs trickle in, the loop claims each one as its event arrives;
+    /// an outcome that also claimed would only make a new job wait for
+    /// that outcome's commit. So an outcome claims its slot's next job only
+    /// while the last claim filled every slot it asked for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outcome_claims_a_next_job_only_while_jobs_were_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("c.db"), SqliteOptions::default()).unwrap());
+        let jobs = (0..3)
+            .map(|i| NewJob::new("t", "c", serde_json::json!(i)))
+            .collect();
+        store.submit_batch(jobs).await.unwrap();
+        let config = crate::WorkerConfig {
+            worker_id: "w".into(),
+            claim_filter: crate::ClaimFilter::All,
+            ..crate::WorkerConfig::default()
+        };
+        let shared = Arc::new(Shared::new(store.clone(), crate::Registry::new(), config));
+        tokio::spawn(shared.completer.clone().run(shared.clone()));
+        let claim_one = || async {
+            let job = store
+                .claim(ClaimParams {
+                    worker_id: "w".into(),
+                    queues: vec![DEFAULT_QUEUE.into()],
+                    commands: None,
+                    limit: 1,
+                    lease: Duration::from_secs(30),
+                })
+                .await
+                .unwrap()
+                .remove(0);
+            Fence {
+                job_id: job.job_id,
+                attempt: job.attempt,
+                worker_id: "w".into(),
+            }
+        };
+        let done = || Outcome::Completed {
+            result: serde_json::json!("ok"),
+        };
+
+        shared.backlog.store(false, Ordering::Relaxed);
+        let (recorded, next) = shared
+            .completer
+            .finish(claim_one().await, done(), true)
+            .await;
+        assert_eq!(recorded, Ok(()));
+        assert!(next.is_none(), "no backlog: the loop claims the next job");
+        let counts = &store.stats().await.unwrap()[0].counts;
+        assert_eq!((counts["new"], counts["running"]), (2, 0));
+
+        shared.backlog.store(true, Ordering::Relaxed);
+        let (recorded, next) = shared
+            .completer
+            .finish(claim_one().await, done(), true)
+            .await;
+        assert_eq!(recorded, Ok(()));
+        let next = next.expect("a backlog: the outcome claims the slot's next job");
+        assert_eq!(next.job.input, serde_json::json!(2));
+        assert!(
+            shared.backlog.load(Ordering::Relaxed),
+            "the claim filled its one slot"
+        );
+        let counts = &store.stats().await.unwrap()[0].counts;
+        assert_eq!((counts["new"], counts["running"]), (0, 1));
     }
 }

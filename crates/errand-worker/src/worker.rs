@@ -1,5 +1,6 @@
 //! The worker loop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,12 @@ pub(crate) struct Shared {
     /// Cancelled when the worker stops claiming (it is shutting down):
     /// recorded outcomes no longer claim their slots' next jobs.
     pub claims_stopped: CancellationToken,
+    /// The last claim filled every slot it asked for, so more jobs may be
+    /// waiting. Only then does a recorded outcome claim its slot's next
+    /// job: when jobs trickle in, the loop claims each one as its event
+    /// arrives, and a claim riding with an outcome would make the job
+    /// wait for that outcome's commit (and the completer's queue) first.
+    pub backlog: AtomicBool,
 }
 
 impl Shared {
@@ -113,6 +120,7 @@ impl Shared {
             running: Running::default(),
             completer: Arc::new(crate::completer::Completer::new()),
             claims_stopped: CancellationToken::new(),
+            backlog: AtomicBool::new(false),
         }
     }
 }
@@ -309,8 +317,10 @@ async fn claim_and_start(
             });
         }
     }
+    let filled_all = asked > 0 && got == asked;
+    shared.backlog.store(filled_all, Ordering::Relaxed);
     Ok(ClaimRound {
-        filled_all: asked > 0 && got == asked,
+        filled_all,
         short_of_slots,
     })
 }
