@@ -177,6 +177,38 @@ test("a running job is canceled from its page, after a confirmation", async () =
   await context.close();
 });
 
+test("jobs are filtered by tag and context value, and a job's tag links to its tag's jobs", async () => {
+  const { context, page } = await loggedIn();
+  const submit = async (body) =>
+    (await api("/api/commands/jobs", {
+      method: "POST",
+      body: JSON.stringify({ command: "demo.echo", input: {}, options: { delay_secs: 3600 }, ...body }),
+    })).job_id;
+  const first = await submit({ tags: ["podcast-bt", "urgent"], context: { notebook_id: 42 } });
+  const second = await submit({ tags: ["podcast-bt"], context: { notebook_id: "7" } });
+  await submit({ tags: ["other-bt"], context: { notebook_id: 42 } });
+  const listed = async () =>
+    page.$$eval("#jobs-table tbody tr[id^=job-]", (rows) => rows.map((row) => row.id.slice("job-".length)));
+
+  await page.fill("input[name=tag]", "podcast-bt");
+  await page.click("form.filters button[type=submit]");
+  await page.waitForURL(/tag=podcast-bt/);
+  assert.deepEqual(await listed(), [second, first]);
+  await page.fill("input[name=context]", "notebook_id=42");
+  await page.click("form.filters button[type=submit]");
+  await page.waitForURL(/context=notebook_id/);
+  assert.deepEqual(await listed(), [first]);
+  assert.equal(await page.inputValue("input[name=context]"), "notebook_id=42", "the filter is kept");
+
+  await page.goto(`${base}/ui/jobs/${first}`);
+  const tags = await page.$$eval("p.tags a.tag", (links) => links.map((a) => a.textContent));
+  assert.deepEqual(tags, ["podcast-bt", "urgent"]);
+  await page.click("p.tags a.tag:has-text('urgent')");
+  await page.waitForURL(/tag=urgent/);
+  assert.deepEqual(await listed(), [first]);
+  await context.close();
+});
+
 test("the API's 422 is shown next to the field it is about", async () => {
   const { context, page } = await loggedIn();
   await page.goto(base + "/ui/submit?command=demo.sleep");

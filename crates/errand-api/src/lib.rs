@@ -31,9 +31,16 @@ pub struct SubmitRequest {
     /// against the command's JSON Schema.
     #[schema(value_type = Object)]
     pub input: Value,
-    /// Handed to the handler as is (user, tenant, request id...).
+    /// Handed to the handler as is (user, tenant, request id...). Its
+    /// top-level strings, numbers and booleans (up to 256 characters) can
+    /// be filtered on: `GET /api/commands/jobs?context.KEY=VALUE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
+    /// What the job can be found by (`?tag=`): up to 20, each 1 to 100
+    /// characters with no control characters, kept once each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 20, value_type = Vec<errand_core::labels::TagSchema>)]
+    pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<SubmitOptions>,
 }
@@ -142,6 +149,86 @@ pub struct ListQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
+    /// Jobs carrying this tag; repeat it (`tag=a&tag=b`) for jobs carrying
+    /// all of them. Read by [`ListQuery::parse`]; the route declares it in
+    /// the OpenAPI document.
+    #[serde(skip)]
+    #[param(ignore)]
+    pub tag: Vec<String>,
+    /// `context.KEY=VALUE`: jobs whose context has KEY with this value,
+    /// compared as text (`context.notebook_id=42` matches `42` and `"42"`).
+    /// Any number of them; not in the schema, whose parameters have fixed
+    /// names.
+    #[serde(skip)]
+    #[param(ignore)]
+    pub context: Vec<(String, String)>,
+}
+
+impl ListQuery {
+    /// The query's repeated and prefixed parameters (`tag`, `context.KEY`),
+    /// which a plain form decoder does not read: append these to the
+    /// query string built from the rest.
+    pub fn label_pairs(&self) -> Vec<(String, String)> {
+        let tags = self.tag.iter().map(|t| ("tag".to_owned(), t.clone()));
+        let context = self
+            .context
+            .iter()
+            .map(|(k, v)| (format!("context.{k}"), v.clone()));
+        tags.chain(context).collect()
+    }
+
+    /// Reads a query string: the named parameters, every `tag` and every
+    /// `context.KEY`.
+    pub fn parse(query: &str) -> Result<Self, String> {
+        let (rest, labels) = LabelFilters::split(query)?;
+        let query: Self = decode_query(&rest)?;
+        Ok(Self {
+            tag: labels.tags,
+            context: labels.context,
+            ..query
+        })
+    }
+}
+
+/// The repeated and prefixed parameters of a query string (`tag`,
+/// `context.KEY`), which a plain form decoder does not read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelFilters {
+    pub tags: Vec<String>,
+    pub context: Vec<(String, String)>,
+}
+
+impl LabelFilters {
+    /// Takes the label parameters out of `query`; returns the rest, form
+    /// encoded again, and the filters.
+    pub fn split(query: &str) -> Result<(String, Self), String> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|e| format!("query string: {e}"))?;
+        let (mut labels, mut rest) = (Self::default(), Vec::new());
+        for (key, value) in pairs {
+            if key == "tag" {
+                labels.tags.push(value);
+            } else if let Some(name) = key.strip_prefix("context.") {
+                labels.context.push((name.to_owned(), value));
+            } else {
+                rest.push((key, value));
+            }
+        }
+        Ok((
+            serde_urlencoded::to_string(rest).expect("pairs encode"),
+            labels,
+        ))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.context.is_empty()
+    }
+}
+
+/// Decodes a form-encoded query; an error names the parameter.
+pub fn decode_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, String> {
+    let decoder = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(decoder).map_err(|e| format!("{}: {}", e.path(), e.inner()))
 }
 
 /// `DELETE /api/commands/jobs/{job_id}`.

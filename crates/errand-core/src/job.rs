@@ -53,6 +53,11 @@ pub struct Job {
     /// may be waiting for its key's running jobs or starts to go down.
     #[serde(default)]
     pub limit_key: Option<String>,
+    /// What the job can be found by besides its context (`?tag=`): each
+    /// once, in the order first given.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::labels::TagSchema>))]
+    pub tags: Vec<String>,
     /// For a `new` job its limit holds back, why (filled in by the API
     /// when the job is read, not stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]

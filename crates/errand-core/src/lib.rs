@@ -17,6 +17,8 @@
 //!   its event stores, and the decisions that pick one (lease expiry,
 //!   cancel, manual retry).
 //! - [`outcome`]: how an attempt ended ([`Outcome`]) and the change it makes.
+//! - [`labels`]: what a job can be found by (its tags, its context's
+//!   plain values) as indexed [`Label`]s.
 //! - [`limits`]: cluster-wide concurrency and rate limits per command or
 //!   key ([`CommandLimit`]), and which jobs a claim may start ([`admit`]).
 //! - [`schedule`]: cron ticks in a time zone ([`CronTicks`]) and what a
@@ -27,6 +29,7 @@ pub mod command;
 pub mod event;
 pub mod id;
 pub mod job;
+pub mod labels;
 pub mod limits;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -42,6 +45,7 @@ pub use command::{CommandName, NotACommandName};
 pub use event::{EventKind, JobEvent};
 pub use id::JobId;
 pub use job::{error_kind, Job, JobError, Progress};
+pub use labels::{job_labels, Label};
 pub use limits::{admit, hold_reason, Candidate, CommandLimit, KeyPath, KeySource, KeyUsage};
 pub use outcome::Outcome;
 pub use retry::{RetryPolicy, RetryPolicyError, WaitStrategy};

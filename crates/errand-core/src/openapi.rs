@@ -38,3 +38,22 @@ impl utoipa::ToSchema for JobId {
         Cow::Borrowed("JobId")
     }
 }
+
+impl utoipa::PartialSchema for crate::labels::TagSchema {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(crate::labels::MAX_TAG_CHARS))
+            // No control characters (C0, DEL, C1), as `validate_tag` says.
+            .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]+$"))
+            .description(Some("A tag: what a job can be found by"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for crate::labels::TagSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Tag")
+    }
+}

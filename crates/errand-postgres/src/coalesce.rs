@@ -89,6 +89,12 @@ async fn write_alone(
     pool: &Pool,
     publisher: &Publisher,
 ) -> Result<SubmitReceipt, StoreError> {
+    if !submission.job.labels().is_empty() {
+        // Its labels are a second statement: both commit together.
+        let mut receipts =
+            write_together(std::slice::from_ref(submission), pool, publisher).await?;
+        return Ok(receipts.remove(0));
+    }
     let client = pool.get().await.map_err(rows::pool)?;
     let (receipt, event) =
         write::submit_alone(&client, submission.now, &submission.job, publisher.origin()).await?;

@@ -781,4 +781,10 @@ pub mod hot_statements {
     pub const RENEW_LEASES: &str = crate::write::RENEW_LEASES;
     pub const STATS_RUN_TIMES: &str = crate::read::STATS_RUN_TIMES;
     pub const STATS_OLDEST_READY: &str = crate::read::STATS_OLDEST_READY;
+    /// The list statement for `params` (limit 50) and its values.
+    pub fn list(
+        params: &errand_store::ListParams,
+    ) -> Result<crate::read::ListQuery, errand_store::StoreError> {
+        crate::read::list_query(params, 50)
+    }
 }

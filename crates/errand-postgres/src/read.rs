@@ -26,10 +26,54 @@ pub(crate) async fn get(client: &Client, job_id: &JobId) -> Result<Job, StoreErr
 
 pub(crate) async fn list(client: &Client, params: &ListParams) -> Result<JobPage, StoreError> {
     let limit = params.effective_limit().map_err(StoreError::Invalid)?;
+    let (sql, values) = list_query(params, limit)?;
+    let refs: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(&prepared(client, &sql).await?, &refs)
+        .await
+        .map_err(db)?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut last_seq = 0i64;
+    for row in rows.iter().take(limit) {
+        jobs.push(rows::job(row)?);
+        last_seq = row.get("seq");
+    }
+    let next_cursor = (rows.len() > limit).then(|| last_seq.to_string());
+    Ok(JobPage { jobs, next_cursor })
+}
+
+/// A list statement and its values.
+pub type ListQuery = (String, Vec<Box<dyn ToSql + Sync + Send>>);
+
+/// The list statement and its values: one row more than `limit`, to know
+/// whether a next page exists.
+pub(crate) fn list_query(params: &ListParams, limit: usize) -> Result<ListQuery, StoreError> {
     let mut clauses: Vec<String> = Vec::new();
     let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    // The first label drives the query: its index range, newest first, is
+    // the order of the page; the jobs are looked up by seq. Further labels
+    // are probes of the same index.
+    let mut driving = false;
     for condition in params.conditions().map_err(StoreError::Invalid)? {
         let (column, value): (&str, Box<dyn ToSql + Sync + Send>) = match condition {
+            ListCondition::Label(label) => {
+                values.push(Box::new(label.key));
+                values.push(Box::new(label.value));
+                let (key, value) = (values.len() - 1, values.len());
+                if driving {
+                    clauses.push(format!(
+                        "EXISTS (SELECT 1 FROM errand_job_labels x WHERE x.key = ${key} \
+                         AND x.value = ${value} AND x.job_seq = j.seq)"
+                    ));
+                } else {
+                    driving = true;
+                    clauses.push(format!("l.key = ${key} AND l.value = ${value}"));
+                }
+                continue;
+            }
             ListCondition::App(app) => ("j.app =", Box::new(app)),
             ListCondition::Command(name) => ("j.command =", Box::new(name)),
             ListCondition::Status(status) => ("j.status =", Box::new(status.as_str())),
@@ -48,26 +92,19 @@ pub(crate) async fn list(client: &Client, params: &ListParams) -> Result<JobPage
         format!("WHERE {}", clauses.join(" AND "))
     };
     values.push(Box::new(limit as i64 + 1));
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM errand_jobs j {filter_sql} ORDER BY j.seq DESC LIMIT ${}",
-        values.len()
-    );
-    let refs: Vec<&(dyn ToSql + Sync)> = values
-        .iter()
-        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-        .collect();
-    let rows = client
-        .query(&prepared(client, &sql).await?, &refs)
-        .await
-        .map_err(db)?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    let mut last_seq = 0i64;
-    for row in rows.iter().take(limit) {
-        jobs.push(rows::job(row)?);
-        last_seq = row.get("seq");
-    }
-    let next_cursor = (rows.len() > limit).then(|| last_seq.to_string());
-    Ok(JobPage { jobs, next_cursor })
+    let sql = if driving {
+        format!(
+            "SELECT {JOB_COLUMNS} FROM errand_job_labels l JOIN errand_jobs j ON j.seq = l.job_seq \
+             {filter_sql} ORDER BY l.job_seq DESC LIMIT ${}",
+            values.len()
+        )
+    } else {
+        format!(
+            "SELECT {JOB_COLUMNS} FROM errand_jobs j {filter_sql} ORDER BY j.seq DESC LIMIT ${}",
+            values.len()
+        )
+    };
+    Ok((sql, values))
 }
 
 pub(crate) async fn events(

@@ -205,3 +205,63 @@ async fn the_stats_read_walks_indexes_not_the_table() {
     assert_eq!(scans_of_the_jobs_table(&oldest), Vec::<String>::new());
     assert!(uses_index(&oldest, "errand_jobs_ready"), "{oldest}");
 }
+
+/// A tag or context filter reads the jobs its labels name, found by key:
+/// the jobs it reads grow with the label, never with the table (here 200
+/// labeled jobs among 5,200, the oldest ones, where a walk of the table in
+/// page order would read them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_filter_reads_only_the_jobs_its_labels_name() {
+    let Some((config, guard)) = common::fresh_database().await else {
+        return;
+    };
+    let store = common::system_clock_store(config).await;
+    let (client, connection) = tokio_postgres::connect(&guard.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    store
+        .submit_batch(
+            (0..200)
+                .map(|i| {
+                    NewJob::new("a", "b", json!(i))
+                        .tags([if i % 2 == 0 { "podcast" } else { "other" }])
+                        .context(json!({"notebook_id": i % 10}))
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    store
+        .submit_batch(
+            (0..5_000)
+                .map(|i| NewJob::new("a", "b", json!(i)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("ANALYZE errand_jobs; ANALYZE errand_job_labels")
+        .await
+        .unwrap();
+    let (sql, values) = hot_statements::list(&errand_store::ListParams {
+        tags: vec!["podcast".into()],
+        context: vec![("notebook_id".into(), "4".into())],
+        status: Some(errand_core::JobStatus::New),
+        cursor: Some("1000000".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let refs: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let plan = explain(&client, &sql, &refs).await;
+    assert_eq!(plan["Actual Rows"], 20, "{plan}");
+    assert_eq!(scans_of_the_jobs_table(&plan), Vec::<String>::new());
+    assert!(uses_index(&plan, "errand_job_labels_pkey"), "{plan}");
+    let jobs_read: u64 = nodes(&plan)
+        .iter()
+        .filter(|n| n["Relation Name"] == "errand_jobs")
+        .map(|n| n["Actual Rows"].as_u64().unwrap() * n["Actual Loops"].as_u64().unwrap())
+        .sum();
+    assert!(jobs_read <= 100, "{jobs_read} jobs read: {plan}");
+}

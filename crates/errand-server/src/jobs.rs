@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 
 use crate::extract::{Path, Query};
 use axum::http::StatusCode;
@@ -78,6 +78,9 @@ pub(crate) async fn build_job(
         job.timeout_secs = Some(secs);
     }
     job.context = request.context.filter(|c| !c.is_null());
+    errand_core::labels::validate_tags(&request.tags)
+        .map_err(|msg| ApiError::InvalidInput(format!("tags: {msg}")))?;
+    job = job.tags(request.tags);
     job.idempotency_key = options.idempotency_key;
     if let Some(max_attempts) = options.max_attempts {
         job.retry.max_attempts = max_attempts;
@@ -333,12 +336,19 @@ fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, Ap
 }
 
 /// List jobs, newest first, with filters and cursor pagination.
-#[utoipa::path(get, path = "/api/commands/jobs", tag = "jobs", params(ListQuery),
+///
+/// Besides the parameters below, `context.KEY=VALUE` (any number) keeps
+/// the jobs whose context has KEY with that value, compared as text: a
+/// top-level string, number or boolean of at most 256 characters.
+/// Filters by tag and context are index lookups, however many jobs
+/// there are.
+#[utoipa::path(get, path = "/api/commands/jobs", tag = "jobs", params(ListQuery, crate::openapi::TagParam),
     responses((status = 200, body = JobList), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<JobList>, ApiError> {
+    let query = ListQuery::parse(raw.as_deref().unwrap_or("")).map_err(ApiError::BadRequest)?;
     let status = query
         .status_filter
         .map(|text| {
@@ -365,6 +375,8 @@ pub async fn list_jobs(
             parent_id: query.parent_id.map(JobId::from),
             created_after: parse_time("created_after", query.created_after)?,
             created_before: parse_time("created_before", query.created_before)?,
+            tags: query.tag,
+            context: query.context,
             limit,
             cursor: query.cursor,
         })
@@ -435,6 +447,17 @@ pub async fn cancel_many(
             .iter()
             .all(|(key, value)| job.context.as_ref().and_then(|c| c.get(key)) == Some(value)),
     };
+    // The plain values are looked up by label (an index); the exact JSON
+    // comparison above still decides (`42` and `"42"` share a label).
+    let labeled: Vec<(String, String)> = request
+        .context
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !key.is_empty())
+        .filter_map(|(key, value)| {
+            Some((key.clone(), errand_core::labels::context_value_text(value)?))
+        })
+        .collect();
     let statuses = match request.status {
         Some(BulkCancelStatus::New) => vec![JobStatus::New],
         Some(BulkCancelStatus::Running) => vec![JobStatus::Running],
@@ -455,6 +478,7 @@ pub async fn cancel_many(
                     status: Some(status),
                     queue: request.queue.clone(),
                     parent_id: request.parent_id.clone().map(JobId::from),
+                    context: labeled.clone(),
                     limit: 1000,
                     cursor: cursor.take(),
                     ..ListParams::default()

@@ -106,8 +106,9 @@ fn describe_submits(doc: &mut serde_json::Value, commands: &[errand_store::Comma
     let schemas = &mut doc["components"]["schemas"];
     let generic = schemas["SubmitRequest"].take();
     let properties = &generic["properties"];
-    let (context, options) = (
+    let (context, tags, options) = (
         json!({"type": ["object", "null"]}),
+        properties["tags"].clone(),
         properties["options"].clone(),
     );
     let mut branches = Vec::new();
@@ -123,7 +124,7 @@ fn describe_submits(doc: &mut serde_json::Value, commands: &[errand_store::Comma
                 "required": required,
                 "properties": {
                     "command": name, "app": app, "input": input,
-                    "context": context, "options": options,
+                    "context": context, "tags": tags, "options": options,
                 },
             })
         };
@@ -284,4 +285,32 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
         )
         .build()
         .into()
+}
+
+/// The repeatable `tag` query parameter of the job list and the global
+/// feed (`tag=a&tag=b`: jobs carrying both). Written out here because a
+/// form decoder reads one value per name, so the routes read it from the
+/// raw query and their query structs leave it out.
+pub struct TagParam;
+
+impl utoipa::IntoParams for TagParam {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn, ParameterStyle};
+        use utoipa::openapi::schema::{ArrayBuilder, Ref};
+        vec![ParameterBuilder::new()
+            .name("tag")
+            .parameter_in(ParameterIn::Query)
+            .required(utoipa::openapi::Required::False)
+            .description(Some(
+                "Jobs carrying this tag; repeat it (`tag=a&tag=b`) for jobs carrying all of them.",
+            ))
+            .style(Some(ParameterStyle::Form))
+            .explode(Some(true))
+            .schema(Some(
+                ArrayBuilder::new().items(Ref::from_schema_name("Tag")),
+            ))
+            .build()]
+    }
 }

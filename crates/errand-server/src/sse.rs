@@ -9,13 +9,14 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 
-use crate::extract::{Path, Query};
+use crate::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
-use errand_core::{CommandName, Job, JobEvent, JobId, JobStatus};
+use errand_api::{decode_query, LabelFilters};
+use errand_core::{CommandName, Job, JobEvent, JobId, JobStatus, Label};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -282,6 +283,72 @@ pub struct FeedQuery {
     pub app: Option<String>,
 }
 
+/// A feed's tag and context filters. A job's labels never change, so
+/// whether a job matches is read once (one read of the job, at its first
+/// event the stream sees) and remembered.
+pub(crate) struct LabelMatch {
+    wanted: Vec<Label>,
+    known: std::sync::Mutex<std::collections::HashMap<JobId, bool>>,
+}
+
+/// The most jobs a stream remembers; past it, it starts over.
+const KNOWN_JOBS: usize = 10_000;
+
+impl LabelMatch {
+    pub(crate) fn new(filters: LabelFilters) -> Result<Self, ApiError> {
+        let mut wanted = Vec::new();
+        for tag in filters.tags {
+            errand_core::labels::validate_tag(&tag).map_err(ApiError::BadRequest)?;
+            wanted.push(Label::tag(tag));
+        }
+        for (key, value) in filters.context {
+            errand_core::labels::validate_context_filter(&key, &value)
+                .map_err(ApiError::BadRequest)?;
+            wanted.push(Label::context(&key, value));
+        }
+        Ok(Self {
+            wanted,
+            known: Default::default(),
+        })
+    }
+
+    pub(crate) async fn matches(
+        &self,
+        store: &Arc<dyn errand_store::Store>,
+        event: &JobEvent,
+    ) -> bool {
+        if self.wanted.is_empty() {
+            return true;
+        }
+        if let Some(&known) = self
+            .known
+            .lock()
+            .expect("never poisoned")
+            .get(&event.job_id)
+        {
+            return known;
+        }
+        let matches = match store.get(&event.job_id).await {
+            Ok(job) => {
+                let labels = errand_core::job_labels(&job.tags, job.context.as_ref());
+                self.wanted.iter().all(|w| labels.contains(w))
+            }
+            // Gone since (pruned): nothing to follow.
+            Err(errand_store::StoreError::NotFound(_)) => false,
+            Err(err) => {
+                tracing::warn!(job_id = %event.job_id, error = %err, "SSE feed: cannot read a job's labels; its event is left out");
+                return false;
+            }
+        };
+        let mut known = self.known.lock().expect("never poisoned");
+        if known.len() >= KNOWN_JOBS {
+            known.clear();
+        }
+        known.insert(event.job_id.clone(), matches);
+        matches
+    }
+}
+
 pub(crate) struct FeedFilter {
     app: Option<String>,
     command: Option<String>,
@@ -324,30 +391,46 @@ impl FeedFilter {
 }
 
 /// Every job's events, for dashboards; `id:` is the store-wide event id.
+///
+/// Besides the parameters below, `context.KEY=VALUE` (any number) keeps the
+/// events of jobs whose context has KEY with that value, compared as text
+/// (as the job list filters).
 #[utoipa::path(get, path = "/api/events", tag = "streams",
-    params(FeedQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
+    params(FeedQuery, crate::openapi::TagParam, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
     responses((status = 200, description = "text/event-stream of job events", content_type = "text/event-stream"),
         (status = 400, body = errand_api::ErrorBody)))]
 pub async fn global_feed(
     State(state): State<AppState>,
-    Query(query): Query<FeedQuery>,
+    RawQuery(raw): RawQuery,
     client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
+    let (rest, labels) =
+        LabelFilters::split(raw.as_deref().unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let query: FeedQuery = decode_query(&rest).map_err(ApiError::BadRequest)?;
     let filter = FeedFilter::new(query)?;
+    let labels = LabelMatch::new(labels)?;
     let slot = slot(&state, client)?;
     let resume_after = last_event_id(&headers)?;
     // Joined before any catch-up read, so nothing falls between the two.
     let ordered = state.ordered.subscribe(&state.store, &state.shutdown);
     let pump_state = state.clone();
+    let filter = Arc::new((filter, labels));
     Ok(spawn_stream(&state, slot, 256, |tx| {
-        pump_feed(pump_state, Arc::new(filter), resume_after, ordered, tx)
+        pump_feed(pump_state, filter, resume_after, ordered, tx)
     }))
+}
+
+/// The feed's filters: by command and status, then by labels.
+type Filters = (FeedFilter, LabelMatch);
+
+async fn accepts(state: &AppState, filters: &Filters, event: &JobEvent) -> bool {
+    filters.0.accepts(event) && filters.1.matches(&state.store, event).await
 }
 
 async fn pump_feed(
     state: AppState,
-    filter: Arc<FeedFilter>,
+    filter: Arc<Filters>,
     resume_after: Option<i64>,
     mut ordered: crate::feed::OrderedEvents,
     tx: Sender,
@@ -395,7 +478,9 @@ async fn pump_feed(
                     continue;
                 }
                 last_id = Some(event.id);
-                if filter.accepts(&event) && !send(&tx, job_event(&event, event.id)).await {
+                if accepts(&state, &filter, &event).await
+                    && !send(&tx, job_event(&event, event.id)).await
+                {
                     return;
                 }
             }
@@ -412,12 +497,7 @@ async fn pump_feed(
     }
 }
 
-async fn catch_up_feed(
-    state: &AppState,
-    filter: &FeedFilter,
-    after: i64,
-    tx: &Sender,
-) -> Option<i64> {
+async fn catch_up_feed(state: &AppState, filter: &Filters, after: i64, tx: &Sender) -> Option<i64> {
     let mut last = after;
     loop {
         let events = match state.store.feed(last, PAGE).await {
@@ -429,7 +509,7 @@ async fn catch_up_feed(
         };
         for event in &events {
             last = event.id;
-            if filter.accepts(event) && !send(tx, job_event(event, event.id)).await {
+            if accepts(state, filter, event).await && !send(tx, job_event(event, event.id)).await {
                 return None;
             }
         }

@@ -1,7 +1,7 @@
 //! Every read, run on a pooled read connection. In WAL mode readers never
 //! block the writer, and see every group committed before they start.
 
-use errand_core::{Job, JobEvent, JobId, Timestamp};
+use errand_core::{Job, JobEvent, JobId, Label, Timestamp};
 use errand_store::{
     CommandInfo, CommandStats, FinishedInMinute, JobPage, ListCondition, ListParams, QueueInfo,
     StoreError, WorkerInfo,
@@ -25,29 +25,7 @@ pub(crate) fn get(conn: &Connection, job_id: &JobId) -> Result<Job, StoreError> 
 
 pub(crate) fn list(conn: &Connection, params: &ListParams) -> Result<JobPage, StoreError> {
     let limit = params.effective_limit().map_err(StoreError::Invalid)?;
-    let mut clauses: Vec<&str> = Vec::new();
-    let mut values: Vec<Box<dyn ToSql>> = Vec::new();
-    for condition in params.conditions().map_err(StoreError::Invalid)? {
-        let (clause, value): (&str, Box<dyn ToSql>) = match condition {
-            ListCondition::App(app) => ("app = ?", Box::new(app)),
-            ListCondition::Command(name) => ("command = ?", Box::new(name)),
-            ListCondition::Status(status) => ("status = ?", Box::new(status.as_str())),
-            ListCondition::Queue(queue) => ("queue = ?", Box::new(queue)),
-            ListCondition::Parent(id) => ("parent_id = ?", Box::new(id.into_string())),
-            ListCondition::CreatedAfter(at) => ("created > ?", Box::new(at.as_micros())),
-            ListCondition::CreatedBefore(at) => ("created < ?", Box::new(at.as_micros())),
-            ListCondition::SeqBelow(seq) => ("seq < ?", Box::new(seq)),
-        };
-        clauses.push(clause);
-        values.push(value);
-    }
-    let filter_sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {filter_sql} ORDER BY seq DESC LIMIT ?");
-    values.push(Box::new(limit as i64 + 1));
+    let (sql, values) = list_query(params, limit)?;
     let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
     let refs: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
     let mut rows: Vec<(Job, i64)> = stmt
@@ -67,6 +45,66 @@ pub(crate) fn list(conn: &Connection, params: &ListParams) -> Result<JobPage, St
         jobs: rows.into_iter().map(|(job, _)| job).collect(),
         next_cursor,
     })
+}
+
+type ListQuery = (String, Vec<Box<dyn ToSql>>);
+
+/// The list statement and its values: one row more than `limit`, to know
+/// whether a next page exists.
+fn list_query(params: &ListParams, limit: usize) -> Result<ListQuery, StoreError> {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+    // The first label drives the query: its index range, newest first, is
+    // the order of the page; the jobs are looked up by seq. Further labels
+    // are probes of the same index.
+    let mut driving: Option<Label> = None;
+    for condition in params.conditions().map_err(StoreError::Invalid)? {
+        let (clause, value): (&str, Box<dyn ToSql>) = match condition {
+            ListCondition::Label(label) if driving.is_none() => {
+                driving = Some(label);
+                continue;
+            }
+            ListCondition::Label(label) => {
+                clauses.push(
+                    "EXISTS (SELECT 1 FROM job_labels x WHERE x.key = ? AND x.value = ? \
+                     AND x.job_seq = jobs.seq)",
+                );
+                values.push(Box::new(label.key));
+                values.push(Box::new(label.value));
+                continue;
+            }
+            ListCondition::App(app) => ("app = ?", Box::new(app)),
+            ListCondition::Command(name) => ("command = ?", Box::new(name)),
+            ListCondition::Status(status) => ("status = ?", Box::new(status.as_str())),
+            ListCondition::Queue(queue) => ("queue = ?", Box::new(queue)),
+            ListCondition::Parent(id) => ("parent_id = ?", Box::new(id.into_string())),
+            ListCondition::CreatedAfter(at) => ("created > ?", Box::new(at.as_micros())),
+            ListCondition::CreatedBefore(at) => ("created < ?", Box::new(at.as_micros())),
+            ListCondition::SeqBelow(seq) => ("seq < ?", Box::new(seq)),
+        };
+        clauses.push(clause);
+        values.push(value);
+    }
+    let filter_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = match driving {
+        None => format!("SELECT {JOB_COLUMNS} FROM jobs {filter_sql} ORDER BY seq DESC LIMIT ?"),
+        Some(label) => {
+            values.insert(0, Box::new(label.value));
+            values.insert(0, Box::new(label.key));
+            let and = if clauses.is_empty() { "" } else { " AND " };
+            format!(
+                "SELECT {JOB_COLUMNS} FROM job_labels l JOIN jobs ON jobs.seq = l.job_seq \
+                 WHERE l.key = ? AND l.value = ?{and}{} ORDER BY l.job_seq DESC LIMIT ?",
+                clauses.join(" AND ")
+            )
+        }
+    };
+    values.push(Box::new(limit as i64 + 1));
+    Ok((sql, values))
 }
 
 pub(crate) fn events(
@@ -308,6 +346,32 @@ pub(crate) fn finished_per_minute(
 mod tests {
     use super::*;
     use crate::migrations::query_plan;
+
+    /// A tag or context filter walks its label's index range in page
+    /// order and looks each job up by seq: no scan of the jobs table, no
+    /// sort, whatever else the filter says.
+    #[test]
+    fn a_label_filter_is_an_index_range_in_page_order() {
+        let params = ListParams {
+            tags: vec!["podcast".into()],
+            context: vec![("notebook_id".into(), "42".into())],
+            status: Some(errand_core::JobStatus::Failed),
+            cursor: Some("1000".into()),
+            ..ListParams::default()
+        };
+        let plan = query_plan(&list_query(&params, 50).unwrap().0);
+        assert!(
+            plan.starts_with("SEARCH l USING PRIMARY KEY (key=? AND value=?"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"),
+            "{plan}"
+        );
+        assert!(plan.contains("SEARCH x USING PRIMARY KEY"), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
 
     /// The stats read walks indexes, never the whole jobs table.
     #[test]

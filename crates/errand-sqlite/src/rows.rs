@@ -9,7 +9,7 @@ use serde_json::Value;
 pub(crate) const JOB_COLUMNS: &str = "id, app, command, input, context, status, result, error, \
      progress, attempt, max_attempts, retry, priority, queue, run_at, timeout_secs, \
      idempotency_key, parent_id, cancel_requested, worker_id, lease_until, created, updated, \
-     started, finished, seq, event_seq, checkpoint, limit_key";
+     started, finished, seq, event_seq, checkpoint, limit_key, tags";
 
 /// The columns [`event_from_row`] reads, with `events` as `e` and `jobs` as `j`.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -36,6 +36,7 @@ struct JsonColumns {
     progress: Option<String>,
     retry: Option<String>,
     checkpoint: Option<String>,
+    tags: Option<String>,
 }
 
 impl JobRow {
@@ -48,6 +49,7 @@ impl JobRow {
             progress: row.get(8)?,
             retry: row.get(11)?,
             checkpoint: row.get(27)?,
+            tags: row.get(29)?,
         };
         let job = Job {
             job_id: JobId::from(row.get::<_, String>(0)?),
@@ -79,6 +81,7 @@ impl JobRow {
             event_seq: row.get(26)?,
             checkpoint: None,
             limit_key: row.get(28)?,
+            tags: Vec::new(),
             held: None,
         };
         Ok(Self { job, json })
@@ -101,6 +104,7 @@ impl JobRow {
         job.progress = parse_json(8, json.progress.take())?;
         job.retry = parse_json(11, json.retry.take())?.unwrap_or_default();
         job.checkpoint = parse_json(27, json.checkpoint.take())?;
+        job.tags = parse_json(29, json.tags.take())?.unwrap_or_default();
         Ok(())
     }
 }

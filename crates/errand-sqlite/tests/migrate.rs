@@ -1,5 +1,5 @@
-//! A database written by the previous release (schema 6, before the status
-//! counts) is migrated on open, and the jobs it held run to their end.
+//! A database written by the previous release (schema 7, before labels)
+//! is migrated on open, and the jobs it held run to their end.
 
 use std::sync::Arc;
 
@@ -15,17 +15,20 @@ fn open(path: &std::path::Path, clock: &Arc<ManualClock>) -> SqliteStore {
     SqliteStore::open(path, options).expect("store opens")
 }
 
-/// What the previous release (schema 6) left in its file: the same job
-/// rows, without the counts table. A release that changes the job rows
-/// must build its predecessor's file here from that release's schema.
+/// What the previous release (schema 7) left in its file: the job rows
+/// without their tags column, and no label table. A release that changes
+/// the job rows must build its predecessor's file here from that
+/// release's schema.
 fn back_to_the_previous_release(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch("DROP TABLE job_counts; PRAGMA user_version = 6;")
-        .unwrap();
+    conn.execute_batch(
+        "DROP TABLE job_labels; ALTER TABLE jobs DROP COLUMN tags; PRAGMA user_version = 7;",
+    )
+    .unwrap();
 }
 
-/// A database of the previous release is migrated on open, the counts
-/// start from the jobs it holds, and those jobs all finish.
+/// A database of the previous release is migrated on open, its jobs'
+/// context values are labeled, and those jobs all finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_previous_release_s_database_migrates_and_its_jobs_finish() {
     let dir = tempfile::tempdir().unwrap();

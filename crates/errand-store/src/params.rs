@@ -28,6 +28,8 @@ pub struct NewJob {
     pub retry: RetryPolicy,
     pub idempotency_key: Option<String>,
     pub parent_id: Option<JobId>,
+    /// What the job can be found by (with its context's plain values).
+    pub tags: Vec<String>,
 }
 
 impl NewJob {
@@ -44,7 +46,21 @@ impl NewJob {
             retry: RetryPolicy::default(),
             idempotency_key: None,
             parent_id: None,
+            tags: Vec::new(),
         }
+    }
+
+    /// Adds `tags` (kept once each, in the order first given).
+    pub fn tags<T: Into<String>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self.tags = errand_core::labels::normalize_tags(std::mem::take(&mut self.tags));
+        self
+    }
+
+    /// Every label the job is found by: its tags and its context's plain
+    /// values.
+    pub fn labels(&self) -> Vec<errand_core::Label> {
+        errand_core::job_labels(&self.tags, self.context.as_ref())
     }
 
     pub fn priority(mut self, priority: i32) -> Self {
@@ -107,6 +123,7 @@ impl NewJob {
                 ));
             }
         }
+        errand_core::labels::validate_tags(&self.tags)?;
         self.retry.validate().map_err(|e| e.to_string())
     }
 }
@@ -196,6 +213,11 @@ pub struct ListParams {
     pub parent_id: Option<JobId>,
     pub created_after: Option<Timestamp>,
     pub created_before: Option<Timestamp>,
+    /// Jobs carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Jobs whose context has each key with this value, compared as text
+    /// (`("notebook_id", "42")` matches `42` and `"42"`).
+    pub context: Vec<(String, String)>,
     /// 1 to 1000; `0` means the default of 50.
     pub limit: usize,
     /// The `next_cursor` of the previous page.
@@ -229,6 +251,9 @@ pub enum ListCondition {
     CreatedBefore(Timestamp),
     /// Jobs inserted before this one (the page cursor).
     SeqBelow(i64),
+    /// Jobs with this label (a tag, or a context key's value): an index
+    /// lookup in a store's label table, never a scan of the jobs.
+    Label(errand_core::Label),
 }
 
 impl ListParams {
@@ -254,6 +279,14 @@ impl ListParams {
         conditions.extend(self.parent_id.clone().map(Parent));
         conditions.extend(self.created_after.map(CreatedAfter));
         conditions.extend(self.created_before.map(CreatedBefore));
+        for tag in &self.tags {
+            errand_core::labels::validate_tag(tag)?;
+            conditions.push(Label(errand_core::Label::tag(tag.as_str())));
+        }
+        for (key, value) in &self.context {
+            errand_core::labels::validate_context_filter(key, value)?;
+            conditions.push(Label(errand_core::Label::context(key, value.as_str())));
+        }
         if let Some(cursor) = &self.cursor {
             let seq = cursor
                 .parse()

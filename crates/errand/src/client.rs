@@ -13,6 +13,7 @@
 //!         app: None,
 //!         input: serde_json::json!({"hello": "world"}),
 //!         context: None,
+//!         tags: Vec::new(),
 //!         options: None,
 //!     })
 //!     .await?;
@@ -207,7 +208,8 @@ impl Client {
     pub async fn list(&self, query: &ListQuery) -> Result<JobList, ClientError> {
         self.call(
             self.request(Method::GET, &["commands", "jobs"])
-                .query(query),
+                .query(query)
+                .query(&query.label_pairs()),
         )
         .await
     }

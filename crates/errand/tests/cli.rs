@@ -261,6 +261,37 @@ fn list_json_parses_and_filters_by_status_and_command() {
     let out = server.errand(&["list", "--status", "done"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("completed"));
+
+    // Tags and context values given at submit find the job again.
+    let submit = |extra: &[&str]| {
+        let mut args = vec!["submit", "demo.echo", "--delay", "1h"];
+        args.extend_from_slice(extra);
+        let out = server.errand(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let podcast = submit(&[
+        "--tag",
+        "podcast",
+        "--tag",
+        "urgent",
+        "--context",
+        r#"{"notebook_id": 42}"#,
+    ]);
+    let other = submit(&["--tag", "podcast", "--context", r#"{"notebook_id": 7}"#]);
+    assert_eq!(ids(&["--tag", "podcast"]), vec![other, podcast.clone()]);
+    assert_eq!(
+        ids(&["--tag", "podcast", "--context", "notebook_id=42"]),
+        vec![podcast.clone()]
+    );
+    assert_eq!(ids(&["--tag", "podcast", "--tag", "urgent"]), vec![podcast]);
+    let out = server.errand(&["list", "--context", "notebook_id"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("KEY=VALUE"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

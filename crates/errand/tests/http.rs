@@ -701,6 +701,89 @@ async fn list_filters_and_paginates() {
     assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
 }
 
+/// Jobs submitted with tags and a context are found by either over HTTP;
+/// the filters combine with each other and with the named ones; bad tags
+/// and filters get a 4xx naming what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_found_by_tag_and_by_context_value() {
+    let s = server(ServerConfig::default(), false).await;
+    let submit = |body: Value| {
+        let s = &s;
+        async move {
+            let (status, body) = s.post("/api/commands/jobs", body).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            body["job_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let podcast = submit(json!({"command": "demo.echo", "input": {},
+        "context": {"notebook_id": 42, "user": "ada lovelace"}, "tags": ["podcast", "urgent"]}))
+    .await;
+    let embed = submit(json!({"command": "demo.echo", "input": {},
+        "context": {"notebook_id": "42"}, "tags": ["embeddings"]}))
+    .await;
+    submit(json!({"command": "demo.sleep", "input": {"secs": 1},
+        "context": {"notebook_id": 7}, "tags": ["podcast"]}))
+    .await;
+    let (_, job) = s.get(&format!("/api/commands/jobs/{podcast}")).await;
+    assert_eq!(job["tags"], json!(["podcast", "urgent"]));
+    let ids = |page: &Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (query, expected) in [
+        (
+            "context.notebook_id=42",
+            vec![embed.clone(), podcast.clone()],
+        ),
+        ("context.notebook_id=42&tag=podcast", vec![podcast.clone()]),
+        ("tag=podcast&tag=urgent", vec![podcast.clone()]),
+        ("context.user=ada%20lovelace", vec![podcast.clone()]),
+        (
+            "tag=embeddings&command_filter=demo.echo",
+            vec![embed.clone()],
+        ),
+        (
+            "tag=podcast&command_filter=demo.echo",
+            vec![podcast.clone()],
+        ),
+        ("tag=none", vec![]),
+    ] {
+        let (status, page) = s.get(&format!("/api/commands/jobs?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {page}");
+        assert_eq!(ids(&page), expected, "{query}");
+    }
+    let long = "x".repeat(300);
+    for (query, says) in [
+        ("tag=".to_owned(), "tag"),
+        (format!("context.k={long}"), "256"),
+        ("context.=1".to_owned(), "KEY"),
+        ("limit=abc&tag=a".to_owned(), "limit"),
+    ] {
+        let (status, body) = s.get(&format!("/api/commands/jobs?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{query}: {message}");
+    }
+    let too_many: Vec<String> = (0..21).map(|i| i.to_string()).collect();
+    for tags in [json!(too_many), json!([""]), json!(["a\nb"])] {
+        let (status, body) = s
+            .post(
+                "/api/commands/jobs",
+                json!({"command": "demo.echo", "input": {}, "tags": tags}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("tag"),
+            "{body}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_only_server_validates_with_the_schemas_workers_published() {
     let s = server(ServerConfig::default(), false).await;
@@ -758,6 +841,58 @@ async fn the_global_feed_streams_filtered_events_and_resumes() {
     let ids: Vec<_> = resumed.iter().map(|e| e.id.clone().unwrap()).collect();
     let expected: Vec<_> = events[1..].iter().map(|e| e.id.clone().unwrap()).collect();
     assert_eq!(ids, expected);
+}
+
+/// The global feed follows the jobs of one tag and context value, live
+/// and on resume; a bad label filter is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_feed_follows_the_jobs_of_a_tag_and_context_value() {
+    let s = server(ServerConfig::default(), true).await;
+    let feed = "/api/events?tag=podcast&context.notebook_id=42";
+    let response = s.client.get(s.url(feed)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reader = tokio::spawn(read_events(response, 3));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let submit = |context: Value, tags: Value| {
+        let s = &s;
+        async move {
+            let (status, body) = s
+                .post(
+                    "/api/commands/jobs",
+                    json!({"command": "demo.echo", "input": {}, "context": context, "tags": tags}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            body["job_id"].as_str().unwrap().to_owned()
+        }
+    };
+    submit(json!({"notebook_id": 42}), json!(["other"])).await;
+    submit(json!({"notebook_id": 7}), json!(["podcast"])).await;
+    let id = submit(json!({"notebook_id": "42"}), json!(["podcast"])).await;
+    let events = reader.await.unwrap();
+    assert!(
+        events.iter().all(|e| e.data["job_id"] == id.as_str()),
+        "{events:#?}"
+    );
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e.data["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["new", "running", "completed"]);
+    // Resumed from the start of the stored log: the same three.
+    let response = s
+        .client
+        .get(s.url(feed))
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    let resumed = read_events(response, 3).await;
+    let ids: Vec<_> = resumed.iter().map(|e| e.id.clone()).collect();
+    let expected: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, expected);
+    let (status, body) = s.get("/api/events?tag=").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,8 +150,10 @@ pub(crate) async fn prune(
     tx.execute(
         &prepared(
             tx,
-            "DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
-         WHERE finished < $1 AND status = ANY($2))",
+            "WITH labels AS (DELETE FROM errand_job_labels WHERE job_seq IN (SELECT seq \
+             FROM errand_jobs WHERE finished < $1 AND status = ANY($2))) \
+             DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
+             WHERE finished < $1 AND status = ANY($2))",
         )
         .await?,
         &[&before, &statuses],

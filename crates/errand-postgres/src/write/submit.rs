@@ -8,13 +8,13 @@ use serde_json::Value;
 use super::events::*;
 use crate::rows::{self, db, prepared, ts};
 
-/// The insert of one new job and its first event, `$1`–`$15`, shared by
+/// The insert of one new job and its first event, `$1`–`$16`, shared by
 /// both submit paths; each adds what follows it.
 const INSERT_ONE: &str = concat!(
     "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, \
      status, max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
-     parent_id, created, updated, event_seq, limit_key) \
-   VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1, ",
+     parent_id, created, updated, event_seq, tags, limit_key) \
+   VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1, $16, ",
     crate::limits::limit_key_of!("$2", "$3", "$4::jsonb", "$5::jsonb"),
     ") ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING seq), \
  e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
@@ -34,6 +34,8 @@ struct NewRow<'a> {
     now: chrono::DateTime<chrono::Utc>,
     /// The first event's data.
     data: Value,
+    /// The tags as a JSON array, `None` when there are none.
+    tags: Option<Value>,
 }
 
 impl<'a> NewRow<'a> {
@@ -50,6 +52,7 @@ impl<'a> NewRow<'a> {
             run_at: ts(run_at),
             now: ts(now),
             data: Change::Submitted { run_at }.data(),
+            tags: tags_column(job),
         }
     }
 
@@ -70,6 +73,7 @@ impl<'a> NewRow<'a> {
             &self.parent,
             &self.now,
             &self.data,
+            &self.tags,
         ]
     }
 
@@ -121,6 +125,12 @@ pub(crate) async fn submit(
         });
     };
     events.push(new.event(row.get(0), now));
+    insert_labels(
+        tx,
+        std::slice::from_ref(job),
+        std::slice::from_ref(&new.job_id),
+    )
+    .await?;
     Ok(SubmitReceipt {
         job_id: new.job_id,
         created: true,
@@ -138,7 +148,7 @@ pub(crate) async fn submit_alone(
     job: &NewJob,
     origin: &str,
 ) -> Result<(SubmitReceipt, JobEvent), StoreError> {
-    debug_assert!(job.idempotency_key.is_none());
+    debug_assert!(job.idempotency_key.is_none() && job.labels().is_empty());
     let new = NewRow::new(job, now);
     // The event as listeners decode it; the statement adds its id.
     let mut announced = serde_json::to_value(new.event(0, now)).expect("events serialize");
@@ -151,7 +161,7 @@ pub(crate) async fn submit_alone(
         "{INSERT_ONE}, counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
            SELECT $2, $3, 'new', 1 FROM j) \
          SELECT e.id, pg_notify('errand_events', \
-           $16 || '|' || jsonb_build_array($17::jsonb || jsonb_build_object('id', e.id))::text) \
+           $17 || '|' || jsonb_build_array($18::jsonb || jsonb_build_object('id', e.id))::text) \
          FROM e"
     );
     let mut params = new.params();
@@ -170,18 +180,18 @@ pub(crate) async fn submit_alone(
     Ok((receipt, event))
 }
 
-/// Many new jobs from parallel arrays, `$1`–`$13`, and `$14` now.
+/// Many new jobs from parallel arrays, `$1`–`$13` and `$15`, and `$14` now.
 const SUBMIT_MANY: &str = concat!(
     "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
        $5::jsonb[], $6::int[], $7::jsonb[], $8::int[], $9::text[], $10::timestamptz[], \
-       $11::float8[], $12::text[], $13::jsonb[]) \
+       $11::float8[], $12::text[], $13::jsonb[], $15::jsonb[]) \
        AS t(id, app, command, input, context, max_attempts, retry, priority, queue, \
-            run_at, timeout_secs, parent_id, data)), \
+            run_at, timeout_secs, parent_id, data, tags)), \
      j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, max_attempts, \
        retry, priority, queue, run_at, timeout_secs, parent_id, created, updated, event_seq, \
-       limit_key) \
+       tags, limit_key) \
        SELECT id, app, command, input, context, 'new', max_attempts, retry, priority, queue, \
-       run_at, timeout_secs, parent_id, $14, $14, 1, ",
+       run_at, timeout_secs, parent_id, $14, $14, 1, tags, ",
     crate::limits::limit_key_of!("t.app", "t.command", "t.input", "t.context"),
     " FROM t RETURNING seq, id), \
      e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
@@ -223,6 +233,7 @@ pub(crate) async fn submit_many(
         .iter()
         .map(|j| j.parent_id.as_ref().map(JobId::as_str))
         .collect();
+    let tags: Vec<Option<Value>> = jobs.iter().map(tags_column).collect();
     let now_at = ts(now);
     let rows = tx
         .query(
@@ -242,10 +253,12 @@ pub(crate) async fn submit_many(
                 &parents,
                 &data,
                 &now_at,
+                &tags,
             ],
         )
         .await
         .map_err(db)?;
+    insert_labels(tx, jobs, &ids).await?;
     let event_ids: std::collections::HashMap<String, i64> =
         rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut receipts = Vec::with_capacity(jobs.len());
@@ -273,4 +286,35 @@ pub(crate) async fn submit_many(
     // Events in id order, as a store-wide feed reads them.
     events.sort_by_key(|e| e.id);
     Ok(receipts)
+}
+
+fn tags_column(job: &NewJob) -> Option<Value> {
+    (!job.tags.is_empty()).then(|| serde_json::to_value(&job.tags).expect("tags serialize"))
+}
+
+/// The labels of `jobs` (inserted as `ids`), in one statement; none when no
+/// job has any (the usual case costs no round trip).
+async fn insert_labels(
+    tx: &Transaction<'_>,
+    jobs: &[NewJob],
+    ids: &[JobId],
+) -> Result<(), StoreError> {
+    let (mut label_ids, mut keys, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (job, id) in jobs.iter().zip(ids) {
+        for label in job.labels() {
+            label_ids.push(id.as_str());
+            keys.push(label.key);
+            values.push(label.value);
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let sql = "INSERT INTO errand_job_labels (key, value, job_seq) \
+         SELECT l.key, l.value, j.seq FROM unnest($1::text[], $2::text[], $3::text[]) \
+           AS l(id, key, value) JOIN errand_jobs j ON j.id = l.id";
+    tx.execute(&prepared(tx, sql).await?, &[&label_ids, &keys, &values])
+        .await
+        .map_err(db)?;
+    Ok(())
 }

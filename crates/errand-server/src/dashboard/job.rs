@@ -31,6 +31,15 @@ pub async fn show(State(state): State<AppState>, Path(job_id): Path<String>) -> 
             @if !job.status.is_terminal() { (live_badge()) }
         }
         (job_panel(&job, &log, None, now))
+        @if !job.tags.is_empty() {
+            p.tags {
+                "Tags: "
+                @for tag in &job.tags {
+                    a.tag href={ "/ui?" (serde_urlencoded::to_string([("tag", tag.as_str())]).expect("strings encode")) } { (tag) }
+                    " "
+                }
+            }
+        }
         h2 { "Data" }
         (json_block("Input", &job.input))
         @if let Some(context) = &job.context { (json_block("Context", context)) }

@@ -27,6 +27,12 @@ pub struct JobFilters {
     /// How far back `created` goes: one of `CREATED_RANGES`' keys.
     #[serde(default)]
     created: String,
+    /// One tag.
+    #[serde(default)]
+    tag: String,
+    /// One context value, `KEY=VALUE`.
+    #[serde(default)]
+    context: String,
     #[serde(default)]
     cursor: String,
 }
@@ -44,19 +50,32 @@ fn given(text: &str) -> Option<String> {
 }
 
 impl JobFilters {
-    fn params(&self, now: Timestamp) -> ListParams {
+    fn params(&self, now: Timestamp) -> Result<ListParams, StoreError> {
         let created_after = CREATED_RANGES
             .iter()
             .find(|(key, _, _)| *key == self.created)
             .map(|(_, _, secs)| now.minus(Duration::from_secs(*secs)));
-        ListParams {
+        let context = match given(&self.context) {
+            None => Vec::new(),
+            Some(text) => match text.split_once('=') {
+                Some((key, value)) => vec![(key.trim().to_owned(), value.trim().to_owned())],
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "the context filter is KEY=VALUE (notebook_id=42), got {text:?}"
+                    )))
+                }
+            },
+        };
+        Ok(ListParams {
             app: given(&self.app),
             command: given(&self.command),
             status: given(&self.status).and_then(|s| JobStatus::parse(&s)),
             created_after,
+            tags: given(&self.tag).into_iter().collect(),
+            context,
             cursor: given(&self.cursor),
             ..ListParams::default()
-        }
+        })
     }
 
     /// These filters as a query string, with another cursor.
@@ -66,6 +85,8 @@ impl JobFilters {
             ("status", self.status.as_str()),
             ("app", self.app.as_str()),
             ("created", self.created.as_str()),
+            ("tag", self.tag.as_str()),
+            ("context", self.context.as_str()),
             ("cursor", cursor),
         ])
         .expect("strings encode")
@@ -95,6 +116,8 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<JobFilter
                 }
             }
             label { "App" input name="app" value=(filters.app); }
+            label { "Tag" input name="tag" value=(filters.tag); }
+            label { "Context" input name="context" value=(filters.context) placeholder="key=value"; }
             label {
                 "Created"
                 select name="created" {
@@ -125,7 +148,7 @@ pub(crate) async fn jobs_table(
     filters: &JobFilters,
 ) -> Result<Markup, StoreError> {
     let now = state.store.clock().now();
-    let page_of_jobs = state.store.list(filters.params(now)).await?;
+    let page_of_jobs = state.store.list(filters.params(now)?).await?;
     let next = page_of_jobs
         .next_cursor
         .map(|cursor| format!("/ui?{}", filters.query(&cursor)));
@@ -205,18 +228,37 @@ mod tests {
             ..JobFilters::default()
         };
         assert_eq!(
-            filters("1h").params(now).created_after,
+            filters("1h").params(now).unwrap().created_after,
             Some(now.minus(Duration::from_secs(3600)))
         );
         assert_eq!(
-            filters("7d").params(now).created_after,
+            filters("7d").params(now).unwrap().created_after,
             Some(now.minus(Duration::from_secs(7 * 24 * 3600)))
         );
-        assert_eq!(filters("").params(now).created_after, None);
+        assert_eq!(filters("").params(now).unwrap().created_after, None);
         assert_eq!(
-            filters("1y").params(now).created_after,
+            filters("1y").params(now).unwrap().created_after,
             None,
             "unknown: any time"
         );
+    }
+
+    #[test]
+    fn the_tag_and_context_fields_become_label_filters() {
+        let now = Timestamp::from_micros(10_000_000_000);
+        let params = JobFilters {
+            tag: " podcast ".into(),
+            context: "notebook_id = 42".into(),
+            ..JobFilters::default()
+        }
+        .params(now)
+        .unwrap();
+        assert_eq!(params.tags, ["podcast"]);
+        assert_eq!(params.context, [("notebook_id".into(), "42".into())]);
+        let without_value = JobFilters {
+            context: "notebook_id".into(),
+            ..JobFilters::default()
+        };
+        assert!(without_value.params(now).is_err());
     }
 }

@@ -387,6 +387,7 @@ pub async fn submit(
         }
     };
     let request = SubmitRequest {
+        tags: Vec::new(),
         command: chosen.clone(),
         app: None,
         input,

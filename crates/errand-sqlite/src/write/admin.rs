@@ -166,11 +166,13 @@ pub(crate) fn prune(
         [before],
     )
     .map_err(backend)?;
-    conn.execute(
-        &format!("DELETE FROM events WHERE job_seq IN (SELECT seq FROM jobs WHERE {ended})"),
-        [before],
-    )
-    .map_err(backend)?;
+    for table in ["events", "job_labels"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE job_seq IN (SELECT seq FROM jobs WHERE {ended})"),
+            [before],
+        )
+        .map_err(backend)?;
+    }
     // The counts lose what is about to go, in the same transaction.
     conn.execute(
         &format!(

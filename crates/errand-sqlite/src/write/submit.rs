@@ -1,6 +1,6 @@
 //! New jobs: one, or a batch in one transaction.
 
-use errand_core::{Change, JobId, JobStatus, Timestamp};
+use errand_core::{Change, JobId, JobStatus, Label, Timestamp};
 use errand_store::{NewJob, StoreError, SubmitReceipt};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -24,6 +24,9 @@ pub(crate) struct PreparedJob {
     timeout_secs: Option<f64>,
     idempotency_key: Option<String>,
     parent_id: Option<String>,
+    /// The tags as JSON, `None` when there are none.
+    tags: Option<String>,
+    labels: Vec<Label>,
     event: PreparedEvent,
 }
 
@@ -33,7 +36,10 @@ impl PreparedJob {
         job.validate()?;
         let run_at = job.run_at.unwrap_or(now);
         let event = PreparedEvent::new(&Change::Submitted { run_at });
+        let labels = job.labels();
         Ok(Self {
+            tags: (!job.tags.is_empty()).then(|| to_json(&job.tags)),
+            labels,
             job_id: JobId::generate(),
             input: to_json(&job.input),
             context: job.context.as_ref().map(to_json),
@@ -77,8 +83,8 @@ pub(crate) fn submit(
     const INSERT: &str = concat!(
         "INSERT INTO jobs (id, app, command, input, context, status, max_attempts, retry, \
          priority, queue, run_at, timeout_secs, idempotency_key, parent_id, created, updated, \
-         event_seq, limit_key) VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6, ?7, ?8, ?9, ?10, ?11, \
-         ?12, ?13, ?14, ?14, 1, ",
+         event_seq, tags, limit_key) VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6, ?7, ?8, ?9, ?10, \
+         ?11, ?12, ?13, ?14, ?14, 1, ?15, ",
         crate::limits::limit_key_of!("?2", "?3", "?4", "?5"),
         ")"
     );
@@ -100,14 +106,26 @@ pub(crate) fn submit(
             job.idempotency_key,
             job.parent_id,
             ctx.now.as_micros(),
+            job.tags,
         ])
         .map_err(backend)?;
+    let seq = conn.last_insert_rowid();
+    if !job.labels.is_empty() {
+        let mut insert = conn
+            .prepare_cached("INSERT INTO job_labels (key, value, job_seq) VALUES (?, ?, ?)")
+            .map_err(backend)?;
+        for label in &job.labels {
+            insert
+                .execute(params![label.key, label.value, seq])
+                .map_err(backend)?;
+        }
+    }
     let target = EventTarget {
         job_id: job.job_id.clone(),
         app: job.app.clone(),
         command: job.command.clone(),
         status: JobStatus::New,
-        seq: conn.last_insert_rowid(),
+        seq,
         event_seq: 1,
     };
     record_prepared_event(ctx, target, &job.event)?;

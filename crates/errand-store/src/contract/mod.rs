@@ -8,6 +8,7 @@ mod admin;
 mod changes;
 mod checkpoints;
 mod fencing;
+mod labels;
 mod lifecycle;
 mod limits;
 mod queries;
@@ -19,6 +20,7 @@ pub use admin::*;
 pub use changes::*;
 pub use checkpoints::*;
 pub use fencing::*;
+pub use labels::*;
 pub use lifecycle::*;
 pub use limits::*;
 pub use queries::*;
@@ -150,6 +152,8 @@ macro_rules! store_contract_tests {
             list_filters_by_every_field,
             list_paginates_without_gaps_or_duplicates,
             list_rejects_bad_limits_and_cursors,
+            list_filters_by_tags_and_context,
+            label_filters_and_tags_are_checked,
             events_are_sequenced_per_job_and_resume_after_seq,
             feed_orders_all_events_and_resumes_after_id,
             feed_head_is_where_the_feed_ends_and_outlives_prune,

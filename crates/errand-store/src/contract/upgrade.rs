@@ -19,12 +19,14 @@ pub struct HeldJobs {
     pub waiting: Job,
 }
 
-/// Four jobs of `test.a`: one queued, one running with a live lease, one
-/// failed and waiting for its retry, one completed.
+/// Four jobs of `test.a`, each with a context `{"notebook_id": i}`: one
+/// queued, one running with a live lease, one failed and waiting for its
+/// retry, one completed.
 pub async fn leave_jobs_of_every_state(store: &dyn Store, clock: &ManualClock) -> HeldJobs {
     let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(store.submit(new_job("a")).await.unwrap().job_id);
+    for i in 0..4 {
+        let job = new_job("a").context(json!({ "notebook_id": i }));
+        ids.push(store.submit(job).await.unwrap().job_id);
     }
     let claimed = store.claim(claim_params("w", 3)).await.unwrap();
     let retry_later = Outcome::Failed {
@@ -54,8 +56,8 @@ pub async fn leave_jobs_of_every_state(store: &dyn Store, clock: &ManualClock) -
     }
 }
 
-/// After the upgrade: the counts are those of the jobs held, and every job
-/// finishes. The running job's worker outlived the upgrade and records
+/// After the upgrade: the counts are those of the jobs held, each job is
+/// found by its context's value, and every job finishes. The running job's worker outlived the upgrade and records
 /// its outcome (its lease holds); the queued job is claimed; the retry
 /// once it is due.
 pub async fn finish_the_jobs_held(store: &dyn Store, clock: &ManualClock, held: HeldJobs) {
@@ -68,6 +70,17 @@ pub async fn finish_the_jobs_held(store: &dyn Store, clock: &ManualClock, held: 
         (counts["new"], counts["running"], counts["completed"])
     };
     assert_eq!(counts(store.stats().await.unwrap()), (2, 1, 1));
+    for (i, id) in held.ids.iter().enumerate() {
+        let found = store
+            .list(crate::ListParams {
+                context: vec![("notebook_id".into(), i.to_string())],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let found: Vec<&JobId> = found.jobs.iter().map(|j| &j.job_id).collect();
+        assert_eq!(found, [id], "notebook_id {i}");
+    }
     let recorded = store
         .finish(vec![(
             fence(&held.running, "w"),

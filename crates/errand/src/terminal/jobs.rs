@@ -22,8 +22,12 @@ pub struct JobArgs {
     #[arg(long, short, default_value = "{}")]
     pub input: String,
     /// JSON handed to the handler as is (user, tenant, request id...).
+    /// Its top-level plain values can be listed by: `jobs --context KEY=VALUE`.
     #[arg(long)]
     pub context: Option<String>,
+    /// A tag to find the job by (`jobs --tag TAG`); repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
     /// Higher runs first among waiting jobs [default: the command's].
     #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i32>,
@@ -55,6 +59,7 @@ impl JobArgs {
                 .as_deref()
                 .map(|c| read_json("--context", c))
                 .transpose()?,
+            tags: self.tags,
             options: Some(options).filter(|o| *o != SubmitOptions::default()),
         })
     }

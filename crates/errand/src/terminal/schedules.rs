@@ -30,7 +30,7 @@ pub enum ScheduleCmd {
         #[arg(long)]
         paused: bool,
         #[command(flatten)]
-        job: JobArgs,
+        job: Box<JobArgs>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

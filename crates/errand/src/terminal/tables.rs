@@ -30,6 +30,13 @@ pub struct ListArgs {
     /// Only jobs created within this long (10m, 2h, 7d).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
+    /// Only jobs with this tag; repeat for jobs with all of them.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only jobs whose context has KEY with VALUE (compared as text:
+    /// notebook_id=42 matches 42 and "42"); repeat for several keys.
+    #[arg(long = "context", value_name = "KEY=VALUE", value_parser = parse_context_filter)]
+    pub context: Vec<(String, String)>,
     /// At most this many jobs (1 to 1000).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -39,6 +46,16 @@ pub struct ListArgs {
     /// Print the server's JSON (`{jobs, next_cursor}`).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `KEY=VALUE`, split at the first `=`.
+fn parse_context_filter(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "expected KEY=VALUE (e.g. notebook_id=42), got {text:?}"
+        )),
+    }
 }
 
 /// Job statuses as clap values, so a typo is refused with the choices.
@@ -86,6 +103,8 @@ pub async fn list(client: &Client, args: ListArgs) -> anyhow::Result<Exit> {
         created_before: None,
         limit: Some(args.limit),
         cursor: args.cursor,
+        tag: args.tags,
+        context: args.context,
     };
     let page = client.list(&query).await?;
     if args.json {
