@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import uuid
 
 import pytest
 from conftest import wait_until
@@ -52,6 +53,32 @@ def test_submit_options_batch_list_and_typed_errors(client, workers):
         client.wait(client.submit("sample.fails", {"permanent": True}), 20).job_id
     )
     assert retried.status == errand.JobStatus.NEW
+
+
+def test_jobs_are_found_by_tag_and_context(client, workers):
+    workers.start()
+    notebook = uuid.uuid4().int % 10**9  # other tests share the server
+    tag = f"podcast-{notebook}"
+    first = client.submit(
+        "sample.noop", {}, context={"notebook_id": notebook, "draft": True}, tags=[tag, "urgent"]
+    )
+    second = client.submit("sample.noop", {}, context={"notebook_id": str(notebook)}, tags=[tag])
+    client.submit("sample.noop", {}, context={"notebook_id": notebook + 1})
+    assert client.get(first).tags == [tag, "urgent"]
+
+    def ids(page: errand.JobPage) -> list[str]:
+        return [job.job_id for job in page.jobs]
+
+    # A number and its text are the same value.
+    assert ids(client.list(context={"notebook_id": notebook})) == [second, first]
+    assert ids(client.list(tags=[tag, "urgent"])) == [first]
+    assert ids(client.list(tags=[tag], context={"draft": True})) == [first]
+    assert ids(client.list(tags=[tag], command="sample.noop", limit=1)) == [second]
+    assert [j.job_id for j in client.iter_jobs(tags=[tag], limit=1)] == [second, first]
+    with pytest.raises(errand.InvalidInput, match="tag"):
+        client.submit("sample.noop", {}, tags=[""])
+    with pytest.raises(errand.BadRequest, match="256"):
+        client.list(context={"notebook_id": "x" * 300})
 
 
 def test_an_unreachable_server_is_a_clear_error():

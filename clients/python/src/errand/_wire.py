@@ -37,7 +37,8 @@ def build(
 ) -> httpx.Request:
     url = base + path
     if params:
-        url += "?" + urlencode(params)
+        # doseq: a list is a repeated parameter (tag=a&tag=b).
+        url += "?" + urlencode(params, doseq=True)
     content = None
     if body is not None:
         # pydantic's encoder: datetimes, models and the like, at C speed.

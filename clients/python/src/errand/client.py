@@ -80,6 +80,7 @@ def submit_body(
     *,
     app: str | None = None,
     context: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
     priority: int | None = None,
     queue: str | None = None,
     run_at: datetime | str | None = None,
@@ -95,6 +96,8 @@ def submit_body(
         body["app"] = app
     if context is not None:
         body["context"] = context
+    if tags:
+        body["tags"] = list(tags)
     options = _options(
         priority, queue, run_at, delay_secs, timeout_secs, max_attempts, idempotency_key, retry
     )
@@ -113,9 +116,16 @@ def _list_params(
     created_before: datetime | str | None,
     limit: int | None,
     cursor: str | None,
+    tags: list[str] | None,
+    context: dict[str, Any] | None,
 ) -> dict[str, Any]:
     def when(value: datetime | str | None) -> str | None:
         return value.isoformat() if isinstance(value, datetime) else value
+
+    def as_text(value: Any) -> str:
+        # As the server indexes it: a string as is, anything else as JSON
+        # writes it (42, true).
+        return value if isinstance(value, str) else json.dumps(value)
 
     params = {
         "command_filter": command,
@@ -127,7 +137,10 @@ def _list_params(
         "created_before": when(created_before),
         "limit": limit,
         "cursor": cursor,
+        "tag": list(tags) if tags else None,
     }
+    for key, value in (context or {}).items():
+        params[f"context.{key}"] = as_text(value)
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -296,6 +309,8 @@ def _list_filters(
     created_before: datetime | str | None = None,
     limit: int | None = None,
     cursor: str | None = None,
+    tags: list[str] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return dict(
         command=command,
@@ -307,6 +322,8 @@ def _list_filters(
         created_before=created_before,
         limit=limit,
         cursor=cursor,
+        tags=tags,
+        context=context,
     )
 
 
@@ -413,7 +430,9 @@ class Client:
     def list(self, **filters: Any) -> JobPage:
         """One page of jobs, newest first: ``command``, ``status``, ``app``,
         ``queue``, ``parent_id``, ``created_after``, ``created_before``,
-        ``limit``, ``cursor``."""
+        ``limit``, ``cursor``; ``tags`` (jobs carrying all of them) and
+        ``context`` (jobs whose context has each key with that value,
+        compared as text: ``{"notebook_id": 42}`` matches 42 and "42")."""
         return self._send(_Calls.list(**_list_filters(**filters)))
 
     def iter_jobs(self, **filters: Any) -> Iterator[Job]:

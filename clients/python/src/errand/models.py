@@ -72,6 +72,8 @@ class Job(_Record):
     limit_key: str | None = None
     #: For a waiting job its limit holds back: why.
     held: str | None = None
+    #: What the job can be found by (``list(tags=[...])``).
+    tags: list[str] = []
 
     @property
     def full_command(self) -> str:
