@@ -119,6 +119,8 @@ pub struct JobList {
 
 /// `GET /api/commands/jobs` query parameters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+// Said outright: the route reads the raw query, so nothing tells utoipa.
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `name` or `app.name`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -339,9 +339,9 @@ fn parse_time(field: &str, text: Option<String>) -> Result<Option<Timestamp>, Ap
 ///
 /// Besides the parameters below, `context.KEY=VALUE` (any number) keeps
 /// the jobs whose context has KEY with that value, compared as text: a
-/// top-level string, number or boolean of at most 256 characters.
-/// Filters by tag and context are index lookups, however many jobs
-/// there are.
+/// top-level string, number or boolean of at most 256 characters. It is
+/// not in the parameter list, whose names are fixed. Filters by tag and
+/// context are index lookups, however many jobs there are.
 #[utoipa::path(get, path = "/api/commands/jobs", tag = "jobs", params(ListQuery, crate::openapi::TagParam),
     responses((status = 200, body = JobList), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_jobs(

@@ -290,15 +290,16 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
 /// The repeatable `tag` query parameter of the job list and the global
 /// feed (`tag=a&tag=b`: jobs carrying both). Written out here because a
 /// form decoder reads one value per name, so the routes read it from the
-/// raw query and their query structs leave it out.
+/// raw query and their query structs leave it out. Its schema is one tag:
+/// each occurrence is one.
 pub struct TagParam;
 
 impl utoipa::IntoParams for TagParam {
     fn into_params(
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
-        use utoipa::openapi::path::{ParameterBuilder, ParameterIn, ParameterStyle};
-        use utoipa::openapi::schema::{ArrayBuilder, Ref};
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::PartialSchema;
         vec![ParameterBuilder::new()
             .name("tag")
             .parameter_in(ParameterIn::Query)
@@ -306,11 +307,7 @@ impl utoipa::IntoParams for TagParam {
             .description(Some(
                 "Jobs carrying this tag; repeat it (`tag=a&tag=b`) for jobs carrying all of them.",
             ))
-            .style(Some(ParameterStyle::Form))
-            .explode(Some(true))
-            .schema(Some(
-                ArrayBuilder::new().items(Ref::from_schema_name("Tag")),
-            ))
+            .schema(Some(errand_core::labels::TagSchema::schema()))
             .build()]
     }
 }

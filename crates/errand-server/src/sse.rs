@@ -275,6 +275,8 @@ async fn catch_up_job(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+// Said outright: the route reads the raw query, so nothing tells utoipa.
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
     /// `name` or `app.name`.
     pub command: Option<String>,
@@ -393,8 +395,7 @@ impl FeedFilter {
 /// Every job's events, for dashboards; `id:` is the store-wide event id.
 ///
 /// Besides the parameters below, `context.KEY=VALUE` (any number) keeps the
-/// events of jobs whose context has KEY with that value, compared as text
-/// (as the job list filters).
+/// events of the jobs with those context values, as the job list filters.
 #[utoipa::path(get, path = "/api/events", tag = "streams",
     params(FeedQuery, crate::openapi::TagParam, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
     responses((status = 200, description = "text/event-stream of job events", content_type = "text/event-stream"),

@@ -768,6 +768,24 @@ async fn jobs_are_found_by_tag_and_by_context_value() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{query}: {message}");
     }
+    // The document says where these parameters go: the routes read the
+    // raw query, so nothing but the document's own declaration says so.
+    let (_, doc) = s.get("/api/openapi.json").await;
+    for path in ["/api/commands/jobs", "/api/events"] {
+        let parameters = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let query: Vec<&str> = parameters
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(query.contains(&"tag"), "{path}: {query:?}");
+        assert!(
+            parameters
+                .iter()
+                .all(|p| p["in"] == "query" || p["in"] == "header"),
+            "{path}: {parameters:?}"
+        );
+    }
     let too_many: Vec<String> = (0..21).map(|i| i.to_string()).collect();
     for tags in [json!(too_many), json!([""]), json!(["a\nb"])] {
         let (status, body) = s
