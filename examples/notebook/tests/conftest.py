@@ -158,7 +158,11 @@ def start_stack(data: Path, worker: bool = True) -> Stack:
     )
     wait_until(lambda: _ready(f"{stack.app_url}/api/episode-profiles", app), "the notebook app")
     if worker:
-        stack.start_worker()
+        # A long grace: the cancel test checks that the handler itself saw
+        # the cancel between two stretches of speech, and on a slow or busy
+        # host one stretch takes longer than the default 10 s, after which
+        # the worker abandons the handler (which then says nothing).
+        stack.start_worker("--cancel-grace", "60")
     return stack
 
 
