@@ -197,3 +197,41 @@ async def test_a_worker_that_lost_its_lease_gets_lease_lost_and_its_result_is_dr
         assert (await aclient.get(job_id)).result == job.result
     stop.set()
     await asyncio.wait_for(running, 30)
+
+
+async def test_a_heartbeat_that_fails_with_a_bug_is_started_again_and_keeps_the_lease(
+    client, workers, server, caplog
+):
+    """A bug that kills the heartbeat once must not let the lease expire
+    under a handler that is still working: the worker starts it again."""
+    commands = errand.CommandRegistry()
+
+    async def longer_than_the_lease(data: dict) -> dict:
+        await asyncio.sleep(6)
+        return {"done": True}
+
+    commands.register("sample", "long", longer_than_the_lease)
+    worker = errand.Worker(server.url, commands=commands, lease_secs=4, max_tasks=1)
+    post, bugs = worker._post, 1
+
+    async def buggy_post(call: str, body: dict, timeout: float | None = None):
+        nonlocal bugs
+        if call == "heartbeat" and bugs:
+            bugs -= 1
+            raise RuntimeError("a bug in the heartbeat")
+        return await post(call, body, timeout)
+
+    worker._post = buggy_post  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    while worker.worker_id is None:
+        await asyncio.sleep(0.05)
+    async with errand.AsyncClient(server.url) as aclient:
+        job = await aclient.wait(await aclient.submit("sample.long", {}), timeout=60)
+    stop.set()
+    await asyncio.wait_for(running, 30)
+    assert bugs == 0
+    assert "heartbeat failed; starting it again" in caplog.text
+    assert job.status == errand.JobStatus.COMPLETED
+    assert job.attempt == 1 and job.worker_id == worker.worker_id
+    assert worker.lease_lost_total == 0

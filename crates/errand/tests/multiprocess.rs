@@ -193,11 +193,13 @@ async fn two_servers_and_three_workers_share_one_database_exactly() {
     );
 
     // A cancel sent to B stops a job running in a separate worker process.
+    // Its priority puts it ahead of whatever is left of the 10,000: on a slow
+    // host the backlog outlasted the wait below (a CI run saw it stay "new").
     let long = submit(
         &client,
         &a,
         json!({"app": "demo", "command": "sleep",
-        "input": {"secs": 120, "steps": 120}, "options": {"queue": "w"}}),
+        "input": {"secs": 120, "steps": 120}, "options": {"queue": "w", "priority": 100}}),
     )
     .await;
     let mut running = Value::Null;

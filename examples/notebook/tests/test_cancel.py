@@ -11,7 +11,7 @@ from pathlib import Path
 import errand
 import httpx
 
-from conftest import wait_until
+from conftest import Stack, wait_until
 
 
 def long_recording(folder: Path) -> bytes:
@@ -23,7 +23,7 @@ def long_recording(folder: Path) -> bytes:
 
 
 def test_cancel_stops_a_running_transcription(
-    app: httpx.Client, jobs: errand.Client, tmp_path: Path
+    app: httpx.Client, jobs: errand.Client, stack: Stack, tmp_path: Path
 ) -> None:
     added = app.post(
         "/api/transcriptions", files={"file": ("long.wav", long_recording(tmp_path), "audio/wav")}
@@ -42,12 +42,23 @@ def test_cancel_stops_a_running_transcription(
     # The handler itself saw the cancel and stopped between two stretches
     # of speech, well before the end (a handler that ignored it would be
     # abandoned by its worker after the grace period, and say nothing).
+    events = jobs.events(job_id)
     stopped = [
-        re.fullmatch(r"recognition stopped after (\d+) s of (\d+) s: canceled", e.data["line"])
-        for e in jobs.events(job_id)
+        m
+        for e in events
         if e.kind == "log"
+        and (
+            m := re.fullmatch(
+                r"recognition stopped after (\d+) s of (\d+) s: canceled", e.data["line"]
+            )
+        )
     ]
-    heard, total = (int(n) for n in next(m for m in stopped if m).groups())
+    assert stopped, (
+        "the handler never said it stopped; the job's events:\n"
+        + "\n".join(f"{e.kind} {e.data}" for e in events)
+        + f"\nthe worker's log:\n{stack.workers[0].log.read_text()[-4000:]}"
+    )
+    heard, total = (int(n) for n in stopped[0].groups())
     assert heard < 0.9 * total, f"it heard {heard} s of {total} s before stopping"
     assert app.get(f"/api/transcriptions/{added['transcription_id']}").json()["text"] is None
     refused = app.post(f"/api/transcriptions/{added['transcription_id']}/cancel")

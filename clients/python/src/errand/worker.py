@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -196,8 +196,8 @@ class Worker:
         try:
             await self._register_patiently(stop)
             services = [
-                asyncio.create_task(self._heartbeat(), name="errand-heartbeat"),
-                asyncio.create_task(self._reporter(), name="errand-reporter"),
+                asyncio.create_task(self._supervised(self._heartbeat), name="errand-heartbeat"),
+                asyncio.create_task(self._supervised(self._reporter), name="errand-reporter"),
             ]
             await self._claim_loop(stop)
             await self._drain()
@@ -214,6 +214,21 @@ class Worker:
             await self._transport.aclose()
             # Sync handlers still in their threads are left to end alone.
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _supervised(self, service: Callable[[], Awaitable[None]]) -> None:
+        """Runs a background service for as long as the worker runs. A
+        service that dies of a bug is logged and started again: a silently
+        dead heartbeat would let every lease expire while handlers go on
+        working for nothing."""
+        while True:
+            try:
+                await service()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; starting it again", service.__name__.lstrip("_"))
+                await asyncio.sleep(0.5)
 
     async def _register_patiently(self, stop: asyncio.Event) -> None:
         wait = 0.1
@@ -409,7 +424,17 @@ class Worker:
     async def _heartbeat(self) -> None:
         last_ok = time.monotonic()
         while True:
+            due = time.monotonic() + self.heartbeat_secs
             await asyncio.sleep(self.heartbeat_secs)
+            late = time.monotonic() - due
+            if late >= self.heartbeat_secs:
+                # Leases expire after three missed beats: say why, before
+                # the jobs come back as lost.
+                log.warning(
+                    "the heartbeat ran %.1f s late: something held the event loop "
+                    "(an async handler that blocks, or native code holding the GIL)",
+                    late,
+                )
             body: dict[str, Any] = {
                 "worker_id": self.worker_id,
                 "running": [a.ref for a in self.running.values()],
@@ -429,7 +454,10 @@ class Worker:
             last_ok = time.monotonic()
             if answer["unknown_worker"]:
                 log.warning("the server forgot this worker; registering again")
-                await self.register()
+                try:
+                    await self.register()
+                except errors.ErrandError as err:
+                    log.warning("could not register again: %s", err)
             for job_id in answer["cancel_requested"]:
                 self._stop(job_id, "canceled", self.cancel_grace)
             for job_id in answer["lost"]:
@@ -512,6 +540,8 @@ class Worker:
 
     async def _reporter(self) -> None:
         wait = 0.05
+        if self._outcomes or self._released or self._unsent:
+            self._report_due.set()  # started again with work left over
         while True:
             due: float | None = None
             try:
