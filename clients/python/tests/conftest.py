@@ -44,6 +44,10 @@ class Server:
         self.log = log
 
 
+# Test servers sign webhooks with it, and may call any port on the loopback.
+WEBHOOK_SECRET = "python-tests-webhook-secret"
+
+
 def start_server(store: str, workdir: Path, port: int | None = None) -> Server:
     port = port or free_port()
     log = workdir / "serve.log"
@@ -52,7 +56,12 @@ def start_server(store: str, workdir: Path, port: int | None = None) -> Server:
         cwd=workdir,
         stdout=log.open("a"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "ERRAND_LOG": "info"},
+        env={
+            **os.environ,
+            "ERRAND_LOG": "info",
+            "ERRAND_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "ERRAND_WEBHOOK_ALLOW": "127.0.0.1",
+        },
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
+import json
 import queue
 import threading
 import time
 import uuid
 
 import pytest
-from conftest import wait_until
+from conftest import WEBHOOK_SECRET, wait_until
 
 import errand
 
@@ -79,6 +83,46 @@ def test_jobs_are_found_by_tag_and_context(client, workers):
         client.submit("sample.noop", {}, tags=[""])
     with pytest.raises(errand.BadRequest, match="256"):
         client.list(context={"notebook_id": "x" * 300})
+
+
+def verify_signature(secret: bytes, header: str, body: bytes, tolerance: int = 300) -> bool:
+    """The receiver's check, as docs/api.md gives it."""
+    fields = dict(part.split("=", 1) for part in header.split(","))
+    expected = hmac.new(secret, f"{fields['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    fresh = abs(time.time() - int(fields["t"])) <= tolerance
+    return fresh and hmac.compare_digest(expected, fields["v1"])
+
+
+def test_a_webhook_hears_the_end_of_a_job_signed(client, workers):
+    workers.start()
+    received: queue.Queue = queue.Queue()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.put((self.headers["errand-signature"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    try:
+        job_id = client.submit("sample.noop", {}, webhook=url)
+        assert client.get(job_id).webhook == {"url": url, "on": "end"}
+        signature, body = received.get(timeout=30)
+        assert verify_signature(WEBHOOK_SECRET.encode(), signature, body)
+        assert not verify_signature(b"another secret", signature, body)
+        delivered = json.loads(body)
+        assert delivered["event"]["job_id"] == job_id
+        assert delivered["job"]["status"] == "completed"
+        with pytest.raises(errand.InvalidInput, match="allow-list"):
+            client.submit("sample.noop", {}, webhook="http://10.0.0.1/hook")
+    finally:
+        receiver.shutdown()
 
 
 def test_an_unreachable_server_is_a_clear_error():

@@ -69,6 +69,10 @@ pub struct SubmitOptions {
     /// A whole retry policy; `max_attempts` above still wins.
     #[serde(default, deserialize_with = "retry_object")]
     pub retry: Option<RetryPolicy>,
+    /// Where the server reports the job's end (or, with `"on": "status"`,
+    /// every change of status), in place of the command's configured
+    /// webhook. The host must be on the server's webhook allow-list.
+    pub webhook: Option<errand_core::Webhook>,
 }
 
 /// A retry policy, which must be a JSON object: serde would also read a

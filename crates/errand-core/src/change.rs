@@ -10,6 +10,7 @@ use crate::event::EventKind;
 use crate::job::{error_kind, JobError, Progress};
 use crate::status::{IllegalTransition, JobStatus, Transition};
 use crate::time::Timestamp;
+use crate::webhook::DeliveryRecord;
 
 /// Why a job went back to `new` when a worker shut down.
 pub const RELEASED_REASON: &str = "released by a worker shutting down";
@@ -57,6 +58,9 @@ pub enum Change {
         previous_status: JobStatus,
         checkpoint_cleared: bool,
     },
+    /// The server tried to deliver one of the job's events to its webhook
+    /// (the job's status stays).
+    Webhook(DeliveryRecord),
 }
 
 /// An event whose data is not what its kind promises.
@@ -103,6 +107,7 @@ impl Change {
             Change::Progress(_) => EventKind::Progress,
             Change::Log { .. } => EventKind::Log,
             Change::Checkpoint { .. } => EventKind::Checkpoint,
+            Change::Webhook(_) => EventKind::Webhook,
             Change::Completed { .. } => EventKind::Result,
             Change::RetryScheduled { .. } | Change::Failed { .. } => EventKind::Failure,
             Change::Submitted { .. }
@@ -129,6 +134,7 @@ impl Change {
             Change::Completed { .. } => JobStatus::Completed,
             Change::Failed { .. } => JobStatus::Failed,
             Change::Canceled { .. } => JobStatus::Canceled,
+            Change::Webhook(record) => record.status,
         }
     }
 
@@ -187,6 +193,9 @@ impl Change {
             } => json!({"status": status, "reason": RETRIED,
                         "previous_status": previous_status,
                         "checkpoint_cleared": checkpoint_cleared}),
+            Change::Webhook(record) => {
+                serde_json::to_value(record).expect("a delivery record serializes")
+            }
         }
     }
 
@@ -211,6 +220,9 @@ impl Change {
                     line: f.line,
                     attempt: f.attempt,
                 })
+                .map_err(|err| refuse(err.to_string())),
+            EventKind::Webhook => serde_json::from_value(data.clone())
+                .map(Change::Webhook)
                 .map_err(|err| refuse(err.to_string())),
             EventKind::Checkpoint => serde_json::from_value::<CheckpointFields>(data.clone())
                 .map(|f| Change::Checkpoint {
@@ -287,6 +299,7 @@ impl Change {
             Change::Progress(_)
             | Change::Log { .. }
             | Change::Checkpoint { .. }
+            | Change::Webhook(_)
             | Change::CancelRequested => return None,
             Change::Completed { .. }
             | Change::RetryScheduled { .. }
@@ -381,6 +394,13 @@ pub fn data_schema() -> Value {
                 "status": status(JobStatus::New), "reason": {"const": RETRIED},
                 "previous_status": {"enum": statuses},
                 "checkpoint_cleared": {"type": "boolean"},
+            })),
+            branch("webhook", &["status", "delivery_id", "event_id", "url", "attempt", "state"], json!({
+                "status": {"enum": statuses}, "delivery_id": {"type": "integer"},
+                "event_id": {"type": "integer"}, "url": {"type": "string"}, "attempt": attempt,
+                "state": {"enum": ["delivered", "retrying", "failed"]},
+                "http_status": {"type": "integer", "minimum": 100, "maximum": 999},
+                "error": {"type": "string"}, "retry_at": time,
             })),
         ],
     })
@@ -480,6 +500,8 @@ mod tests {
         ]
     }
 
+    use crate::webhook::DeliveryState;
+
     fn any_error() -> impl Strategy<Value = JobError> {
         ("[a-z_]{1,12}", ".{0,30}", any::<bool>(), 1u32..100).prop_map(
             |(kind, message, retryable, attempt)| JobError {
@@ -543,6 +565,40 @@ mod tests {
                     checkpoint_cleared,
                 }
             }),
+            (
+                any_status(),
+                (1i64..1_000_000, 1i64..1_000_000, 1u32..20),
+                prop::sample::select(vec![
+                    DeliveryState::Delivered,
+                    DeliveryState::Retrying,
+                    DeliveryState::Failed,
+                ]),
+                prop::option::of(100u16..600),
+                prop::option::of(".{0,30}"),
+                prop::option::of(any_time()),
+            )
+                .prop_map(
+                    |(
+                        status,
+                        (delivery_id, event_id, attempt),
+                        state,
+                        http_status,
+                        error,
+                        retry_at,
+                    )| {
+                        Change::Webhook(DeliveryRecord {
+                            status,
+                            delivery_id,
+                            event_id,
+                            url: "https://hooks.example.com/errand".into(),
+                            attempt,
+                            state,
+                            http_status,
+                            error,
+                            retry_at,
+                        })
+                    }
+                ),
         ]
     }
 

@@ -26,16 +26,20 @@ pub enum EventKind {
     Failure,
     /// The handler saved a checkpoint; `data.checkpoint` holds it.
     Checkpoint,
+    /// The server tried to deliver one of the job's events to its webhook;
+    /// `data.state` says how it went.
+    Webhook,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Status,
         EventKind::Progress,
         EventKind::Log,
         EventKind::Result,
         EventKind::Failure,
         EventKind::Checkpoint,
+        EventKind::Webhook,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +50,7 @@ impl EventKind {
             EventKind::Result => "result",
             EventKind::Failure => "failure",
             EventKind::Checkpoint => "checkpoint",
+            EventKind::Webhook => "webhook",
         }
     }
 
@@ -79,7 +84,10 @@ impl JobEvent {
     pub fn status_move(&self) -> Option<StatusMove> {
         let field = |name: &str| self.data.get(name);
         let from = match (self.kind, self.status) {
-            (EventKind::Progress | EventKind::Log | EventKind::Checkpoint, _) => return None,
+            (
+                EventKind::Progress | EventKind::Log | EventKind::Checkpoint | EventKind::Webhook,
+                _,
+            ) => return None,
             (EventKind::Result | EventKind::Failure, _) => Some(JobStatus::Running),
             (EventKind::Status, JobStatus::Running) => {
                 if field("cancel_requested").is_some() {
@@ -116,6 +124,10 @@ impl JobEvent {
 
     /// True for the last event a job emits until someone retries it.
     pub fn is_terminal(&self) -> bool {
-        self.status.is_terminal() && self.kind != EventKind::Log && self.kind != EventKind::Progress
+        self.status.is_terminal()
+            && matches!(
+                self.kind,
+                EventKind::Status | EventKind::Result | EventKind::Failure
+            )
     }
 }

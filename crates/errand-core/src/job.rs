@@ -58,6 +58,9 @@ pub struct Job {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::labels::TagSchema>))]
     pub tags: Vec<String>,
+    /// Where the server reports the job's end (or every change of status).
+    #[serde(default)]
+    pub webhook: Option<crate::webhook::Webhook>,
     /// For a `new` job its limit holds back, why (filled in by the API
     /// when the job is read, not stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,6 +23,8 @@
 //!   key ([`CommandLimit`]), and which jobs a claim may start ([`admit`]).
 //! - [`schedule`]: cron ticks in a time zone ([`CronTicks`]) and what a
 //!   scheduler does with due and missed ticks ([`plan_tick`]).
+//! - [`webhook`]: which events a job's [`Webhook`] hears, the allow-list of
+//!   destinations, the back-off of failed deliveries, their signature.
 
 pub mod change;
 pub mod command;
@@ -38,7 +40,7 @@ pub mod retry;
 pub mod schedule;
 pub mod status;
 pub mod time;
-
+pub mod webhook;
 pub mod whole;
 pub use change::{on_cancel, on_lease_expired, on_retry, Change, StatusMove, UndecodableEvent};
 pub use command::{CommandName, NotACommandName};
@@ -54,3 +56,7 @@ pub use schedule::{
 };
 pub use status::{FailureDecision, IllegalTransition, JobStatus, Transition};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, MAX_SPAN_SECS};
+pub use webhook::{
+    DeliveryPolicy, DeliveryRecord, DeliveryState, Webhook, WebhookAllowList, WebhookOn,
+    WebhookRefused,
+};

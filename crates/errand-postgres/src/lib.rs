@@ -658,6 +658,44 @@ impl Store for PgStore {
         read::commands(&*self.client().await?).await
     }
 
+    async fn queue_webhook_deliveries(&self) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let head = read::feed_head(&client).await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let queued = write::webhooks::queue(&tx, self.clock.now(), head).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(queued)
+    }
+
+    async fn take_webhook_deliveries(
+        &self,
+        take: TakeDeliveries,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let taken = write::webhooks::take(&tx, self.clock.now(), &take).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(taken)
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        sender: &str,
+        delivery: &WebhookDelivery,
+        attempt: DeliveryAttempt,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        in_transaction!(self, |tx, events| write::webhooks::record(
+            &tx,
+            now,
+            sender,
+            delivery,
+            &attempt,
+            &mut events
+        )
+        .await?)
+    }
+
     async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         client

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_limits.sql"),
     include_str!("migrations/0008_job_counts.sql"),
     include_str!("migrations/0009_labels.sql"),
+    include_str!("migrations/0010_webhooks.sql"),
 ];
 
 /// The schema version this build brings a database to.

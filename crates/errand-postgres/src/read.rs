@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 use crate::rows::{self, db, prepared, ts, JOB_COLUMNS};
 use crate::write::WORKER_TTL;
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "e.id AS event_id, j.id AS job_id, e.seq, e.kind, e.status, j.app, j.command, e.data, e.at";
 
 pub(crate) async fn get(client: &Client, job_id: &JobId) -> Result<Job, StoreError> {

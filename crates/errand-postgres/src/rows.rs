@@ -11,7 +11,7 @@ pub(crate) const JOB_COLUMNS: &str = "j.id, j.app, j.command, j.input, j.context
      j.result, j.error, j.progress, j.attempt, j.max_attempts, j.retry, j.priority, j.queue, \
      j.run_at, j.timeout_secs, j.idempotency_key, j.parent_id, j.cancel_requested, j.worker_id, \
      j.lease_until, j.created, j.updated, j.started, j.finished, j.event_seq, j.seq, \
-     j.checkpoint, j.limit_key, j.tags";
+     j.checkpoint, j.limit_key, j.tags, j.webhook";
 
 pub(crate) fn ts(at: Timestamp) -> DateTime<Utc> {
     at.to_datetime()
@@ -81,6 +81,7 @@ pub(crate) fn job(row: &Row) -> Result<Job, StoreError> {
         checkpoint: row.try_get("checkpoint").map_err(decode)?,
         limit_key: row.try_get("limit_key").map_err(decode)?,
         tags: json(row, "tags")?.unwrap_or_default(),
+        webhook: json(row, "webhook")?,
         held: None,
     })
 }

@@ -96,9 +96,9 @@ async fn connect(
         .expect("the store connects")
 }
 
-/// A database of the previous release (schema 8: the job rows without
-/// their tags column, no label table) is migrated on connect, its jobs'
-/// context values are labeled, and the jobs it held all finish.
+/// A database of the previous release (schema 9: the job rows without
+/// their webhook column, no delivery tables) is migrated on connect, and
+/// the jobs it held all finish, found by their context's values as before.
 /// A release that changes the job rows must build its predecessor's
 /// database here from that release's schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,8 +114,8 @@ async fn a_previous_release_s_database_migrates_and_its_jobs_finish() {
     tokio::spawn(connection);
     client
         .batch_execute(&format!(
-            "DROP TABLE errand_job_labels; ALTER TABLE errand_jobs DROP COLUMN tags; \
-             UPDATE errand_schema SET version = {}",
+            "DROP TABLE errand_webhook_deliveries, errand_webhook_cursor; \
+             ALTER TABLE errand_jobs DROP COLUMN webhook; UPDATE errand_schema SET version = {}",
             SCHEMA_VERSION - 1
         ))
         .await

@@ -81,6 +81,11 @@ pub(crate) async fn build_job(
     errand_core::labels::validate_tags(&request.tags)
         .map_err(|msg| ApiError::InvalidInput(format!("tags: {msg}")))?;
     job = job.tags(request.tags);
+    job.webhook = state
+        .config
+        .webhooks
+        .for_submit(&full, options.webhook)
+        .map_err(|refused| ApiError::InvalidInput(format!("options.webhook.url {refused}")))?;
     job.idempotency_key = options.idempotency_key;
     if let Some(max_attempts) = options.max_attempts {
         job.retry.max_attempts = max_attempts;

@@ -40,6 +40,7 @@ pub mod schedules;
 mod session;
 mod sse;
 mod state;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
@@ -156,6 +157,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     let reaping = tokio::spawn(protocol::reap_expired_leases(state.clone()));
     let pruning = tokio::spawn(retention::prune_old_jobs(state.clone()));
     let scheduling = tokio::spawn(scheduler::take_due_ticks(state.clone()));
+    let delivering = tokio::spawn(webhooks::deliver_webhooks(
+        state.clone(),
+        webhooks::sender_id(),
+    ));
     let shutdown = state.shutdown.clone();
     let limits = state.config.connections.clone();
     let result = listen::serve_connections(listener, app(state), limits, shutdown).await;
@@ -163,5 +168,6 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     reaping.abort();
     pruning.abort();
     scheduling.abort();
+    delivering.abort();
     result
 }

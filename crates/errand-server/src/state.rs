@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub connections: crate::ConnectionLimits,
     /// How long a request's body may take to arrive.
     pub body_timeout: Duration,
+    /// Signing, allow-list and retries of webhooks.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +66,10 @@ impl Default for ServerConfig {
             max_streams_per_client: 64,
             connections: crate::ConnectionLimits::default(),
             body_timeout: Duration::from_secs(30),
+            webhooks: crate::webhooks::WebhookConfig {
+                timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
         }
     }
 }

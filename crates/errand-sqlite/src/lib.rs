@@ -420,6 +420,31 @@ impl Store for SqliteStore {
         self.readers.run(read::commands).await
     }
 
+    async fn queue_webhook_deliveries(&self) -> Result<u64, StoreError> {
+        self.writer.run(write::webhooks::queue).await
+    }
+
+    async fn take_webhook_deliveries(
+        &self,
+        take: TakeDeliveries,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.writer
+            .run(move |conn, ctx| write::webhooks::take(conn, ctx, &take))
+            .await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        sender: &str,
+        delivery: &WebhookDelivery,
+        attempt: DeliveryAttempt,
+    ) -> Result<(), StoreError> {
+        let (sender, delivery) = (sender.to_owned(), delivery.clone());
+        self.writer
+            .run(move |conn, ctx| write::webhooks::record(conn, ctx, &sender, &delivery, &attempt))
+            .await
+    }
+
     async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
         let queue = queue.to_owned();
         self.writer

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_limits.sql"),
     include_str!("migrations/0007_job_counts.sql"),
     include_str!("migrations/0008_labels.sql"),
+    include_str!("migrations/0009_webhooks.sql"),
 ];
 
 /// The schema version this build brings a database to.

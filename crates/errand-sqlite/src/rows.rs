@@ -9,7 +9,7 @@ use serde_json::Value;
 pub(crate) const JOB_COLUMNS: &str = "id, app, command, input, context, status, result, error, \
      progress, attempt, max_attempts, retry, priority, queue, run_at, timeout_secs, \
      idempotency_key, parent_id, cancel_requested, worker_id, lease_until, created, updated, \
-     started, finished, seq, event_seq, checkpoint, limit_key, tags";
+     started, finished, seq, event_seq, checkpoint, limit_key, tags, webhook";
 
 /// The columns [`event_from_row`] reads, with `events` as `e` and `jobs` as `j`.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -37,6 +37,7 @@ struct JsonColumns {
     retry: Option<String>,
     checkpoint: Option<String>,
     tags: Option<String>,
+    webhook: Option<String>,
 }
 
 impl JobRow {
@@ -50,6 +51,7 @@ impl JobRow {
             retry: row.get(11)?,
             checkpoint: row.get(27)?,
             tags: row.get(29)?,
+            webhook: row.get(30)?,
         };
         let job = Job {
             job_id: JobId::from(row.get::<_, String>(0)?),
@@ -82,6 +84,7 @@ impl JobRow {
             checkpoint: None,
             limit_key: row.get(28)?,
             tags: Vec::new(),
+            webhook: None,
             held: None,
         };
         Ok(Self { job, json })
@@ -105,6 +108,7 @@ impl JobRow {
         job.retry = parse_json(11, json.retry.take())?.unwrap_or_default();
         job.checkpoint = parse_json(27, json.checkpoint.take())?;
         job.tags = parse_json(29, json.tags.take())?.unwrap_or_default();
+        job.webhook = parse_json(30, json.webhook.take())?;
         Ok(())
     }
 }

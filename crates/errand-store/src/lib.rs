@@ -18,6 +18,8 @@ pub mod error;
 pub mod observed;
 pub mod params;
 pub mod store;
+pub mod webhook_sql;
+pub mod webhooks;
 
 #[cfg(feature = "contract")]
 pub mod contract;
@@ -26,6 +28,7 @@ pub use error::StoreError;
 pub use observed::Observed;
 pub use params::*;
 pub use store::{finish_then_claim, ChangeFeed, Store};
+pub use webhooks::{DeliveryAttempt, TakeDeliveries, WebhookDelivery};
 
 #[cfg(feature = "contract")]
 #[doc(hidden)]

@@ -216,4 +216,26 @@ impl Store for Observed {
     fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock()
     }
+    async fn queue_webhook_deliveries(&self) -> Result<u64, StoreError> {
+        (self.hook)("queue_webhook_deliveries")?;
+        self.inner.queue_webhook_deliveries().await
+    }
+    async fn take_webhook_deliveries(
+        &self,
+        take: TakeDeliveries,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        (self.hook)("take_webhook_deliveries")?;
+        self.inner.take_webhook_deliveries(take).await
+    }
+    async fn record_webhook_attempt(
+        &self,
+        sender: &str,
+        delivery: &WebhookDelivery,
+        attempt: DeliveryAttempt,
+    ) -> Result<(), StoreError> {
+        (self.hook)("record_webhook_attempt")?;
+        self.inner
+            .record_webhook_attempt(sender, delivery, attempt)
+            .await
+    }
 }

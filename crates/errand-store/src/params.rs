@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::StoreError;
-use errand_core::{Job, JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp};
+use errand_core::{Job, JobId, JobStatus, MissedTicks, RetryPolicy, Timestamp, Webhook};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -30,6 +30,10 @@ pub struct NewJob {
     pub parent_id: Option<JobId>,
     /// What the job can be found by (with its context's plain values).
     pub tags: Vec<String>,
+    /// Where to report the job's end (or every change of status). The
+    /// server checks the address against its allow-list before a store
+    /// sees it.
+    pub webhook: Option<Webhook>,
 }
 
 impl NewJob {
@@ -47,7 +51,13 @@ impl NewJob {
             idempotency_key: None,
             parent_id: None,
             tags: Vec::new(),
+            webhook: None,
         }
+    }
+
+    pub fn webhook(mut self, webhook: Webhook) -> Self {
+        self.webhook = Some(webhook);
+        self
     }
 
     /// Adds `tags` (kept once each, in the order first given).
@@ -124,6 +134,16 @@ impl NewJob {
             }
         }
         errand_core::labels::validate_tags(&self.tags)?;
+        if let Some(webhook) = &self.webhook {
+            if webhook.url.is_empty()
+                || webhook.url.chars().count() > errand_core::webhook::MAX_WEBHOOK_URL_CHARS
+            {
+                return Err(format!(
+                    "webhook.url must be 1 to {} characters",
+                    errand_core::webhook::MAX_WEBHOOK_URL_CHARS
+                ));
+            }
+        }
         self.retry.validate().map_err(|e| e.to_string())
     }
 }

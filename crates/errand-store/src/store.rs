@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::error::StoreError;
 use crate::params::*;
+use crate::webhooks::{DeliveryAttempt, TakeDeliveries, WebhookDelivery};
 
 /// Every event a store commits, in commit order. A receiver that falls
 /// behind gets `Lagged` and must catch up from [`Store::feed`].
@@ -207,6 +208,31 @@ pub trait Store: Send + Sync + 'static {
     /// are not (another server took the ticks first, or the schedule was
     /// changed or deleted): nothing is written.
     async fn take_tick(&self, take: TakeTick) -> Result<Option<TakenTick>, StoreError>;
+
+    /// Queues a delivery for each event, committed since the last call
+    /// (on any server), that its job's webhook asks for; returns how many.
+    /// Once in a cluster: the position it scans from moves by
+    /// compare-and-set, and an event gets at most one delivery.
+    async fn queue_webhook_deliveries(&self) -> Result<u64, StoreError>;
+
+    /// Takes up to `limit` deliveries that are due (or whose sender's
+    /// lease ran out) for `sender`, each with its attempt counted: no
+    /// other sender takes them while the lease lasts.
+    async fn take_webhook_deliveries(
+        &self,
+        take: TakeDeliveries,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// Records how an attempt went and appends it to its job's event log,
+    /// if `sender` still holds that attempt (else `LeaseLost`, nothing
+    /// written): delivered and failed deliveries are done, a retrying one
+    /// is due again at `retry_at`.
+    async fn record_webhook_attempt(
+        &self,
+        sender: &str,
+        delivery: &WebhookDelivery,
+        attempt: DeliveryAttempt,
+    ) -> Result<(), StoreError>;
 
     /// Subscribes to every event committed from now on.
     fn subscribe(&self) -> ChangeFeed;

@@ -83,6 +83,17 @@ pub struct ServeOverrides {
     /// API token then no longer opens it. [default: the API token]
     #[arg(long, env = "ERRAND_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
+    /// Signs webhook requests (HMAC-SHA256); webhooks are off without it.
+    #[arg(long, env = "ERRAND_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Hosts webhooks may call (host, host:port, *.domain; repeat, or
+    /// comma-separated). None when empty.
+    #[arg(
+        long = "webhook-allow",
+        env = "ERRAND_WEBHOOK_ALLOW",
+        value_delimiter = ','
+    )]
+    pub webhook_allow: Vec<String>,
 }
 
 impl ServeOverrides {
@@ -100,6 +111,12 @@ impl ServeOverrides {
         }
         if let Some(token) = self.worker_token {
             settings.worker_token = Some(token).filter(|t| !t.is_empty());
+        }
+        if let Some(secret) = self.webhook_secret {
+            settings.webhooks.secret = Some(secret).filter(|s| !s.is_empty());
+        }
+        if !self.webhook_allow.is_empty() {
+            settings.webhooks.allow = self.webhook_allow;
         }
     }
 }

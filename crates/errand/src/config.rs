@@ -79,6 +79,7 @@ pub struct Settings {
     pub serve: ServeSettings,
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
+    pub webhooks: WebhookSettings,
     /// External-program commands by full name (`app.name`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub commands: BTreeMap<String, ExternalCommand>,
@@ -106,6 +107,7 @@ impl Default for Settings {
             serve: ServeSettings::default(),
             worker: WorkerSettings::default(),
             retention: RetentionSettings::default(),
+            webhooks: WebhookSettings::default(),
             commands: BTreeMap::new(),
             limits: BTreeMap::new(),
             schedules: BTreeMap::new(),
@@ -179,6 +181,44 @@ impl Default for RetentionSettings {
             canceled_after_secs: WEEK,
             failed_after_secs: 0.0,
             interval_secs: 60.0,
+        }
+    }
+}
+
+/// How `errand serve` calls jobs' webhooks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Signs each request (HMAC-SHA256); webhooks are off without it.
+    pub secret: Option<String>,
+    /// Destinations a webhook may name: `host`, `host:port`, `*.domain`
+    /// or `*.domain:port`. None is allowed when empty.
+    pub allow: Vec<String>,
+    /// Attempts per delivery, the first included.
+    pub max_attempts: u32,
+    /// The wait after a first failed attempt; it doubles after each.
+    pub first_retry_secs: f64,
+    /// No wait between attempts is longer.
+    pub max_retry_secs: f64,
+    /// How long a receiver may take to answer.
+    pub timeout_secs: f64,
+    /// The webhook of a command's jobs whose submit names none, by full
+    /// name (`app.name`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, errand_core::Webhook>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        let policy = errand_core::DeliveryPolicy::default();
+        Self {
+            secret: None,
+            allow: Vec::new(),
+            max_attempts: policy.max_attempts,
+            first_retry_secs: policy.first_wait.as_secs_f64(),
+            max_retry_secs: policy.max_wait.as_secs_f64(),
+            timeout_secs: 10.0,
+            commands: BTreeMap::new(),
         }
     }
 }
@@ -441,7 +481,11 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         const REDACTED: &str = "[redacted]";
         let mut shown = self.clone();
-        for token in [&mut shown.api_token, &mut shown.worker_token] {
+        for token in [
+            &mut shown.api_token,
+            &mut shown.worker_token,
+            &mut shown.webhooks.secret,
+        ] {
             if token.is_some() {
                 *token = Some(REDACTED.into());
             }

@@ -29,9 +29,12 @@ pub mod demo;
 pub mod queue;
 pub mod url;
 
+/// Webhooks: a receiver checks a request's signature with
+/// [`webhook::verify`].
+pub use errand_core::webhook;
 pub use errand_core::{
     error_kind, Change, Clock, CommandLimit, EventKind, Job, JobError, JobEvent, JobId, JobStatus,
-    Progress, RetryPolicy, SystemClock, Timestamp, WaitStrategy,
+    Progress, RetryPolicy, SystemClock, Timestamp, WaitStrategy, Webhook, WebhookOn,
 };
 pub use errand_store::{JobPage, ListParams, NewJob, Store, StoreError};
 pub use errand_worker::{

@@ -101,6 +101,46 @@ fn retention(
     })
 }
 
+fn webhooks(
+    settings: &errand::config::WebhookSettings,
+) -> anyhow::Result<errand_server::webhooks::WebhookConfig> {
+    let secs = |name: &str, secs: f64| -> anyhow::Result<Duration> {
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero() && secs <= errand_core::MAX_SPAN_SECS)
+            .with_context(|| {
+                format!(
+                    "webhooks.{name} must be a number of seconds from 0 to 315576000, got {secs}"
+                )
+            })
+    };
+    if settings.secret.as_deref() == Some("") {
+        anyhow::bail!("webhooks.secret must not be empty");
+    }
+    if settings.max_attempts == 0 {
+        anyhow::bail!("webhooks.max_attempts must be at least 1");
+    }
+    let allow = errand_core::WebhookAllowList::parse(&settings.allow)
+        .map_err(|err| anyhow::anyhow!("webhooks.allow: {err}"))?;
+    let config = errand_server::webhooks::WebhookConfig {
+        secret: settings.secret.clone(),
+        allow,
+        policy: errand_core::DeliveryPolicy {
+            max_attempts: settings.max_attempts,
+            first_wait: secs("first_retry_secs", settings.first_retry_secs)?,
+            max_wait: secs("max_retry_secs", settings.max_retry_secs)?,
+        },
+        timeout: secs("timeout_secs", settings.timeout_secs)?,
+        commands: settings.commands.clone(),
+    };
+    for (command, webhook) in &config.commands {
+        config
+            .for_submit(command, Some(webhook.clone()))
+            .map_err(|err| anyhow::anyhow!("[webhooks.commands.\"{command}\"] url {err}"))?;
+    }
+    Ok(config)
+}
+
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Bad configuration is reported before anything starts.
     let registry = (!settings.serve.no_worker)
@@ -134,6 +174,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         body_timeout: seconds("body_timeout_secs", serve.body_timeout_secs)?,
         max_wait: seconds("max_wait_secs", serve.max_wait_secs)?,
         retention: retention(&settings.retention)?,
+        webhooks: webhooks(&settings.webhooks)?,
         ..errand_server::ServerConfig::default()
     };
     let state = errand_server::AppState::new(store.clone(), config);

@@ -89,8 +89,11 @@ def submit_body(
     max_attempts: int | None = None,
     idempotency_key: str | None = None,
     retry: dict[str, Any] | None = None,
+    webhook: str | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of one submit (also an item of ``submit_many``)."""
+    """The JSON body of one submit (also an item of ``submit_many``).
+    ``webhook`` is a URL the server POSTs to when the job ends, or
+    ``{"url": ..., "on": "status"}`` for every change of status."""
     body: dict[str, Any] = {"command": command, "input": input if input is not None else {}}
     if app is not None:
         body["app"] = app
@@ -101,6 +104,9 @@ def submit_body(
     options = _options(
         priority, queue, run_at, delay_secs, timeout_secs, max_attempts, idempotency_key, retry
     )
+    if webhook is not None:
+        options = options or {}
+        options["webhook"] = {"url": webhook} if isinstance(webhook, str) else dict(webhook)
     if options:
         body["options"] = options
     return body

@@ -74,6 +74,8 @@ class Job(_Record):
     held: str | None = None
     #: What the job can be found by (``list(tags=[...])``).
     tags: list[str] = []
+    #: Where the server reports the job's end: ``{"url": ..., "on": ...}``.
+    webhook: dict[str, Any] | None = None
 
     @property
     def full_command(self) -> str:

@@ -151,6 +151,8 @@ pub(crate) async fn prune(
         &prepared(
             tx,
             "WITH labels AS (DELETE FROM errand_job_labels WHERE job_seq IN (SELECT seq \
+             FROM errand_jobs WHERE finished < $1 AND status = ANY($2))), \
+             deliveries AS (DELETE FROM errand_webhook_deliveries WHERE job_seq IN (SELECT seq \
              FROM errand_jobs WHERE finished < $1 AND status = ANY($2))) \
              DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
              WHERE finished < $1 AND status = ANY($2))",

@@ -17,6 +17,7 @@ mod finish;
 mod lease;
 mod running;
 mod submit;
+pub(crate) mod webhooks;
 
 pub(crate) use admin::{cancel, prune, retry, FOLD_COUNTS};
 pub(crate) use finish::{complete_many, fenced_out, finish_one, COMPLETE_MANY};

@@ -8,13 +8,14 @@ use serde_json::Value;
 use super::events::*;
 use crate::rows::{self, db, prepared, ts};
 
-/// The insert of one new job and its first event, `$1`–`$16`, shared by
+/// The insert of one new job and its first event, `$1`–`$17`, shared by
 /// both submit paths; each adds what follows it.
 const INSERT_ONE: &str = concat!(
     "WITH j AS (INSERT INTO errand_jobs (id, app, command, input, context, \
      status, max_attempts, retry, priority, queue, run_at, timeout_secs, idempotency_key, \
-     parent_id, created, updated, event_seq, tags, limit_key) \
-   VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1, $16, ",
+     parent_id, created, updated, event_seq, tags, webhook, limit_key) \
+   VALUES ($1, $2, $3, $4, $5, 'new', $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, 1, $16, \
+   $17, ",
     crate::limits::limit_key_of!("$2", "$3", "$4::jsonb", "$5::jsonb"),
     ") ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING seq), \
  e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
@@ -36,6 +37,7 @@ struct NewRow<'a> {
     data: Value,
     /// The tags as a JSON array, `None` when there are none.
     tags: Option<Value>,
+    webhook: Option<Value>,
 }
 
 impl<'a> NewRow<'a> {
@@ -53,6 +55,7 @@ impl<'a> NewRow<'a> {
             now: ts(now),
             data: Change::Submitted { run_at }.data(),
             tags: tags_column(job),
+            webhook: webhook_column(job),
         }
     }
 
@@ -74,6 +77,7 @@ impl<'a> NewRow<'a> {
             &self.now,
             &self.data,
             &self.tags,
+            &self.webhook,
         ]
     }
 
@@ -161,7 +165,7 @@ pub(crate) async fn submit_alone(
         "{INSERT_ONE}, counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
            SELECT $2, $3, 'new', 1 FROM j) \
          SELECT e.id, pg_notify('errand_events', \
-           $17 || '|' || jsonb_build_array($18::jsonb || jsonb_build_object('id', e.id))::text) \
+           $18 || '|' || jsonb_build_array($19::jsonb || jsonb_build_object('id', e.id))::text) \
          FROM e"
     );
     let mut params = new.params();
@@ -180,18 +184,18 @@ pub(crate) async fn submit_alone(
     Ok((receipt, event))
 }
 
-/// Many new jobs from parallel arrays, `$1`–`$13` and `$15`, and `$14` now.
+/// Many new jobs from parallel arrays, `$1`–`$13`, `$15` and `$16`, and `$14` now.
 const SUBMIT_MANY: &str = concat!(
     "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
        $5::jsonb[], $6::int[], $7::jsonb[], $8::int[], $9::text[], $10::timestamptz[], \
-       $11::float8[], $12::text[], $13::jsonb[], $15::jsonb[]) \
+       $11::float8[], $12::text[], $13::jsonb[], $15::jsonb[], $16::jsonb[]) \
        AS t(id, app, command, input, context, max_attempts, retry, priority, queue, \
-            run_at, timeout_secs, parent_id, data, tags)), \
+            run_at, timeout_secs, parent_id, data, tags, webhook)), \
      j AS (INSERT INTO errand_jobs (id, app, command, input, context, status, max_attempts, \
        retry, priority, queue, run_at, timeout_secs, parent_id, created, updated, event_seq, \
-       tags, limit_key) \
+       tags, webhook, limit_key) \
        SELECT id, app, command, input, context, 'new', max_attempts, retry, priority, queue, \
-       run_at, timeout_secs, parent_id, $14, $14, 1, tags, ",
+       run_at, timeout_secs, parent_id, $14, $14, 1, tags, webhook, ",
     crate::limits::limit_key_of!("t.app", "t.command", "t.input", "t.context"),
     " FROM t RETURNING seq, id), \
      e AS (INSERT INTO errand_events (job_seq, seq, kind, status, data, at) \
@@ -234,6 +238,7 @@ pub(crate) async fn submit_many(
         .map(|j| j.parent_id.as_ref().map(JobId::as_str))
         .collect();
     let tags: Vec<Option<Value>> = jobs.iter().map(tags_column).collect();
+    let webhooks: Vec<Option<Value>> = jobs.iter().map(webhook_column).collect();
     let now_at = ts(now);
     let rows = tx
         .query(
@@ -254,6 +259,7 @@ pub(crate) async fn submit_many(
                 &data,
                 &now_at,
                 &tags,
+                &webhooks,
             ],
         )
         .await
@@ -286,6 +292,12 @@ pub(crate) async fn submit_many(
     // Events in id order, as a store-wide feed reads them.
     events.sort_by_key(|e| e.id);
     Ok(receipts)
+}
+
+fn webhook_column(job: &NewJob) -> Option<Value> {
+    job.webhook
+        .as_ref()
+        .map(|w| serde_json::to_value(w).expect("webhooks serialize"))
 }
 
 fn tags_column(job: &NewJob) -> Option<Value> {

@@ -245,6 +245,19 @@ fn event_summary(event: &JobEvent) -> String {
         Change::Retried {
             previous_status, ..
         } => format!("retried, was {previous_status}"),
+        Change::Webhook(record) => {
+            let answer = match (record.http_status, &record.error) {
+                (Some(status), _) => format!(" ({status})"),
+                (None, Some(error)) => format!(": {error}"),
+                (None, None) => String::new(),
+            };
+            format!(
+                "webhook {} to {}, attempt {}{answer}",
+                record.state.as_str(),
+                record.url,
+                record.attempt
+            )
+        }
     }
 }
 

@@ -166,7 +166,7 @@ pub(crate) fn prune(
         [before],
     )
     .map_err(backend)?;
-    for table in ["events", "job_labels"] {
+    for table in ["events", "job_labels", "webhook_deliveries"] {
         conn.execute(
             &format!("DELETE FROM {table} WHERE job_seq IN (SELECT seq FROM jobs WHERE {ended})"),
             [before],

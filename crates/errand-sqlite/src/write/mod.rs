@@ -19,6 +19,7 @@ mod running;
 mod submit;
 #[cfg(test)]
 mod tests;
+pub(crate) mod webhooks;
 
 pub(crate) use admin::{add_counts, cancel, pause_queue, prune, retry};
 pub(crate) use events::{changed_from_row, insert_events, returning, Changed, EventRow};

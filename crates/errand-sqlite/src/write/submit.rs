@@ -27,6 +27,8 @@ pub(crate) struct PreparedJob {
     /// The tags as JSON, `None` when there are none.
     tags: Option<String>,
     labels: Vec<Label>,
+    /// The webhook as JSON, `None` when there is none.
+    webhook: Option<String>,
     event: PreparedEvent,
 }
 
@@ -40,6 +42,7 @@ impl PreparedJob {
         Ok(Self {
             tags: (!job.tags.is_empty()).then(|| to_json(&job.tags)),
             labels,
+            webhook: job.webhook.as_ref().map(to_json),
             job_id: JobId::generate(),
             input: to_json(&job.input),
             context: job.context.as_ref().map(to_json),
@@ -83,8 +86,8 @@ pub(crate) fn submit(
     const INSERT: &str = concat!(
         "INSERT INTO jobs (id, app, command, input, context, status, max_attempts, retry, \
          priority, queue, run_at, timeout_secs, idempotency_key, parent_id, created, updated, \
-         event_seq, tags, limit_key) VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6, ?7, ?8, ?9, ?10, \
-         ?11, ?12, ?13, ?14, ?14, 1, ?15, ",
+         event_seq, tags, webhook, limit_key) VALUES (?1, ?2, ?3, ?4, ?5, 'new', ?6, ?7, ?8, \
+         ?9, ?10, ?11, ?12, ?13, ?14, ?14, 1, ?15, ?16, ",
         crate::limits::limit_key_of!("?2", "?3", "?4", "?5"),
         ")"
     );
@@ -107,6 +110,7 @@ pub(crate) fn submit(
             job.parent_id,
             ctx.now.as_micros(),
             job.tags,
+            job.webhook,
         ])
         .map_err(backend)?;
     let seq = conn.last_insert_rowid();

@@ -15,6 +15,7 @@ mod queries;
 mod queues;
 mod schedules;
 mod upgrade;
+mod webhooks;
 
 pub use admin::*;
 pub use changes::*;
@@ -27,6 +28,7 @@ pub use queries::*;
 pub use queues::*;
 pub use schedules::*;
 pub use upgrade::*;
+pub use webhooks::*;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -164,6 +166,8 @@ macro_rules! store_contract_tests {
             workers_and_their_commands_are_published,
             every_event_is_a_change_the_core_defines,
             counts_kept_by_the_writes_are_the_jobs_there_are,
+            webhook_deliveries_are_queued_once_and_held_by_one_sender,
+            a_pruned_jobs_deliveries_go_with_it,
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

@@ -78,6 +78,14 @@ pub struct SubmitArgs {
     /// A second submit with the same key returns the first job.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// A URL the server POSTs to when the job ends (its host must be on
+    /// the server's webhook allow-list).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// With --webhook: `end` (once, when the job ends) or `status` (every
+    /// change of status).
+    #[arg(long, requires = "webhook", default_value = "end", value_parser = ["end", "status"])]
+    pub webhook_on: String,
     /// Wait for the job to end; print its result; exit non-zero if it
     /// failed (3) or was canceled (4).
     #[arg(long)]
@@ -128,6 +136,10 @@ pub async fn submit(client: &Client, args: SubmitArgs) -> anyhow::Result<Exit> {
         run_at,
         delay_secs: args.delay.map(|d| d.as_secs_f64()),
         idempotency_key: args.idempotency_key,
+        webhook: args.webhook.map(|url| errand::Webhook {
+            url,
+            on: errand::WebhookOn::parse(&args.webhook_on).unwrap_or_default(),
+        }),
         ..SubmitOptions::default()
     })?;
     let submitted = client.submit(&request).await?;
