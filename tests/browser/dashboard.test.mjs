@@ -209,6 +209,53 @@ test("jobs are filtered by tag and context value, and a job's tag links to its t
   await context.close();
 });
 
+test("a per-job link opens that job's live page with no token, and nothing else", async () => {
+  const { job_id: jobId } = await api("/api/commands/jobs", {
+    method: "POST",
+    body: JSON.stringify({ command: "demo.sleep", input: { secs: 3, steps: 3 } }),
+  });
+  const { job_id: otherId } = await api("/api/commands/jobs", {
+    method: "POST",
+    body: JSON.stringify({ command: "demo.echo", input: { secret: "not yours" } }),
+  });
+  const link = await api(`/api/commands/jobs/${jobId}/links?ttl_secs=600`, { method: "POST" });
+  assert.equal(link.job_id, jobId);
+  // A fresh browser: no cookie, no token.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light" });
+  const page = await context.newPage();
+  await page.goto(base + link.page_url);
+  await page.waitForSelector("#connection:has-text('live')", { timeout: 10000 });
+  await page.waitForSelector("#progress progress", { timeout: 10000 });
+  await page.waitForSelector("#status .status.completed", { timeout: 20000 });
+  assert.match(await page.textContent("#outcome"), /slept_secs/);
+  assert.match(await page.textContent("#progress"), /100% step 3 of 3/);
+  await page.waitForSelector("#connection:has-text('finished')");
+  await page.screenshot({ path: join(shots, "follow.png"), fullPage: true });
+
+  // The same link on another job, or on anything but reading this one, is refused.
+  const query = link.page_url.slice(link.page_url.indexOf("?"));
+  for (const [method, path] of [
+    ["GET", `/api/commands/jobs/${otherId}${query}`],
+    ["GET", `/api/commands/jobs/${otherId}/stream${query}`],
+    ["GET", `/ui/follow/${otherId}${query}`],
+    ["GET", `/api/commands/jobs${query}`],
+    ["GET", `/ui/jobs/${jobId}${query}`],
+    ["DELETE", `/api/commands/jobs/${jobId}${query}`],
+    ["POST", `/api/commands/jobs/${jobId}/retry${query}`],
+  ]) {
+    const status = await page.evaluate(
+      async ([m, p]) => (await fetch(p, { method: m, redirect: "manual" })).status,
+      [method, path],
+    );
+    assert.ok([401, 0].includes(status) || (status >= 300 && status < 400), `${method} ${path}: ${status}`);
+  }
+  const own = await page.evaluate(async (p) => (await fetch(p)).json(), link.job_url);
+  assert.equal(own.status, "completed");
+  const forged = link.job_url.replace(/link=\d+\./, "link=9999999999.");
+  assert.equal(await page.evaluate(async (p) => (await fetch(p)).status, forged), 401);
+  await context.close();
+});
+
 test("the API's 422 is shown next to the field it is about", async () => {
   const { context, page } = await loggedIn();
   await page.goto(base + "/ui/submit?command=demo.sleep");

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+import httpx
 import pytest
 from conftest import WEBHOOK_SECRET, wait_until
 
@@ -123,6 +124,20 @@ def test_a_webhook_hears_the_end_of_a_job_signed(client, workers):
             client.submit("sample.noop", {}, webhook="http://10.0.0.1/hook")
     finally:
         receiver.shutdown()
+
+
+def test_a_job_link_reads_that_job_without_a_token(client, workers):
+    workers.start()
+    job_id = client.submit("sample.noop", {})
+    link = client.link(job_id, ttl_secs=60)
+    assert link.job_id == job_id and link.page_url.endswith(f"?link={link.token}")
+    for url in (link.job_url, link.events_url, link.page_url):
+        assert httpx.get(client.url + url).status_code == 200, url
+    assert httpx.get(client.url + link.job_url).json()["job_id"] == job_id
+    with pytest.raises(errand.InvalidInput, match="ttl_secs"):
+        client.link(job_id, ttl_secs=10**7)
+    with pytest.raises(errand.JobNotFound):
+        client.link("no-such-job")
 
 
 def test_an_unreachable_server_is_a_clear_error():

@@ -15,11 +15,13 @@ use crate::state::AppState;
 
 /// Paths open without a token: liveness, and the dashboard's login page
 /// with its stylesheet.
-const OPEN_PATHS: [&str; 4] = [
+const OPEN_PATHS: [&str; 5] = [
     "/api/health",
     "/health",
     "/ui/login",
     "/ui/assets/errand.css",
+    // The page a per-job link opens runs it.
+    "/ui/assets/follow.js",
 ];
 
 /// The dashboard's session cookie (see `session`): a signed session id,
@@ -104,7 +106,7 @@ pub async fn require_token(
     } else {
         authorized(&state, request.headers())
     };
-    if allowed {
+    if allowed || opened_by_link(&state, &request) {
         return next.run(request).await;
     }
     if let (Some(ip), Some(_)) = (client, bearer(request.headers())) {
@@ -118,6 +120,18 @@ pub async fn require_token(
         return Redirect::to(&format!("/ui/login?{next}")).into_response();
     }
     ApiError::Unauthorized.into_response()
+}
+
+/// Whether the request reads the one job its `link` parameter opens.
+fn opened_by_link(state: &AppState, request: &Request) -> bool {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return false;
+    }
+    let Some(job_id) = crate::links::linkable_job(request.uri().path()) else {
+        return false;
+    };
+    crate::links::link_in(request.uri().query())
+        .is_some_and(|token| state.links.check(job_id, &token, crate::links::now_secs()))
 }
 
 /// Refuses a state-changing request that a page of another origin made a

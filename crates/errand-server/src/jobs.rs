@@ -260,7 +260,7 @@ pub struct WaitQuery {
 
 /// A job's status, result, error and progress.
 #[utoipa::path(get, path = "/api/commands/jobs/{job_id}", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's id"), WaitQuery),
+    params(("job_id" = String, Path, description = "The job's id"), WaitQuery, crate::links::LinkParam),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_job(
     State(state): State<AppState>,
@@ -539,7 +539,7 @@ pub struct EventsQuery {
 
 /// A job's event log: status changes, progress, log lines, attempt errors.
 #[utoipa::path(get, path = "/api/commands/jobs/{job_id}/events", tag = "jobs",
-    params(("job_id" = String, Path), EventsQuery),
+    params(("job_id" = String, Path), EventsQuery, crate::links::LinkParam),
     responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
 pub async fn job_events(
     State(state): State<AppState>,

@@ -29,6 +29,7 @@ mod feed;
 mod info;
 mod jobs;
 pub mod limits;
+pub mod links;
 mod listen;
 mod metrics;
 pub mod openapi;
@@ -67,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/commands/jobs/{job_id}/retry", post(jobs::retry_job))
         .route("/commands/jobs/{job_id}/events", get(jobs::job_events))
+        .route("/commands/jobs/{job_id}/links", post(links::create_link))
         .route("/commands/jobs/{job_id}/stream", get(sse::job_stream))
         .route("/commands", get(info::commands))
         .route("/commands/stats", get(info::stats))

@@ -10,6 +10,7 @@ use utoipa::OpenApi;
     paths(
         crate::jobs::submit, crate::jobs::submit_batch, crate::jobs::get_job, crate::jobs::list_jobs,
         crate::jobs::cancel_job, crate::jobs::cancel_many, crate::jobs::retry_job, crate::jobs::job_events,
+        crate::links::create_link,
         crate::sse::job_stream, crate::sse::global_feed,
         crate::info::commands, crate::info::stats, crate::info::workers, crate::info::registry_debug,
         crate::info::health, crate::info::ready, crate::metrics::render, openapi_json,

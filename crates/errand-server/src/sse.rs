@@ -111,7 +111,7 @@ pub(crate) async fn send(tx: &Sender, event: Event) -> bool {
 /// the end (`Last-Event-ID` at or past the job's last event) answers 204,
 /// which tells a browser's `EventSource` to stop reconnecting.
 #[utoipa::path(get, path = "/api/commands/jobs/{job_id}/stream", tag = "streams",
-    params(("job_id" = String, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event sequence number")),
+    params(("job_id" = String, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event sequence number"), crate::links::LinkParam),
     responses(
         (status = 200, description = "text/event-stream: status, progress, log, result and failure events, then end; `id:` is the job's event sequence number", content_type = "text/event-stream"),
         (status = 204, description = "The job has ended and the client has seen its last event: stop reconnecting"),

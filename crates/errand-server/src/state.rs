@@ -90,6 +90,8 @@ pub struct AppState {
     pub sessions: Arc<crate::session::Sessions>,
     /// Wakes this server's scheduler when a schedule is stored here.
     pub scheduler_wake: Arc<tokio::sync::Notify>,
+    /// Signs and checks per-job read-only links.
+    pub links: Arc<crate::links::LinkKey>,
 }
 
 /// Counts open SSE streams per client, to bound what one client can hold.
@@ -135,6 +137,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
         Self {
             catalog: Arc::new(Catalog::new(store.clone())),
+            links: Arc::new(crate::links::LinkKey::new(config.api_token.as_deref())),
             store,
             config: Arc::new(config),
             shutdown: CancellationToken::new(),

@@ -998,6 +998,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/api/commands/jobs/{job_id}/retry"),
         ("get", "/api/commands/jobs/{job_id}/events"),
         ("get", "/api/commands/jobs/{job_id}/stream"),
+        ("post", "/api/commands/jobs/{job_id}/links"),
         ("get", "/api/commands"),
         ("get", "/api/commands/stats"),
         ("get", "/api/commands/registry/debug"),
@@ -1803,4 +1804,122 @@ async fn malformed_queries_and_paths_get_json_errors() {
         let body: Value = response.json().await.unwrap();
         assert!(body["error"]["message"].is_string(), "{path}: {body}");
     }
+}
+
+/// A per-job link reads that job (its status, events, stream, follow
+/// page) without the token, until it expires; it opens no other job and
+/// no other route, and a forged or stretched one opens nothing.
+#[tokio::test]
+async fn a_job_link_reads_its_job_alone_without_the_token() {
+    let config = ServerConfig {
+        api_token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    };
+    let s = server(config, true).await;
+    let authed = |request: reqwest::RequestBuilder| request.bearer_auth("s3cret");
+    let submit = |input: Value| {
+        let request = authed(s.client.post(s.url("/api/commands/jobs")))
+            .json(&json!({"command": "demo.echo", "input": input}));
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["job_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let (mine, other) = (submit(json!({"a": 1})).await, submit(json!({"b": 2})).await);
+    let link = |job: &str, query: &str| {
+        let request = authed(
+            s.client
+                .post(s.url(&format!("/api/commands/jobs/{job}/links{query}"))),
+        );
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, made) = link(&mine, "").await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let token = made["token"].as_str().unwrap();
+    let expires = errand::Timestamp::parse_rfc3339(made["expires"].as_str().unwrap()).unwrap();
+    let left = expires.since(errand::Clock::now(&SystemClock));
+    assert!(
+        (3590..=3600).contains(&left.as_secs()),
+        "an hour by default: {left:?}"
+    );
+    for path in ["job_url", "events_url", "stream_url", "page_url"] {
+        let url = made[path].as_str().unwrap();
+        assert!(
+            url.contains(&mine) && url.ends_with(&format!("?link={token}")),
+            "{url}"
+        );
+        let response = s.client.get(s.url(url)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}: {url}");
+    }
+    let (_, job) = s.get(made["job_url"].as_str().unwrap()).await;
+    assert_eq!(job["job_id"], mine.as_str());
+    let (_, events) = s.get(made["events_url"].as_str().unwrap()).await;
+    assert!(!events["events"].as_array().unwrap().is_empty());
+
+    let refused = [
+        format!("/api/commands/jobs/{other}?link={token}"),
+        format!("/api/commands/jobs/{other}/stream?link={token}"),
+        format!("/api/commands/jobs?link={token}"),
+        format!("/api/events?link={token}"),
+        format!(
+            "/api/commands/jobs/{mine}?link={}",
+            token.replacen('.', "0.", 1)
+        ),
+        format!(
+            "/api/commands/jobs/{mine}?link=4102444800.{}",
+            &token[token.find('.').unwrap() + 1..]
+        ),
+        format!("/api/commands/jobs/{mine}?link=garbage"),
+    ];
+    for path in &refused {
+        let (status, _) = s.get(path).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    for (method, path) in [
+        (
+            reqwest::Method::DELETE,
+            format!("/api/commands/jobs/{mine}?link={token}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/commands/jobs/{mine}/retry?link={token}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/commands/jobs/{mine}/links?link={token}"),
+        ),
+    ] {
+        let response = s
+            .client
+            .request(method.clone(), s.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+    }
+
+    // A link that has run out opens nothing.
+    let (status, short) = link(&mine, "?ttl_secs=1").await;
+    assert_eq!(status, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, _) = s.get(short["job_url"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    for (query, why) in [
+        ("?ttl_secs=0", "ttl_secs"),
+        ("?ttl_secs=604801", "ttl_secs"),
+    ] {
+        let (status, body) = link(&mine, query).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(why));
+    }
+    let (status, _) = link("no-such-job", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -53,7 +53,16 @@ from .errors import (
     Unauthorized,
     UnknownCommand,
 )
-from .models import Job, JobEvent, JobPage, JobStatus, Progress, StreamEvent, Submitted
+from .models import (
+    Job,
+    JobEvent,
+    JobLink,
+    JobPage,
+    JobStatus,
+    Progress,
+    StreamEvent,
+    Submitted,
+)
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -89,6 +98,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamEvent",
     "Submitted",
+    "JobLink",
     "TooManyRequests",
     "Unauthorized",
     "UnknownCommand",

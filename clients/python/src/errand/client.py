@@ -22,7 +22,16 @@ import httpx
 import httpx_sse
 
 from . import _wire, errors
-from .models import Cancelled, Job, JobEvent, JobPage, JobStatus, StreamEvent, Submitted
+from .models import (
+    Cancelled,
+    Job,
+    JobEvent,
+    JobLink,
+    JobPage,
+    JobStatus,
+    StreamEvent,
+    Submitted,
+)
 
 DEFAULT_URL = "http://127.0.0.1:5055"
 
@@ -210,6 +219,13 @@ class _Calls:
     def retry(job_id: str, clear_checkpoint: bool) -> _Call:
         params = {"clear_checkpoint": "true"} if clear_checkpoint else {}
         return _Call("POST", f"/api/commands/jobs/{job_id}/retry", Job.model_validate, None, params)
+
+    @staticmethod
+    def link(job_id: str, ttl_secs: float | None) -> _Call:
+        params = {"ttl_secs": str(ttl_secs)} if ttl_secs is not None else {}
+        return _Call(
+            "POST", f"/api/commands/jobs/{job_id}/links", JobLink.model_validate, None, params
+        )
 
     @staticmethod
     def events(job_id: str, after: int = 0, limit: int = 1000) -> _Call:
@@ -428,6 +444,12 @@ class Client:
         """Runs a failed or canceled job again, from its last checkpoint (or
         from scratch with ``clear_checkpoint``)."""
         return self._send(_Calls.retry(job_id, clear_checkpoint))
+
+    def link(self, job_id: str, ttl_secs: float | None = None) -> JobLink:
+        """A signed, read-only link to the job, good for ``ttl_secs`` (an
+        hour by default, a week at most): its ``stream_url`` or
+        ``page_url`` lets a browser follow the job without the API token."""
+        return self._send(_Calls.link(job_id, ttl_secs))
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         """The job's event log after sequence number ``after``."""
@@ -662,6 +684,9 @@ class AsyncClient:
 
     async def retry(self, job_id: str, clear_checkpoint: bool = False) -> Job:
         return await self._send(_Calls.retry(job_id, clear_checkpoint))
+
+    async def link(self, job_id: str, ttl_secs: float | None = None) -> JobLink:
+        return await self._send(_Calls.link(job_id, ttl_secs))
 
     async def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         return await self._send(_Calls.events(job_id, after, limit))

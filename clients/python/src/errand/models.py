@@ -89,6 +89,19 @@ class Submitted(_Record):
     created: bool
 
 
+class JobLink(_Record):
+    """A signed, expiring, read-only link to one job: its URLs (paths on
+    the server, the token included) open it without the API token."""
+
+    job_id: str
+    token: str
+    expires: datetime
+    job_url: str
+    events_url: str
+    stream_url: str
+    page_url: str
+
+
 class Cancelled(_Record):
     job_id: str
     cancelled: bool

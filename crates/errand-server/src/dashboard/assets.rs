@@ -18,6 +18,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../assets/errand.js"),
     ),
     (
+        "follow.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/follow.js"),
+    ),
+    (
         "htmx-2.0.11.min.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/vendor/htmx-2.0.11.min.js"),

@@ -14,6 +14,7 @@
 
 mod assets;
 mod chart;
+mod follow;
 mod info;
 mod job;
 pub(crate) mod jobs;
@@ -44,6 +45,7 @@ pub fn routes() -> Router<AppState> {
             post(|state, path, headers| job::act(state, path, headers, Action::Retry)),
         )
         .route("/ui/live/jobs", get(live::jobs))
+        .route("/ui/follow/{job_id}", get(follow::show))
         .route("/ui/live/jobs/{job_id}", get(live::job))
         .route("/ui/submit", get(submit::show).post(submit::submit))
         .route("/ui/workers", get(info::workers))
