@@ -176,6 +176,32 @@ impl WebhookAllowList {
         self.0.is_empty()
     }
 
+    /// A regular expression (ECMA-262, as JSON Schema's `pattern`) that
+    /// the URLs this list allows match: for a schema that tells clients.
+    /// It does not check what it cannot say (credentials, the length).
+    pub fn url_pattern(&self) -> String {
+        if self.0.is_empty() {
+            return "^$.".into(); // matches nothing
+        }
+        let hosts: Vec<String> = self
+            .0
+            .iter()
+            .map(|allowed| {
+                let host = escape(&allowed.host);
+                let host = if allowed.subdomains {
+                    format!("[^/:@?#]+\\.{host}")
+                } else {
+                    host
+                };
+                match allowed.port {
+                    Some(port) => format!("{host}:{port}"),
+                    None => format!("{host}(:[0-9]+)?"),
+                }
+            })
+            .collect();
+        format!("^[hH][tT][tT][pP][sS]?://({})([/?#].*)?$", hosts.join("|"))
+    }
+
     /// The URL, parsed, if a job may carry it and a server may call it.
     pub fn check(&self, url: &str) -> Result<url::Url, WebhookRefused> {
         if url.chars().count() > MAX_WEBHOOK_URL_CHARS {
@@ -198,6 +224,16 @@ impl WebhookAllowList {
         }
         Ok(parsed)
     }
+}
+
+/// `text` with the characters a regular expression gives meaning to escaped.
+fn escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
 
 /// How often and how patiently a failed delivery is tried again.
@@ -408,6 +444,38 @@ mod tests {
         assert!(WebhookAllowList::default()
             .check("https://hooks.example.com/")
             .is_err());
+    }
+
+    #[test]
+    fn the_url_pattern_says_what_the_list_allows() {
+        let list = allow(&["hooks.example.com", "*.internal.test:8443", "[::1]:8080"]);
+        let schema = serde_json::json!({"type": "string", "pattern": list.url_pattern()});
+        let fits = |url: &str| jsonschema::is_valid(&schema, &serde_json::json!(url));
+        for url in [
+            "https://hooks.example.com/errand",
+            "http://hooks.example.com:81/x?y=1",
+            "https://hooks.example.com",
+            "https://a.internal.test:8443/",
+            "http://[::1]:8080/hook",
+        ] {
+            assert!(fits(url) && list.check(url).is_ok(), "{url}");
+        }
+        for url in [
+            "https://hooksXexample.com/",
+            "https://evil.com/hooks.example.com",
+            "https://hooks.example.com.evil.com/",
+            "https://internal.test:8443/",
+            "https://a.internal.test:9443/",
+            "ftp://hooks.example.com/",
+            "http://[::1]:8081/",
+        ] {
+            assert!(!fits(url) && list.check(url).is_err(), "{url}");
+        }
+        let none = WebhookAllowList::default().url_pattern();
+        assert!(!jsonschema::is_valid(
+            &serde_json::json!({"pattern": none}),
+            &serde_json::json!("https://hooks.example.com/")
+        ));
     }
 
     #[test]

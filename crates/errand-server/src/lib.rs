@@ -41,6 +41,7 @@ pub mod schedules;
 mod session;
 mod sse;
 mod state;
+mod timings;
 pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;

@@ -57,6 +57,7 @@ pub async fn openapi_json(
     describe_claims(&mut doc);
     describe_schedules(&mut doc);
     describe_events(&mut doc);
+    describe_webhooks(&mut doc, &config.webhooks);
     Ok(Json(doc))
 }
 
@@ -76,6 +77,22 @@ fn describe_events(doc: &mut serde_json::Value) {
     schemas["ChangeData"] = errand_core::change::data_schema();
     schemas["JobEvent"]["properties"]["data"] =
         serde_json::json!({"$ref": "#/components/schemas/ChangeData"});
+}
+
+/// A submit's webhook as this server takes it: not at all without a
+/// webhook secret (the option is left out of the document, and a submit
+/// naming one is refused), else a URL on the allow-list, as a pattern.
+fn describe_webhooks(doc: &mut serde_json::Value, config: &crate::webhooks::WebhookConfig) {
+    let options = &mut doc["components"]["schemas"]["SubmitOptions"]["properties"];
+    let Some(options) = options.as_object_mut() else {
+        return;
+    };
+    if !config.enabled() {
+        options.remove("webhook");
+        return;
+    }
+    let webhook = &mut doc["components"]["schemas"]["Webhook"]["properties"]["url"];
+    webhook["pattern"] = serde_json::Value::String(config.allow.url_pattern());
 }
 
 /// A schedule's job is a submit whose options leave `run_at` and

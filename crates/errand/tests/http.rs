@@ -947,6 +947,37 @@ async fn health_ready_stats_and_metrics_answer() {
         "{text}"
     );
     assert!(text.contains("errand_http_requests_total"), "{text}");
+    // Queue waits and run times are histograms per command, read off the
+    // change feed (a moment behind the job), with their help lines.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = s
+            .client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("errand_job_run_seconds_count{command=\"demo.echo\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for expected in [
+        "# TYPE errand_queue_wait_seconds histogram",
+        "errand_queue_wait_seconds_bucket{command=\"demo.echo\",le=\"0.005\"}",
+        "errand_queue_wait_seconds_count{command=\"demo.echo\"}",
+        "# TYPE errand_job_run_seconds histogram",
+        "errand_job_run_seconds_bucket{command=\"demo.echo\",outcome=\"completed\",le=\"3600\"}",
+        "# HELP errand_job_run_seconds Seconds attempts ran from claim to end",
+        "# HELP errand_jobs Jobs in the store by command and status",
+        "# HELP errand_http_requests_total HTTP requests",
+        "# TYPE errand_http_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,6 +411,29 @@ async fn webhooks_a_server_cannot_or_may_not_call_are_refused_at_submit() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("no webhook secret"), "{body}");
+
+    // Each server's OpenAPI document says what it takes: no webhook at all
+    // without a secret, else a URL on its allow-list.
+    let options = |server: &Server| {
+        let client = server.client.clone();
+        let url = format!("{}/api/openapi.json", server.base);
+        async move {
+            let doc: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let schemas = &doc["components"]["schemas"];
+            (
+                schemas["SubmitOptions"]["properties"]["webhook"].clone(),
+                schemas["Webhook"]["properties"]["url"]["pattern"].clone(),
+            )
+        }
+    };
+    assert_eq!(options(&unconfigured).await.0, Value::Null);
+    let (webhook, pattern) = options(&s).await;
+    assert!(webhook.is_object());
+    let pattern = pattern.as_str().unwrap();
+    assert!(
+        pattern.contains(&format!("127\\.0\\.0\\.1:{}", receiver.port)),
+        "{pattern}"
+    );
 }
 
 fn errand(args: &[&str], log: std::path::PathBuf) -> Child {
