@@ -155,9 +155,11 @@ pub async fn create_link(
 ) -> Result<(StatusCode, Json<JobLink>), ApiError> {
     let ttl = match query.ttl_secs {
         None => DEFAULT_LINK_TTL,
-        Some(secs) => Duration::try_from_secs_f64(secs)
-            .ok()
-            .filter(|ttl| *ttl >= Duration::from_secs(1) && *ttl <= MAX_LINK_TTL)
+        // Compared as sent: a hair over the week is over it, though a
+        // Duration would round it to the week.
+        Some(secs) => (1.0..=MAX_LINK_TTL.as_secs_f64())
+            .contains(&secs)
+            .then(|| Duration::from_secs_f64(secs))
             .ok_or_else(|| {
                 ApiError::InvalidInput(format!(
                     "ttl_secs must be from 1 to 604800 (a week), got {secs}"

@@ -79,16 +79,19 @@ fn describe_events(doc: &mut serde_json::Value) {
         serde_json::json!({"$ref": "#/components/schemas/ChangeData"});
 }
 
-/// A submit's webhook as this server takes it: not at all without a
-/// webhook secret (the option is left out of the document, and a submit
-/// naming one is refused), else a URL on the allow-list, as a pattern.
+/// A submit's webhook as this server takes it: only null without a
+/// webhook secret (a submit naming one is refused), else a URL on the
+/// allow-list, as a pattern.
 fn describe_webhooks(doc: &mut serde_json::Value, config: &crate::webhooks::WebhookConfig) {
     let options = &mut doc["components"]["schemas"]["SubmitOptions"]["properties"];
     let Some(options) = options.as_object_mut() else {
         return;
     };
     if !config.enabled() {
-        options.remove("webhook");
+        options.insert(
+            "webhook".into(),
+            serde_json::json!({"type": "null", "description": "Webhooks are off on this server (it has no webhook secret)."}),
+        );
         return;
     }
     let webhook = &mut doc["components"]["schemas"]["Webhook"]["properties"]["url"];

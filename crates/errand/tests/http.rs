@@ -1946,6 +1946,8 @@ async fn a_job_link_reads_its_job_alone_without_the_token() {
     for (query, why) in [
         ("?ttl_secs=0", "ttl_secs"),
         ("?ttl_secs=604801", "ttl_secs"),
+        ("?ttl_secs=604800.0000000001", "ttl_secs"),
+        ("?ttl_secs=NaN", "ttl_secs"),
     ] {
         let (status, body) = link(&mine, query).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
