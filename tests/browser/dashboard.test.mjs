@@ -200,6 +200,16 @@ test("jobs are filtered by tag and context value, and a job's tag links to its t
   assert.deepEqual(await listed(), [first]);
   assert.equal(await page.inputValue("input[name=context]"), "notebook_id=42", "the filter is kept");
 
+  // Search by id: its start lists the jobs it begins, the whole id opens the job.
+  await page.goto(`${base}/ui`);
+  await page.fill("input[name=id]", second.slice(0, 30).toUpperCase());
+  await page.click("form.filters button[type=submit]");
+  await page.waitForURL(/id=/);
+  assert.deepEqual(await listed(), [second]);
+  await page.fill("input[name=id]", first);
+  await page.click("form.filters button[type=submit]");
+  await page.waitForURL(`${base}/ui/jobs/${first}`);
+
   await page.goto(`${base}/ui/jobs/${first}`);
   const tags = await page.$$eval("p.tags a.tag", (links) => links.map((a) => a.textContent));
   assert.deepEqual(tags, ["podcast-bt", "urgent"]);
@@ -256,6 +266,79 @@ test("a per-job link opens that job's live page with no token, and nothing else"
   await context.close();
 });
 
+test("bulk actions retry, cancel and delete the filtered jobs, each after a confirmation", async () => {
+  const { context, page } = await loggedIn();
+  const submit = async (body) =>
+    (await api("/api/commands/jobs", {
+      method: "POST",
+      body: JSON.stringify({ tags: ["bulk-bt"], ...body }),
+    })).job_id;
+  const failing = [];
+  for (let i = 0; i < 3; i++) {
+    failing.push(await submit({ command: "demo.fail", input: { times: 100 }, options: { max_attempts: 1 } }));
+  }
+  const waiting = [];
+  for (let i = 0; i < 2; i++) {
+    waiting.push(await submit({ command: "demo.echo", input: {}, options: { delay_secs: 3600 } }));
+  }
+  await submit({ command: "demo.echo", input: {}, tags: ["other-bulk-bt"], options: { delay_secs: 3600 } });
+  for (const id of failing) {
+    await until(`job ${id} to fail`, async () => (await api(`/api/commands/jobs/${id}`)).status === "failed");
+  }
+  await page.goto(`${base}/ui?tag=bulk-bt`);
+  await page.waitForSelector("#jobs-table tbody tr[data-status=failed]");
+  assert.match(await page.textContent("#jobs-table tbody tr[data-status=failed] td.error-cell"), /./, "the error column");
+
+  const press = async (button) => {
+    let asked = null;
+    page.once("dialog", (dialog) => {
+      asked = dialog.message();
+      dialog.accept();
+    });
+    await page.click(button);
+    await page.waitForSelector("#bulk-notice p");
+    const notice = await page.textContent("#bulk-notice p");
+    await page.evaluate(() => { document.getElementById("bulk-notice").innerHTML = ""; });
+    return [asked, notice];
+  };
+  // Dismissed: nothing happens.
+  page.once("dialog", (dialog) => dialog.dismiss());
+  await page.click("#bulk-delete");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal((await api(`/api/commands/jobs/${failing[0]}`)).status, "failed");
+
+  let [asked, notice] = await press("#bulk-retry");
+  assert.match(asked, /failed ones of every job these filters show/);
+  assert.equal(notice, "Queued 3 failed jobs again.");
+  for (const id of failing) {
+    await until(`job ${id} to fail again`, async () => {
+      const job = await api(`/api/commands/jobs/${id}`);
+      return job.status === "failed" && job.attempt === 1;
+    });
+  }
+  // The retried job's page tells its two runs' first attempts apart.
+  await page.goto(`${base}/ui/jobs/${failing[0]}`);
+  const runs = await page.$$eval("#attempts tbody tr", (rows) =>
+    rows.map((row) => [...row.querySelectorAll("td")].map((td) => td.textContent.trim())));
+  assert.deepEqual(runs.map((r) => [r[0], r[1]]), [["1", "1"], ["2", "1"]]);
+  assert.match(runs[1][5], /^failed: /);
+  await page.goto(`${base}/ui?tag=bulk-bt`);
+  [asked, notice] = await press("#bulk-cancel");
+  assert.match(asked, /Cancel every job these filters show that has not ended/);
+  assert.equal(notice, "Canceled 2 jobs (running ones are told to stop).");
+  for (const id of waiting) assert.equal((await api(`/api/commands/jobs/${id}`)).status, "canceled");
+
+  [asked, notice] = await press("#bulk-delete");
+  assert.match(asked, /cannot be undone/);
+  assert.equal(notice, "Deleted 5 ended jobs.");
+  const left = await api("/api/commands/jobs?tag=bulk-bt");
+  assert.deepEqual(left.jobs, []);
+  const other = await api("/api/commands/jobs?tag=other-bulk-bt");
+  assert.equal(other.jobs.length, 1, "jobs outside the filters are untouched");
+  await page.waitForSelector("#jobs-table tbody td:has-text('No jobs match.')");
+  await context.close();
+});
+
 test("the API's 422 is shown next to the field it is about", async () => {
   const { context, page } = await loggedIn();
   await page.goto(base + "/ui/submit?command=demo.sleep");
@@ -296,7 +379,10 @@ test("workers and stats pages, with the throughput chart, at desktop and phone w
   await page.screenshot({ path: join(shots, "jobs.png") });
   await page.goto(base + "/ui/workers");
   assert.match(await page.textContent("tbody"), /demo\.sleep/);
+  assert.ok(await page.isVisible(`a[href="/ui/jobs/${sleeper}"]`), "the worker's running job is listed");
   await page.screenshot({ path: join(shots, "workers.png") });
+  // Live: once the job ends, its worker's row no longer lists it, without a reload.
+  await page.waitForSelector(`a[href="/ui/jobs/${sleeper}"]`, { state: "detached", timeout: 20000 });
   await until("the jobs to finish", async () => {
     const { commands } = await api("/api/commands/stats");
     return commands.some((s) => s.command === "fail" && s.counts.failed >= 1);
@@ -307,6 +393,12 @@ test("workers and stats pages, with the throughput chart, at desktop and phone w
   assert.ok(completed >= 13 && failed >= 1, description);
   assert.ok((await page.locator("svg rect.completed").count()) >= 1);
   await page.screenshot({ path: join(shots, "stats.png"), fullPage: true });
+  // Live: a job that completes now is counted without a reload.
+  const echoCompleted = async () =>
+    Number(await page.textContent("#live-panel tbody tr:has(a[href='/ui?command=demo.echo']) td:nth-child(4)"));
+  const before = await echoCompleted();
+  await api("/api/commands/jobs", { method: "POST", body: JSON.stringify({ command: "demo.echo", input: { n: 99 } }) });
+  await until("the stats page to count the new job", async () => (await echoCompleted()) === before + 1, 15000);
   await context.close();
 
   const phone = await loggedIn({ width: 390, height: 844 });

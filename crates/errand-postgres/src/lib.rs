@@ -633,6 +633,13 @@ impl Store for PgStore {
         })
     }
 
+    async fn delete_jobs(&self, job_ids: &[JobId]) -> Result<u64, StoreError> {
+        in_transaction!(self, |tx, events| {
+            let _ = &mut events;
+            write::delete_jobs(&tx, job_ids).await?
+        })
+    }
+
     async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError> {
         let now = self.clock.now();
         in_transaction!(self, |tx, events| {

@@ -82,6 +82,8 @@ pub(crate) fn list_query(params: &ListParams, limit: usize) -> Result<ListQuery,
             ListCondition::CreatedAfter(at) => ("j.created >", Box::new(ts(at))),
             ListCondition::CreatedBefore(at) => ("j.created <", Box::new(ts(at))),
             ListCondition::SeqBelow(seq) => ("j.seq <", Box::new(seq)),
+            ListCondition::IdFrom(id) => ("j.id >=", Box::new(id)),
+            ListCondition::IdBelow(id) => ("j.id <", Box::new(id)),
         };
         values.push(value);
         clauses.push(format!("{column} ${}", values.len()));

@@ -382,6 +382,7 @@ pub async fn list_jobs(
             created_before: parse_time("created_before", query.created_before)?,
             tags: query.tag,
             context: query.context,
+            id_prefix: None,
             limit,
             cursor: query.cursor,
         })

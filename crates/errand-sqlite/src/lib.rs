@@ -398,6 +398,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn delete_jobs(&self, job_ids: &[JobId]) -> Result<u64, StoreError> {
+        let job_ids = job_ids.to_vec();
+        self.writer
+            .run(move |conn, ctx| write::delete_jobs(conn, ctx, &job_ids))
+            .await
+    }
+
     async fn register_worker(&self, worker: WorkerRegistration) -> Result<(), StoreError> {
         self.writer
             .run(move |conn, ctx| write::register_worker(conn, ctx, &worker))

@@ -81,6 +81,8 @@ fn list_query(params: &ListParams, limit: usize) -> Result<ListQuery, StoreError
             ListCondition::CreatedAfter(at) => ("created > ?", Box::new(at.as_micros())),
             ListCondition::CreatedBefore(at) => ("created < ?", Box::new(at.as_micros())),
             ListCondition::SeqBelow(seq) => ("seq < ?", Box::new(seq)),
+            ListCondition::IdFrom(id) => ("id >= ?", Box::new(id)),
+            ListCondition::IdBelow(id) => ("id < ?", Box::new(id)),
         };
         clauses.push(clause);
         values.push(value);

@@ -238,4 +238,8 @@ impl Store for Observed {
             .record_webhook_attempt(sender, delivery, attempt)
             .await
     }
+    async fn delete_jobs(&self, job_ids: &[JobId]) -> Result<u64, StoreError> {
+        (self.hook)("delete_jobs")?;
+        self.inner.delete_jobs(job_ids).await
+    }
 }

@@ -238,6 +238,8 @@ pub struct ListParams {
     /// Jobs whose context has each key with this value, compared as text
     /// (`("notebook_id", "42")` matches `42` and `"42"`).
     pub context: Vec<(String, String)>,
+    /// Jobs whose id starts with this (hex digits, as ids are written).
+    pub id_prefix: Option<String>,
     /// 1 to 1000; `0` means the default of 50.
     pub limit: usize,
     /// The `next_cursor` of the previous page.
@@ -274,6 +276,10 @@ pub enum ListCondition {
     /// Jobs with this label (a tag, or a context key's value): an index
     /// lookup in a store's label table, never a scan of the jobs.
     Label(errand_core::Label),
+    /// Jobs whose id is at least this.
+    IdFrom(String),
+    /// Jobs whose id is below this.
+    IdBelow(String),
 }
 
 impl ListParams {
@@ -306,6 +312,22 @@ impl ListParams {
         for (key, value) in &self.context {
             errand_core::labels::validate_context_filter(key, value)?;
             conditions.push(Label(errand_core::Label::context(key, value.as_str())));
+        }
+        if let Some(prefix) = &self.id_prefix {
+            // Ids are lowercase hex, so those starting with the prefix are
+            // the range [prefix, prefix + "g"): an index range.
+            if prefix.is_empty()
+                || prefix.len() > 32
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            {
+                return Err(format!(
+                    "an id prefix is 1 to 32 lowercase hex digits (0-9, a-f), got {prefix:?}"
+                ));
+            }
+            conditions.push(IdFrom(prefix.clone()));
+            conditions.push(IdBelow(format!("{prefix}g")));
         }
         if let Some(cursor) = &self.cursor {
             let seq = cursor

@@ -134,6 +134,11 @@ pub trait Store: Send + Sync + 'static {
         before: Timestamp,
     ) -> Result<u64, StoreError>;
 
+    /// Deletes those of `job_ids` that have ended (completed, failed or
+    /// canceled), with their events; a job still new or running stays.
+    /// Returns how many were deleted.
+    async fn delete_jobs(&self, job_ids: &[JobId]) -> Result<u64, StoreError>;
+
     /// Deletes finished jobs (and their events) finished before `before`.
     async fn prune(&self, before: Timestamp) -> Result<u64, StoreError> {
         use JobStatus::*;

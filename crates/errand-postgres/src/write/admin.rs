@@ -145,41 +145,73 @@ pub(crate) async fn prune(
     if !ours || statuses.is_empty() {
         return Ok(0);
     }
-    let before = ts(before);
     let statuses: Vec<&str> = statuses.to_vec();
+    delete_where(
+        tx,
+        "finished < $1 AND status = ANY($2)",
+        &ts(before),
+        &statuses,
+    )
+    .await
+}
+
+/// Deletes those of `job_ids` that have ended; the others stay.
+pub(crate) async fn delete_jobs(
+    tx: &Transaction<'_>,
+    job_ids: &[errand_core::JobId],
+) -> Result<u64, StoreError> {
+    use errand_core::JobStatus::*;
+    let ids: Vec<&str> = job_ids.iter().map(|id| id.as_str()).collect();
+    let ended = errand_store::terminal_statuses(&[Completed, Failed, Canceled])?;
+    delete_where(tx, "id = ANY($1) AND status = ANY($2)", &ids, &ended).await
+}
+
+/// Deletes the jobs `ended` (SQL on `errand_jobs`, with `$1` and `$2`)
+/// selects, with their events, labels, webhook deliveries and counts.
+async fn delete_where(
+    tx: &Transaction<'_>,
+    ended: &str,
+    first: &(dyn tokio_postgres::types::ToSql + Sync),
+    statuses: &[&str],
+) -> Result<u64, StoreError> {
+    // Locked first: a retry of one of them waits, rather than finding a
+    // job whose events are gone.
     tx.execute(
         &prepared(
             tx,
-            "WITH labels AS (DELETE FROM errand_job_labels WHERE job_seq IN (SELECT seq \
-             FROM errand_jobs WHERE finished < $1 AND status = ANY($2))), \
-             deliveries AS (DELETE FROM errand_webhook_deliveries WHERE job_seq IN (SELECT seq \
-             FROM errand_jobs WHERE finished < $1 AND status = ANY($2))) \
-             DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM errand_jobs \
-             WHERE finished < $1 AND status = ANY($2))",
+            &format!(
+                "WITH locked AS (SELECT seq FROM errand_jobs WHERE {ended} FOR UPDATE), \
+                 labels AS (DELETE FROM errand_job_labels WHERE job_seq IN (SELECT seq FROM locked)), \
+                 deliveries AS (DELETE FROM errand_webhook_deliveries \
+                   WHERE job_seq IN (SELECT seq FROM locked)) \
+                 DELETE FROM errand_events WHERE job_seq IN (SELECT seq FROM locked)"
+            ),
         )
         .await?,
-        &[&before, &statuses],
+        &[first, &statuses],
     )
     .await
     .map_err(db)?;
     // The counts lose what goes, in the same statement.
-    let pruned: i64 = tx
+    let deleted: i64 = tx
         .query_one(
             &prepared(
                 tx,
-                "WITH gone AS (DELETE FROM errand_jobs WHERE finished < $1 AND status = ANY($2) \
-                 RETURNING app, command, status), \
-                 counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
-                 SELECT app, command, status, -count(*) FROM gone GROUP BY app, command, status) \
-                 SELECT count(*) FROM gone",
+                &format!(
+                    "WITH gone AS (DELETE FROM errand_jobs WHERE {ended} \
+                     RETURNING app, command, status), \
+                     counted AS (INSERT INTO errand_job_counts (app, command, status, n) \
+                     SELECT app, command, status, -count(*) FROM gone GROUP BY app, command, status) \
+                     SELECT count(*) FROM gone"
+                ),
             )
             .await?,
-            &[&before, &statuses],
+            &[first, &statuses],
         )
         .await
         .map_err(db)?
         .get(0);
-    Ok(pruned as u64)
+    Ok(deleted as u64)
 }
 
 /// Sums each count's delta rows into one. Concurrent folds are safe: each

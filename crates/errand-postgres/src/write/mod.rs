@@ -19,7 +19,7 @@ mod running;
 mod submit;
 pub(crate) mod webhooks;
 
-pub(crate) use admin::{cancel, prune, retry, FOLD_COUNTS};
+pub(crate) use admin::{cancel, delete_jobs, prune, retry, FOLD_COUNTS};
 pub(crate) use finish::{complete_many, fenced_out, finish_one, COMPLETE_MANY};
 pub(crate) use lease::{
     claim, claim_chosen_sql, claim_sql, claims_something, heartbeat, in_claim_order, reap_expired,

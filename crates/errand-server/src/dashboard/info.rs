@@ -7,6 +7,11 @@ use maud::html;
 use super::layout::{page, relative, Section, Session};
 use crate::state::AppState;
 
+/// How often the Workers and Stats pages redraw their panel (htmx polls
+/// the page itself and swaps the panel in): they change with every
+/// heartbeat and job, which no single event says.
+const REFRESH: &str = "every 2s";
+
 pub async fn workers(State(state): State<AppState>) -> Response {
     let workers = match state.store.workers().await {
         Ok(workers) => workers,
@@ -15,6 +20,8 @@ pub async fn workers(State(state): State<AppState>) -> Response {
     let now = state.store.clock().now();
     let body = html! {
         h1 { "Workers" }
+        div #live-panel hx-get="/ui/workers" hx-trigger=(REFRESH) hx-select="#live-panel" hx-swap="outerHTML" {
+        p.muted.refresh { "Updated every 2 s." }
         div.table-wrap { table {
             thead { tr {
                 th scope="col" { "Worker" } th scope="col" { "Host" } th.wide scope="col" { "Queues" }
@@ -38,6 +45,7 @@ pub async fn workers(State(state): State<AppState>) -> Response {
                 @if workers.is_empty() { tr { td colspan="6" .muted { "No live workers." } } }
             }
         } }
+        }
     };
     page("Workers", Section::Workers, Session::of(&state), body).into_response()
 }
@@ -59,6 +67,8 @@ pub async fn stats(State(state): State<AppState>) -> Response {
     let secs = |v: Option<f64>| v.map_or("–".to_owned(), |s| format!("{s:.2} s"));
     let body = html! {
         h1 { "Stats" }
+        div #live-panel hx-get="/ui/stats" hx-trigger=(REFRESH) hx-select="#live-panel" hx-swap="outerHTML" {
+        p.muted.refresh { "Updated every 2 s." }
         h2 { "Throughput" }
         (super::chart::throughput(&finished, now))
         h2 { "By command" }
@@ -85,6 +95,7 @@ pub async fn stats(State(state): State<AppState>) -> Response {
                 @if stats.is_empty() { tr { td colspan="10" .muted { "No jobs yet." } } }
             }
         } }
+        }
     };
     page("Stats", Section::Stats, Session::of(&state), body).into_response()
 }

@@ -113,11 +113,7 @@ fn job_panel(job: &Job, log: &EventLog, notice: Option<&str>, now: Timestamp) ->
 
 /// Status, progress, error, result and the actions that fit the status.
 pub(crate) fn job_state(job: &Job, log: &EventLog, now: Timestamp) -> Markup {
-    let failures: Vec<&JobEvent> = log
-        .events
-        .iter()
-        .filter(|e| e.kind == EventKind::Failure)
-        .collect();
+    let attempts = attempts(&log.events);
     html! {
         dl.fields {
             dt { "Status" } dd { (status_badge(job.status))
@@ -147,13 +143,24 @@ pub(crate) fn job_state(job: &Job, log: &EventLog, now: Timestamp) -> Markup {
                 " " span.muted { "(attempt " (error.attempt) ")" }
             }
         }
-        @if failures.len() > 1 || (failures.len() == 1 && job.error.is_none()) {
-            h2 { "Attempt history" }
-            ol.events {
-                @for event in &failures {
-                    li { (event.at.to_rfc3339()) " — " (event.data.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("failed")) }
+        @if attempts.len() > 1 || (attempts.len() == 1 && attempts[0].run > 1) {
+            h2 { "Attempts" }
+            div.table-wrap { table #attempts {
+                thead { tr {
+                    th scope="col" { "Run" } th scope="col" { "Attempt" } th scope="col" { "Worker" }
+                    th scope="col" { "Started" } th scope="col" { "Took" } th scope="col" { "Outcome" }
+                } }
+                tbody {
+                    @for attempt in &attempts {
+                        tr {
+                            td { (attempt.run) } td { (attempt.attempt) } td { (attempt.worker) }
+                            td { (relative(attempt.started, now)) }
+                            td { @if let Some(ended) = attempt.ended { (format_took(ended.since(attempt.started))) } }
+                            td { (attempt.outcome) }
+                        }
+                    }
                 }
-            }
+            } }
         }
         @if let Some(result) = &job.result { (json_block("Result", result)) }
         @if let Some(checkpoint) = &job.checkpoint { (json_block("Checkpoint", checkpoint)) }
@@ -173,6 +180,65 @@ pub(crate) fn job_state(job: &Job, log: &EventLog, now: Timestamp) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// One attempt of a job, read from its event log. `run` counts the times
+/// the job was queued by hand (a manual retry starts its attempts at 1
+/// again), so two runs' first attempts are told apart.
+#[derive(Debug, PartialEq)]
+pub(crate) struct AttemptRow {
+    pub run: u32,
+    pub attempt: u32,
+    pub worker: String,
+    pub started: Timestamp,
+    pub ended: Option<Timestamp>,
+    pub outcome: String,
+}
+
+pub(crate) fn attempts(events: &[JobEvent]) -> Vec<AttemptRow> {
+    let mut rows: Vec<AttemptRow> = Vec::new();
+    let mut run = 1;
+    for event in events {
+        let Ok(change) = event.change() else { continue };
+        let ended = match change {
+            Change::Retried { .. } => {
+                run += 1;
+                None
+            }
+            Change::Claimed { attempt, worker_id } => {
+                rows.push(AttemptRow {
+                    run,
+                    attempt,
+                    worker: worker_id,
+                    started: event.at,
+                    ended: None,
+                    outcome: "running".into(),
+                });
+                None
+            }
+            Change::Completed { .. } => Some("completed".to_owned()),
+            Change::RetryScheduled { error, .. } | Change::Failed { error } => {
+                Some(format!("failed: {}", error.message))
+            }
+            Change::Canceled { .. } => Some("canceled".to_owned()),
+            Change::Released => Some("released (not counted)".to_owned()),
+            _ => None,
+        };
+        let open = rows.last_mut().filter(|row| row.ended.is_none());
+        if let (Some(outcome), Some(row)) = (ended, open) {
+            row.ended = Some(event.at);
+            row.outcome = outcome;
+        }
+    }
+    rows
+}
+
+fn format_took(took: std::time::Duration) -> String {
+    match took.as_secs_f64() {
+        s if s < 1.0 => format!("{:.0} ms", s * 1000.0),
+        s if s < 120.0 => format!("{s:.1} s"),
+        s => format!("{:.1} min", s / 60.0),
     }
 }
 
@@ -319,5 +385,79 @@ mod tests {
             at: Timestamp::default(),
         };
         assert!(event_summary(&event).contains("cancel requested"));
+    }
+
+    use errand_core::JobError;
+
+    fn event(at: i64, change: Change) -> JobEvent {
+        JobEvent {
+            id: at,
+            job_id: JobId::from("j".to_owned()),
+            seq: at,
+            kind: change.kind(),
+            status: change.status(),
+            app: "a".into(),
+            command: "b".into(),
+            data: change.data(),
+            at: Timestamp::from_micros(at * 1_000_000),
+        }
+    }
+
+    #[test]
+    fn a_manual_retry_starts_a_new_run_whose_attempts_are_told_apart() {
+        let claimed = |attempt| Change::Claimed {
+            attempt,
+            worker_id: "w".into(),
+        };
+        let error = JobError {
+            kind: "Boom".into(),
+            message: "boom".into(),
+            retryable: false,
+            attempt: 1,
+        };
+        let events = [
+            event(
+                1,
+                Change::Submitted {
+                    run_at: Timestamp::from_micros(0),
+                },
+            ),
+            event(2, claimed(1)),
+            event(4, Change::Failed { error }),
+            event(
+                10,
+                Change::Retried {
+                    previous_status: JobStatus::Failed,
+                    checkpoint_cleared: false,
+                },
+            ),
+            event(11, claimed(1)),
+            event(
+                12,
+                Change::Completed {
+                    attempt: 1,
+                    result: serde_json::json!(1),
+                },
+            ),
+        ];
+        let rows = attempts(&events);
+        let summary: Vec<(u32, u32, &str, Option<i64>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.run,
+                    r.attempt,
+                    r.outcome.as_str(),
+                    r.ended.map(|e| e.as_micros() / 1_000_000),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, 1, "failed: boom", Some(4)),
+                (2, 1, "completed", Some(12))
+            ]
+        );
     }
 }

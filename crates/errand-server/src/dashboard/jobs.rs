@@ -33,6 +33,9 @@ pub struct JobFilters {
     /// One context value, `KEY=VALUE`.
     #[serde(default)]
     context: String,
+    /// A job's id, or its start.
+    #[serde(default)]
+    id: String,
     #[serde(default)]
     cursor: String,
 }
@@ -50,7 +53,7 @@ fn given(text: &str) -> Option<String> {
 }
 
 impl JobFilters {
-    fn params(&self, now: Timestamp) -> Result<ListParams, StoreError> {
+    pub(crate) fn params(&self, now: Timestamp) -> Result<ListParams, StoreError> {
         let created_after = CREATED_RANGES
             .iter()
             .find(|(key, _, _)| *key == self.created)
@@ -73,6 +76,7 @@ impl JobFilters {
             created_after,
             tags: given(&self.tag).into_iter().collect(),
             context,
+            id_prefix: given(&self.id).map(|id| id.to_ascii_lowercase()),
             cursor: given(&self.cursor),
             ..ListParams::default()
         })
@@ -87,6 +91,7 @@ impl JobFilters {
             ("created", self.created.as_str()),
             ("tag", self.tag.as_str()),
             ("context", self.context.as_str()),
+            ("id", self.id.as_str()),
             ("cursor", cursor),
         ])
         .expect("strings encode")
@@ -94,6 +99,13 @@ impl JobFilters {
 }
 
 pub async fn list(State(state): State<AppState>, Query(filters): Query<JobFilters>) -> Response {
+    // A whole id opens its job.
+    if let Some(id) = given(&filters.id).filter(|id| id.len() == 32) {
+        let job_id = JobId::from(id.to_ascii_lowercase());
+        if state.store.get(&job_id).await.is_ok() {
+            return axum::response::Redirect::to(&format!("/ui/jobs/{job_id}")).into_response();
+        }
+    }
     let table = match jobs_table(&state, &filters).await {
         Ok(table) => table,
         Err(err) => return trouble(&err),
@@ -105,6 +117,7 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<JobFilter
             (live_badge())
         }
         form.filters method="get" action="/ui" {
+            label { "Job id" input name="id" value=(filters.id) placeholder="id or its start" size="14"; }
             label { "Command" input name="command" value=(filters.command) placeholder="app.name"; }
             label {
                 "Status"
@@ -129,11 +142,51 @@ pub async fn list(State(state): State<AppState>, Query(filters): Query<JobFilter
             }
             button type="submit" { "Filter" }
         }
+        (bulk_actions(&filters))
         div #jobs-live hx-ext="sse" sse-connect=(live) {
             div #jobs-table sse-swap="jobs" { (table) }
         }
     };
     page("Jobs", Section::Jobs, Session::of(&state), body).into_response()
+}
+
+/// Retry, cancel and delete for every job the filters show, each behind a
+/// confirmation; the notice of what was done goes above the table.
+fn bulk_actions(filters: &JobFilters) -> Markup {
+    let hidden = [
+        ("id", &filters.id),
+        ("command", &filters.command),
+        ("status", &filters.status),
+        ("app", &filters.app),
+        ("created", &filters.created),
+        ("tag", &filters.tag),
+        ("context", &filters.context),
+    ];
+    let scope = if hidden.iter().all(|(_, v)| v.trim().is_empty()) {
+        "every job"
+    } else {
+        "every job these filters show"
+    };
+    let button = |action: &str, label: &str, question: String| {
+        html! {
+            form.inline method="post" action={ "/ui/bulk/" (action) }
+                hx-post={ "/ui/bulk/" (action) } hx-target="#bulk-notice" hx-confirm=(question) {
+                @for (name, value) in &hidden {
+                    input type="hidden" name=(name) value=(value);
+                }
+                button.secondary #{ "bulk-" (action) } type="submit" { (label) }
+            }
+        }
+    };
+    html! {
+        div.bulk {
+            span.muted { "On " (scope) ":" }
+            (button("retry", "Retry failed", format!("Run the failed ones of {scope} again?")))
+            (button("cancel", "Cancel", format!("Cancel {scope} that has not ended?")))
+            (button("delete", "Delete ended", format!("Delete {scope} that has ended, with its history? This cannot be undone.")))
+        }
+        div #bulk-notice {}
+    }
 }
 
 /// Says whether the page's live stream is connected (assets/errand.js).
@@ -158,12 +211,13 @@ pub(crate) async fn jobs_table(
                 thead { tr {
                     th.wide scope="col" { "Job" } th scope="col" { "Command" } th scope="col" { "Status" }
                     th scope="col" { "Progress" } th.wide scope="col" { "Attempt" }
+                    th scope="col" { "Error" }
                     th.wide scope="col" { "Created" } th.wide scope="col" { "Updated" }
                 } }
                 tbody {
                     @for job in &page_of_jobs.jobs { (row(job, now)) }
                     @if page_of_jobs.jobs.is_empty() {
-                        tr { td colspan="7" .muted { "No jobs match." } }
+                        tr { td colspan="8" .muted { "No jobs match." } }
                     }
                 }
             }
@@ -184,9 +238,22 @@ fn row(job: &Job, now: Timestamp) -> Markup {
             td { (status_badge(job.status)) }
             td { (progress_bar(job.progress.as_ref().and_then(|p| p.fraction), "progress")) }
             td.wide { (job.attempt) " / " (job.max_attempts) }
+            td.error-cell {
+                @if let Some(error) = &job.error {
+                    span title=(error.message) { (cut(&error.message, 60)) }
+                }
+            }
             td.wide { (relative(job.created, now)) }
             td.wide { (relative(job.updated, now)) }
         }
+    }
+}
+
+/// `text` cut to about `chars` characters, with an ellipsis when cut.
+fn cut(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `assets`: the stylesheet and vendored htmx, compiled in.
 
 mod assets;
+mod bulk;
 mod chart;
 mod follow;
 mod info;
@@ -45,6 +46,7 @@ pub fn routes() -> Router<AppState> {
             post(|state, path, headers| job::act(state, path, headers, Action::Retry)),
         )
         .route("/ui/live/jobs", get(live::jobs))
+        .route("/ui/bulk/{action}", post(bulk::act))
         .route("/ui/follow/{job_id}", get(follow::show))
         .route("/ui/live/jobs/{job_id}", get(live::job))
         .route("/ui/submit", get(submit::show).post(submit::submit))

@@ -148,28 +148,58 @@ pub(crate) fn prune(
     if statuses.is_empty() {
         return Ok(0);
     }
-    let before = before.as_micros();
+    let ended = format!("finished < ?1 AND status IN ({})", quoted(statuses));
+    delete_where(conn, &ended, &before.as_micros())
+}
+
+/// Deletes those of `job_ids` that have ended; the others stay.
+pub(crate) fn delete_jobs(
+    conn: &Connection,
+    _ctx: &mut WriteCtx,
+    job_ids: &[errand_core::JobId],
+) -> Result<u64, StoreError> {
+    let ids = crate::rows::to_json(&job_ids.iter().map(|id| id.as_str()).collect::<Vec<_>>());
     let ended = format!(
-        "finished < ?1 AND status IN ({})",
-        statuses
-            .iter()
-            .map(|s| format!("'{s}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "id IN (SELECT value FROM json_each(?1)) AND status IN ({})",
+        quoted(&errand_store::terminal_statuses(&ENDED)?)
     );
+    delete_where(conn, &ended, &ids)
+}
+
+const ENDED: [errand_core::JobStatus; 3] = [
+    errand_core::JobStatus::Completed,
+    errand_core::JobStatus::Failed,
+    errand_core::JobStatus::Canceled,
+];
+
+fn quoted(statuses: &[&'static str]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Deletes the jobs `ended` (SQL on `jobs`, with `?1` bound to `value`)
+/// selects, with their events, labels, webhook deliveries and counts.
+fn delete_where(
+    conn: &Connection,
+    ended: &str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<u64, StoreError> {
     conn.execute(
         &format!(
             "INSERT INTO meta (key, value) SELECT 'events_floor', max(id) FROM events \
              WHERE job_seq IN (SELECT seq FROM jobs WHERE {ended}) HAVING max(id) IS NOT NULL \
              ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
         ),
-        [before],
+        [value],
     )
     .map_err(backend)?;
     for table in ["events", "job_labels", "webhook_deliveries"] {
         conn.execute(
             &format!("DELETE FROM {table} WHERE job_seq IN (SELECT seq FROM jobs WHERE {ended})"),
-            [before],
+            [value],
         )
         .map_err(backend)?;
     }
@@ -181,13 +211,13 @@ pub(crate) fn prune(
              GROUP BY app, command, status \
              ON CONFLICT (app, command, status) DO UPDATE SET n = n + excluded.n"
         ),
-        [before],
+        [value],
     )
     .map_err(backend)?;
-    let pruned = conn
-        .execute(&format!("DELETE FROM jobs WHERE {ended}"), [before])
+    let deleted = conn
+        .execute(&format!("DELETE FROM jobs WHERE {ended}"), [value])
         .map_err(backend)?;
-    Ok(pruned as u64)
+    Ok(deleted as u64)
 }
 
 /// Adds `deltas` to the jobs counted by command and status.

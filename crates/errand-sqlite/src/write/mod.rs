@@ -21,7 +21,7 @@ mod submit;
 mod tests;
 pub(crate) mod webhooks;
 
-pub(crate) use admin::{add_counts, cancel, pause_queue, prune, retry};
+pub(crate) use admin::{add_counts, cancel, delete_jobs, pause_queue, prune, retry};
 pub(crate) use events::{changed_from_row, insert_events, returning, Changed, EventRow};
 pub(crate) use finish::{complete_many, finish, prepare_completions};
 pub(crate) use lease::{

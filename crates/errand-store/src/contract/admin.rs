@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use errand_core::{JobStatus, RetryPolicy};
+use errand_core::{JobId, JobStatus, RetryPolicy};
 use serde_json::json;
 
 use super::*;
@@ -192,4 +192,69 @@ pub async fn prune_by_status_keeps_the_other_statuses(t: TestStore) {
         t.store.prune_statuses(&[JobStatus::Running], cutoff).await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+/// Deleting by id removes the ended jobs named, with their events, and
+/// leaves the jobs still waiting or running, and unknown ids, alone; an
+/// event id is never used again afterwards.
+pub async fn delete_removes_the_ended_jobs_named_and_nothing_else(t: TestStore) {
+    let done = t.store.submit(new_job("a")).await.unwrap().job_id;
+    let running = t.store.submit(new_job("b")).await.unwrap().job_id;
+    let waiting = t.store.submit(new_job("c")).await.unwrap().job_id;
+    let canceled = t
+        .store
+        .submit(new_job("d").tags(["bulk"]))
+        .await
+        .unwrap()
+        .job_id;
+    let untouched = t.store.submit(new_job("e")).await.unwrap().job_id;
+    t.store.cancel(&untouched).await.unwrap();
+    let first = claim_one(&t, "w").await;
+    assert_eq!(first.job_id, done);
+    t.store
+        .finish(vec![(
+            fence(&first, "w"),
+            Outcome::Completed { result: json!(1) },
+        )])
+        .await
+        .unwrap();
+    assert_eq!(claim_one(&t, "w").await.job_id, running);
+    t.store.cancel(&canceled).await.unwrap();
+    let newest_event = t.store.feed_head().await.unwrap();
+
+    let named = [
+        done.clone(),
+        running.clone(),
+        waiting.clone(),
+        canceled.clone(),
+        JobId::from("no-such-job".to_owned()),
+    ];
+    assert_eq!(t.store.delete_jobs(&named).await.unwrap(), 2);
+    for gone in [&done, &canceled] {
+        assert_eq!(
+            t.store.get(gone).await,
+            Err(StoreError::NotFound(gone.clone()))
+        );
+    }
+    let feed = t.store.feed(0, 1000).await.unwrap();
+    assert!(
+        feed.iter()
+            .all(|e| e.job_id != done && e.job_id != canceled),
+        "their events went with them"
+    );
+    for kept in [&running, &waiting, &untouched] {
+        t.store.get(kept).await.unwrap();
+    }
+    let tagged = t
+        .store
+        .list(ListParams {
+            tags: vec!["bulk".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(tagged.jobs.is_empty(), "its labels went with it");
+    assert_eq!(t.store.delete_jobs(&[]).await.unwrap(), 0);
+    let later = t.store.submit(new_job("f")).await.unwrap().job_id;
+    assert!(t.store.events(&later, 0, 10).await.unwrap()[0].id > newest_event);
 }

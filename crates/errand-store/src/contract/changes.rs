@@ -181,6 +181,21 @@ pub async fn counts_kept_by_the_writes_are_the_jobs_there_are(t: TestStore) {
         .unwrap();
     assert!(pruned >= 3, "pruned {pruned}");
     assert_counts_match(&t).await;
+    // Deleting jobs by id keeps them too (only ended ones go).
+    let every: Vec<errand_core::JobId> = t
+        .store
+        .list(crate::ListParams {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|job| job.job_id)
+        .collect();
+    t.store.delete_jobs(&every).await.unwrap();
+    assert_counts_match(&t).await;
 }
 
 async fn assert_counts_match(t: &TestStore) {

@@ -206,3 +206,56 @@ pub async fn label_filters_and_tags_are_checked(t: TestStore) {
         "{refused:?}"
     );
 }
+
+/// A job is found by its id's start: exactly the jobs whose id begins
+/// with it, with the other filters; a prefix that is not lowercase hex is
+/// refused.
+pub async fn list_finds_jobs_by_the_start_of_their_id(t: TestStore) {
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(t.store.submit(new_job("a")).await.unwrap().job_id);
+    }
+    let target = ids[7].as_str().to_owned();
+    for len in [32, 20, 13, 4, 1] {
+        let prefix = &target[..len];
+        let mut expected: Vec<&JobId> = ids
+            .iter()
+            .filter(|id| id.as_str().starts_with(prefix))
+            .collect();
+        expected.reverse();
+        let found = t
+            .store
+            .list(ListParams {
+                id_prefix: Some(prefix.to_owned()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let found: Vec<&JobId> = found.jobs.iter().map(|j| &j.job_id).collect();
+        assert_eq!(found, expected, "prefix {prefix}");
+    }
+    let other_command = t
+        .store
+        .list(ListParams {
+            id_prefix: Some(target.clone()),
+            command: Some("test.b".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_command.jobs.is_empty());
+    for bad in ["", "XYZ", "01A2", &"0".repeat(33), "01a2%"] {
+        let refused = t
+            .store
+            .list(ListParams {
+                id_prefix: Some(bad.to_owned()),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{bad:?}: {refused:?}"
+        );
+    }
+}

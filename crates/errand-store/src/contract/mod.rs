@@ -168,6 +168,8 @@ macro_rules! store_contract_tests {
             counts_kept_by_the_writes_are_the_jobs_there_are,
             webhook_deliveries_are_queued_once_and_held_by_one_sender,
             a_pruned_jobs_deliveries_go_with_it,
+            delete_removes_the_ended_jobs_named_and_nothing_else,
+            list_finds_jobs_by_the_start_of_their_id,
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
