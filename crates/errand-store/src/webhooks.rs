@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use errand_core::{DeliveryState, JobEvent, Timestamp};
+use errand_core::{Change, DeliveryRecord, DeliveryState, JobEvent, JobStatus, Timestamp};
 
 /// A delivery a sender took: the event to send and where.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,4 +38,31 @@ pub struct TakeDeliveries {
     /// that died mid-request) another takes them again.
     pub lease: Duration,
     pub limit: usize,
+}
+
+impl DeliveryAttempt {
+    /// The delivery's `state` column after this attempt: a retrying one is
+    /// pending again.
+    pub fn stored_state(&self) -> &'static str {
+        match self.state {
+            DeliveryState::Retrying => "pending",
+            other => other.as_str(),
+        }
+    }
+
+    /// The event a store appends to the job's log for this attempt, the
+    /// job being in `status`.
+    pub fn record(&self, delivery: &WebhookDelivery, status: JobStatus) -> Change {
+        Change::Webhook(DeliveryRecord {
+            status,
+            delivery_id: delivery.delivery_id,
+            event_id: delivery.event.id,
+            url: delivery.url.clone(),
+            attempt: delivery.attempt,
+            state: self.state,
+            http_status: self.http_status,
+            error: self.error.clone(),
+            retry_at: self.retry_at,
+        })
+    }
 }

@@ -933,15 +933,11 @@ async fn health_ready_stats_and_metrics_answer() {
         .find(|c| c["command"] == "echo")
         .unwrap();
     assert_eq!(echo["counts"]["completed"], 1);
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = || async {
+        let response = s.client.get(s.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    };
+    let text = metrics().await;
     assert!(
         text.contains("errand_jobs{command=\"demo.echo\",status=\"completed\"} 1"),
         "{text}"
@@ -951,15 +947,7 @@ async fn health_ready_stats_and_metrics_answer() {
     // change feed (a moment behind the job), with their help lines.
     let mut text = String::new();
     for _ in 0..100 {
-        text = s
-            .client
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = metrics().await;
         if text.contains("errand_job_run_seconds_count{command=\"demo.echo\"") {
             break;
         }

@@ -2,7 +2,7 @@
 //! by one sender at a time, each attempt recorded in its job's event log.
 
 use deadpool_postgres::Transaction;
-use errand_core::{Change, DeliveryRecord, DeliveryState, JobEvent, Timestamp};
+use errand_core::{JobEvent, Timestamp};
 use errand_store::webhook_sql::wanted_events_sql;
 use errand_store::{DeliveryAttempt, StoreError, TakeDeliveries, WebhookDelivery};
 
@@ -120,10 +120,7 @@ pub(crate) async fn record(
     attempt: &DeliveryAttempt,
     events: &mut Vec<JobEvent>,
 ) -> Result<(), StoreError> {
-    let state = match attempt.state {
-        DeliveryState::Retrying => "pending",
-        other => other.as_str(),
-    };
+    let state = attempt.stored_state();
     let job = tx
         .query_opt(
             &prepared(
@@ -166,17 +163,7 @@ pub(crate) async fn record(
     else {
         return Ok(());
     };
-    let record = Change::Webhook(DeliveryRecord {
-        status: rows::status(&status.get::<_, String>(0))?,
-        delivery_id: delivery.delivery_id,
-        event_id: delivery.event.id,
-        url: delivery.url.clone(),
-        attempt: delivery.attempt,
-        state: attempt.state,
-        http_status: attempt.http_status,
-        error: attempt.error.clone(),
-        retry_at: attempt.retry_at,
-    });
+    let record = attempt.record(delivery, rows::status(&status.get::<_, String>(0))?);
     let changed = transition(
         tx,
         now,

@@ -1,7 +1,7 @@
 //! Webhook deliveries: queued from the event log, taken by a sender for a
 //! lease, and each attempt recorded in its job's event log.
 
-use errand_core::{Change, DeliveryRecord, DeliveryState, JobEvent};
+use errand_core::JobEvent;
 use errand_store::webhook_sql::wanted_events_sql;
 use errand_store::{DeliveryAttempt, StoreError, TakeDeliveries, WebhookDelivery};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -103,10 +103,7 @@ pub(crate) fn record(
     delivery: &WebhookDelivery,
     attempt: &DeliveryAttempt,
 ) -> Result<(), StoreError> {
-    let state = match attempt.state {
-        DeliveryState::Retrying => "pending",
-        other => other.as_str(),
-    };
+    let state = attempt.stored_state();
     let next_at = attempt.retry_at.unwrap_or(ctx.now).as_micros();
     let held = conn
         .prepare_cached(
@@ -144,16 +141,6 @@ pub(crate) fn record(
     let Some(job) = job else {
         return Ok(());
     };
-    let record = Change::Webhook(DeliveryRecord {
-        status: job.status,
-        delivery_id: delivery.delivery_id,
-        event_id: delivery.event.id,
-        url: delivery.url.clone(),
-        attempt: delivery.attempt,
-        state: attempt.state,
-        http_status: attempt.http_status,
-        error: attempt.error.clone(),
-        retry_at: attempt.retry_at,
-    });
+    let record = attempt.record(delivery, job.status);
     record_change(ctx, job, &record)
 }
