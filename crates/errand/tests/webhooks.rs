@@ -10,16 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use errand::url::StoreUrl;
-use errand::{SystemClock, Worker, WorkerConfig};
 use errand_core::webhook::{verify, SIGNATURE_HEADER};
 use errand_core::{DeliveryPolicy, Webhook, WebhookAllowList, WebhookOn};
 use errand_server::webhooks::WebhookConfig;
-use errand_server::{AppState, ServerConfig};
+use errand_server::ServerConfig;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 mod common;
+use common::inproc::Server;
 use common::{free_port, Database, Processes};
 
 const SECRET: &str = "webhook-test-secret";
@@ -133,114 +131,52 @@ fn webhook_config(receiver: &Receiver) -> WebhookConfig {
     }
 }
 
-struct Server {
-    base: String,
-    client: reqwest::Client,
-    state: AppState,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.state.shutdown.cancel();
-        self.stop.cancel();
-    }
-}
-
-/// `errand serve` in process on SQLite, with the demo commands' worker.
+/// `errand serve` in process on SQLite with the demo worker, sending
+/// webhooks as `webhooks` says.
 async fn server(webhooks: WebhookConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("hooks.db").display());
-    let store = StoreUrl::parse(&url)
-        .unwrap()
-        .open(Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let worker = Worker::new(
-        store.clone(),
-        errand::demo::registry().unwrap(),
-        WorkerConfig {
-            poll_interval: Duration::from_millis(100),
-            ..WorkerConfig::default()
-        },
-    );
-    worker.register().await.unwrap();
-    tokio::spawn(worker.run(stop.clone()));
     let config = ServerConfig {
         webhooks,
         ..ServerConfig::default()
     };
-    let state = AppState::new(store, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(errand_server::serve(listener, state.clone()));
-    Server {
-        base,
-        client: reqwest::Client::new(),
-        state,
-        stop,
-        _dir: dir,
-    }
+    common::inproc::server(config, true).await
 }
 
-impl Server {
-    async fn submit(&self, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}/api/commands/jobs", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-        (status, response.json().await.unwrap())
-    }
+async fn submitted(s: &Server, body: Value) -> String {
+    let (status, answer) = s.post("/api/commands/jobs", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    answer["job_id"].as_str().unwrap().to_owned()
+}
 
-    async fn job_id(&self, body: Value) -> String {
-        let (status, answer) = self.submit(body).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-        answer["job_id"].as_str().unwrap().to_owned()
-    }
-
-    /// The job's webhook records (`data` of its `webhook` events), once
-    /// there are `count`.
-    async fn records(&self, job_id: &str, count: usize) -> Vec<Value> {
-        for _ in 0..600 {
-            let events: Value = self
-                .client
-                .get(format!("{}/api/commands/jobs/{job_id}/events", self.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let records: Vec<Value> = events["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["kind"] == "webhook")
-                .map(|e| e["data"].clone())
-                .collect();
-            if records.len() >= count {
-                return records;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// The job's webhook records (`data` of its `webhook` events), once
+/// there are `count`.
+async fn records(s: &Server, job_id: &str, count: usize) -> Vec<Value> {
+    for _ in 0..600 {
+        let (_, events) = s.get(&format!("/api/commands/jobs/{job_id}/events")).await;
+        let records: Vec<Value> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "webhook")
+            .map(|e| e["data"].clone())
+            .collect();
+        if records.len() >= count {
+            return records;
         }
-        panic!("job {job_id} has fewer than {count} webhook records");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!("job {job_id} has fewer than {count} webhook records");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_s_end_is_posted_signed_to_its_webhook_and_recorded() {
     let receiver = Receiver::start(0).await;
     let s = server(webhook_config(&receiver)).await;
-    let job_id = s
-        .job_id(json!({"command": "demo.echo", "input": {"say": "hi"},
-            "options": {"webhook": {"url": receiver.url}}}))
-        .await;
+    let job_id = submitted(
+        &s,
+        json!({"command": "demo.echo", "input": {"say": "hi"},
+            "options": {"webhook": {"url": receiver.url}}}),
+    )
+    .await;
     let got = receiver.wait_for(1).await;
     let body = &got[0].body;
     assert_eq!(body["event"]["job_id"], job_id.as_str());
@@ -254,7 +190,7 @@ async fn a_job_s_end_is_posted_signed_to_its_webhook_and_recorded() {
     );
     assert_eq!(body["attempt"], 1);
     assert_eq!(got[0].delivery, body["delivery_id"].to_string());
-    let records = s.records(&job_id, 1).await;
+    let records = records(&s, &job_id, 1).await;
     assert_eq!(records[0]["state"], "delivered");
     assert_eq!(records[0]["http_status"], 204);
     assert_eq!(records[0]["event_id"], body["event"]["id"]);
@@ -296,7 +232,7 @@ async fn a_job_s_end_is_posted_signed_to_its_webhook_and_recorded() {
     );
 
     // A command's configured webhook serves the submits that name none.
-    let noop = s.job_id(json!({"command": "demo.noop", "input": {}})).await;
+    let noop = submitted(&s, json!({"command": "demo.noop", "input": {}})).await;
     let got = receiver.wait_for(3).await;
     assert_eq!(got[2].body["event"]["job_id"], noop.as_str());
     assert!(receiver.refused.lock().unwrap().is_empty());
@@ -309,10 +245,12 @@ async fn a_job_s_end_is_posted_signed_to_its_webhook_and_recorded() {
 async fn a_failed_delivery_is_retried_with_its_delivery_id_until_it_lands() {
     let receiver = Receiver::start(2).await;
     let s = server(webhook_config(&receiver)).await;
-    let job_id = s
-        .job_id(json!({"command": "demo.echo", "input": {},
-            "options": {"webhook": {"url": receiver.url}}}))
-        .await;
+    let job_id = submitted(
+        &s,
+        json!({"command": "demo.echo", "input": {},
+            "options": {"webhook": {"url": receiver.url}}}),
+    )
+    .await;
     let got = receiver.wait_for(3).await;
     let deliveries: Vec<&str> = got.iter().map(|r| r.delivery.as_str()).collect();
     assert_eq!(
@@ -321,7 +259,7 @@ async fn a_failed_delivery_is_retried_with_its_delivery_id_until_it_lands() {
     );
     let attempts: Vec<&Value> = got.iter().map(|r| &r.body["attempt"]).collect();
     assert_eq!(attempts, [&json!(1), &json!(2), &json!(3)]);
-    let records = s.records(&job_id, 3).await;
+    let records = records(&s, &job_id, 3).await;
     let states: Vec<(&Value, &Value)> = records
         .iter()
         .map(|r| (&r["state"], &r["http_status"]))
@@ -348,10 +286,12 @@ async fn a_status_webhook_hears_every_change_and_an_unreachable_one_gives_up() {
         WebhookAllowList::parse(&[format!("127.0.0.1:{}", receiver.port), "127.0.0.1:1".into()])
             .unwrap();
     let s = server(config).await;
-    let job_id = s
-        .job_id(json!({"command": "demo.echo", "input": {},
-            "options": {"webhook": {"url": receiver.url, "on": "status"}}}))
-        .await;
+    let job_id = submitted(
+        &s,
+        json!({"command": "demo.echo", "input": {},
+            "options": {"webhook": {"url": receiver.url, "on": "status"}}}),
+    )
+    .await;
     let got = receiver.wait_for(3).await;
     let mut statuses: Vec<String> = got
         .iter()
@@ -363,11 +303,13 @@ async fn a_status_webhook_hears_every_change_and_an_unreachable_one_gives_up() {
         .iter()
         .all(|r| r.body["event"]["job_id"] == job_id.as_str()));
 
-    let lost = s
-        .job_id(json!({"command": "demo.echo", "input": {},
-            "options": {"webhook": {"url": "http://127.0.0.1:1/nobody"}}}))
-        .await;
-    let records = s.records(&lost, 2).await;
+    let lost = submitted(
+        &s,
+        json!({"command": "demo.echo", "input": {},
+            "options": {"webhook": {"url": "http://127.0.0.1:1/nobody"}}}),
+    )
+    .await;
+    let records = records(&s, &lost, 2).await;
     assert_eq!(records[0]["state"], "retrying");
     assert_eq!(records[1]["state"], "failed");
     assert!(records[1]["http_status"].is_null());
@@ -398,7 +340,7 @@ async fn webhooks_a_server_cannot_or_may_not_call_are_refused_at_submit() {
         (json!("http://example.com"), StatusCode::BAD_REQUEST, "options.webhook"),
     ] {
         let (got, body) = s
-            .submit(json!({"command": "demo.echo", "input": {}, "options": {"webhook": webhook}}))
+            .post("/api/commands/jobs", json!({"command": "demo.echo", "input": {}, "options": {"webhook": webhook}}))
             .await;
         assert_eq!(got, status, "{webhook}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
@@ -406,8 +348,11 @@ async fn webhooks_a_server_cannot_or_may_not_call_are_refused_at_submit() {
     }
     let unconfigured = server(WebhookConfig::default()).await;
     let (status, body) = unconfigured
-        .submit(json!({"command": "demo.echo", "input": {},
-            "options": {"webhook": {"url": receiver.url}}}))
+        .post(
+            "/api/commands/jobs",
+            json!({"command": "demo.echo", "input": {},
+            "options": {"webhook": {"url": receiver.url}}}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("no webhook secret"), "{body}");

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod inproc;
 pub mod serve;
 
 use errand_postgres::{PgConfig, PgOptions, PgStore};
