@@ -19,6 +19,9 @@ use crate::state::AppState;
 
 /// Deliveries in flight per server at most.
 const MAX_IN_FLIGHT: usize = 16;
+/// How long a burst of events gathers before the scan that queues its
+/// deliveries: at most one scan per pause however busy the store is.
+const SCAN_PAUSE: Duration = Duration::from_millis(50);
 /// How often a server looks for deliveries due again (retries, and those
 /// of a sender that died) with no event to wake it.
 const DUE_POLL: Duration = Duration::from_secs(1);
@@ -101,15 +104,26 @@ pub async fn deliver_webhooks(state: AppState, sender: String) {
     let mut due = tokio::time::interval(DUE_POLL);
     due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut in_flight = JoinSet::new();
+    let mut listening = true;
     loop {
         let woken_by_event = tokio::select! {
             () = state.shutdown.cancelled() => break,
             _ = due.tick() => false,
-            received = events.recv() => !matches!(received, Err(RecvError::Closed)),
+            received = events.recv(), if listening => {
+                // A closed feed is not listened to again (it would answer
+                // at once, for ever); the poll goes on.
+                listening = !matches!(received, Err(RecvError::Closed));
+                listening
+            }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => false,
         };
         if woken_by_event {
-            // Many events come together: take them all in one scan.
+            // Many events come together: let a burst gather, then scan it
+            // once, rather than once per event.
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                () = tokio::time::sleep(SCAN_PAUSE) => {}
+            }
             while events.try_recv().is_ok() {}
         }
         if let Err(err) = state.store.queue_webhook_deliveries().await {
