@@ -320,6 +320,32 @@ async fn a_status_webhook_hears_every_change_and_an_unreachable_one_gives_up() {
     );
 }
 
+/// A job whose webhook the allow-list no longer names (stored before the
+/// list changed, or by another server) is never sent: its delivery is
+/// recorded failed at once, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_off_the_allow_list_at_send_time_is_failed_unsent() {
+    let receiver = Receiver::start(0).await;
+    let s = server(webhook_config(&receiver)).await;
+    let off_list = Webhook {
+        url: "http://127.0.0.2:9/hook".into(),
+        on: WebhookOn::End,
+    };
+    // Straight into the store: the submit's check would refuse it.
+    let job = errand::NewJob::new("demo", "echo", json!({})).webhook(off_list);
+    let job_id = s.state.store.submit(job).await.unwrap().job_id;
+    let records = records(&s, job_id.as_str(), 1).await;
+    assert_eq!(records[0]["state"], "failed", "{}", records[0]);
+    assert_eq!(records[0]["attempt"], 1);
+    assert!(records[0]["http_status"].is_null());
+    let error = records[0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("not sent: the webhook URL names 127.0.0.2:9, which is not on"),
+        "{error}"
+    );
+    assert!(receiver.got().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_a_server_cannot_or_may_not_call_are_refused_at_submit() {
     let receiver = Receiver::start(0).await;
