@@ -15,6 +15,7 @@ use errand_core::Job;
 use errand_store::{Fence, FinishedAndClaimed, Outcome, StoreError};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::execute::track;
 use crate::running::StopReason;
@@ -119,12 +120,14 @@ async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
         .iter()
         .map(|p| (p.fence.clone(), p.outcome.clone()))
         .collect();
-    let wanted = if shared.backlog.load(Ordering::Relaxed) && !shared.claims_stopped.is_cancelled()
-    {
-        batch.iter().filter(|p| p.wants_next).count()
+    let claiming = shared.backlog.load(Ordering::Relaxed) && !shared.claims_stopped.is_cancelled();
+    let (for_slots, for_ahead) = if claiming {
+        let for_slots = batch.iter().filter(|p| p.wants_next).count();
+        (for_slots, shared.ahead.reserve(&shared.config))
     } else {
-        0
+        (0, 0)
     };
+    let wanted = for_slots + for_ahead;
     let claims = if wanted > 0 {
         let leaving: Vec<&Fence> = batch.iter().map(|p| &p.fence).collect();
         claims_for(shared, wanted, &leaving)
@@ -132,7 +135,12 @@ async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
         Vec::new()
     };
     let asked: usize = claims.iter().map(|c| c.limit).sum();
-    match shared.store.finish_and_claim(outcomes, claims).await {
+    let started = Instant::now();
+    let answer = shared.store.finish_and_claim(outcomes, claims).await;
+    if asked > 0 {
+        shared.ahead.round_trip(started.elapsed());
+    }
+    match answer {
         Ok(FinishedAndClaimed { recorded, claimed }) => {
             if asked > 0 {
                 shared
@@ -153,17 +161,11 @@ async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
                     release(shared, orphan.fence);
                 }
             }
-            // More than asked for cannot happen; a store that did so still
-            // loses no job.
+            // The rest wait ahead of the slots (a slot whose outcome
+            // claimed nothing takes one of them as soon as it is answered).
             for job in claimed {
-                release(
-                    shared,
-                    Fence {
-                        job_id: job.job_id,
-                        attempt: job.attempt,
-                        worker_id: shared.config.worker_id.clone(),
-                    },
-                );
+                let (fence, stop) = track(shared, &job);
+                shared.ahead.push(NextJob { job, fence, stop });
             }
         }
         Err(err) => {
@@ -172,6 +174,7 @@ async fn record_batch(shared: &Arc<Shared>, mut batch: Vec<Pending>) {
             }
         }
     }
+    shared.ahead.asked(for_ahead);
 }
 
 /// Gives back a job claimed for an attempt that is gone, without counting

@@ -30,36 +30,62 @@ pub(crate) fn track(shared: &Shared, job: &Job) -> (Fence, watch::Receiver<Optio
     (fence, stop)
 }
 
-/// Runs `job` to its end and records the outcome (unless fenced out),
-/// then the jobs claimed for this slot as each outcome commits, until one
-/// commits with no next job; then the slot is free.
-pub(crate) async fn execute(
-    shared: Arc<Shared>,
-    job: Job,
-    fence: Fence,
-    stop: watch::Receiver<Option<StopReason>>,
-    slot: OwnedSemaphorePermit,
-) {
-    let mut next = Some(NextJob { job, fence, stop });
+/// Runs a job to its end and records the outcome (unless fenced out), then
+/// the slot's next job: one held ahead of the slots, whose slot does not
+/// wait for the last outcome's commit, or else one claimed in the
+/// transaction that recorded it. The slot is free once neither is there.
+pub(crate) async fn execute(shared: Arc<Shared>, first: NextJob, slot: OwnedSemaphorePermit) {
+    let mut next = Some(first);
     while let Some(NextJob { job, fence, stop }) = next.take() {
         let span = tracing::info_span!("job", job_id = %job.job_id, command = %job.full_command(), attempt = job.attempt);
         next = async {
-            let next = match run_attempt(&shared, &job, &fence, stop).await {
-                Some(outcome) => {
-                    // A released job's worker is stopping: no next job.
-                    let wants_next = !matches!(outcome, Outcome::Released)
-                        && !shared.claims_stopped.is_cancelled();
-                    record(&shared, fence.clone(), outcome, wants_next).await
-                }
-                None => None,
+            let Some(outcome) = run_attempt(&shared, &job, &fence, stop).await else {
+                shared.running.remove(&fence);
+                return take_held(&shared);
             };
+            // A released job's worker is stopping: no next job.
+            let wants_next =
+                !matches!(outcome, Outcome::Released) && !shared.claims_stopped.is_cancelled();
+            if let Some(held) = wants_next.then(|| take_held(&shared)).flatten() {
+                let recording = shared.clone();
+                shared.records.spawn(
+                    async move {
+                        record(&recording, fence.clone(), outcome, false).await;
+                        recording.running.remove(&fence);
+                    }
+                    .in_current_span(),
+                );
+                return Some(held);
+            }
+            let next = record(&shared, fence.clone(), outcome, wants_next).await;
             shared.running.remove(&fence);
-            next
+            // Another batch may have filled the buffer meanwhile.
+            next.or_else(|| wants_next.then(|| take_held(&shared)).flatten())
         }
         .instrument(span)
         .await;
     }
     drop(slot);
+}
+
+/// The job held longest ahead of the slots, unless the worker is stopping.
+fn take_held(shared: &Shared) -> Option<NextJob> {
+    if shared.claims_stopped.is_cancelled() {
+        return None;
+    }
+    shared.ahead.take_next()
+}
+
+/// The outcome of an attempt stopped before its handler started: `None`
+/// when the worker no longer holds the job (nothing to record).
+pub(crate) fn outcome_before_start(stop: &watch::Receiver<Option<StopReason>>) -> Option<Outcome> {
+    match *stop.borrow() {
+        None | Some(StopReason::Shutdown) => Some(Outcome::Released),
+        Some(StopReason::Canceled) => Some(Outcome::Canceled {
+            message: "canceled by request".into(),
+        }),
+        Some(StopReason::LeaseLost) => None,
+    }
 }
 
 async fn run_attempt(
@@ -68,6 +94,10 @@ async fn run_attempt(
     fence: &Fence,
     mut stop: watch::Receiver<Option<StopReason>>,
 ) -> Option<Outcome> {
+    // Held ahead of the slots, it may have been stopped before it started.
+    if stop.borrow().is_some() {
+        return outcome_before_start(&stop);
+    }
     let Some(command) = shared.registry.get(&job.app, &job.command) else {
         let error = HandlerError::permanent(format!(
             "no handler is registered for command {} on worker {}",
@@ -102,8 +132,12 @@ async fn run_attempt(
             None => std::future::pending().await,
         }
     };
+    let started = tokio::time::Instant::now();
     let reason = tokio::select! {
-        finished = &mut handle => return Some(settle(shared, job, finished)),
+        finished = &mut handle => {
+            shared.ahead.ran(started.elapsed());
+            return Some(settle(shared, job, finished));
+        }
         () = timed_out => None,
         reason = stop.wait_for(Option::is_some) => match reason {
             Ok(reason) => *reason,
@@ -201,7 +235,7 @@ fn failure(shared: &Shared, job: &Job, error: HandlerError) -> Outcome {
 /// Writes the outcome, retrying while the store is unavailable for up to a
 /// lease: past that the job will be reaped and run again anyway. Returns
 /// the slot's next job, claimed in the transaction that recorded this.
-async fn record(
+pub(crate) async fn record(
     shared: &Shared,
     fence: Fence,
     outcome: Outcome,

@@ -15,9 +15,12 @@
 //!   language: JSON on stdin and stdout, events on stderr.
 //! - `execute`: one attempt: timeout, cancel, grace period, panic → outcome.
 //! - `completer`: records outcomes in batches, one store call for many.
+//! - `ahead`: jobs claimed beyond the slots, so a slot that finishes a
+//!   quick job starts the next without waiting for the store.
 //! - `running`: the attempts in flight and how to stop each.
 //! - `services`: the heartbeat and reaper loops.
 
+mod ahead;
 pub mod command;
 mod completer;
 pub mod context;

@@ -10,7 +10,9 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::completer::NextJob;
 use crate::execute::{execute, track};
 use crate::registry::Registry;
 use crate::running::{Running, StopReason};
@@ -34,6 +36,12 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Jobs run at once (slots). A worker claims only for free slots.
     pub max_tasks: usize,
+    /// The most jobs a worker holds claimed beyond its slots, so a slot
+    /// that finishes a quick job starts the next without waiting for the
+    /// store. It holds what its slots finish during one round trip to the
+    /// store, and none while jobs take longer than that. 0: claim only for
+    /// free slots.
+    pub claim_ahead: usize,
     pub claim_filter: ClaimFilter,
     /// How long a claim holds a job without a heartbeat.
     pub lease: Duration,
@@ -59,6 +67,7 @@ impl Default for WorkerConfig {
             worker_id: default_worker_id(),
             queues: vec![DEFAULT_QUEUE.to_owned()],
             max_tasks: 5,
+            claim_ahead: crate::ahead::MAX_AHEAD,
             claim_filter: ClaimFilter::Registered,
             lease: Duration::from_secs(15),
             heartbeat_interval: Duration::from_secs(5),
@@ -109,6 +118,11 @@ pub(crate) struct Shared {
     /// arrives, and a claim riding with an outcome would make the job
     /// wait for that outcome's commit (and the completer's queue) first.
     pub backlog: AtomicBool,
+    /// Jobs claimed beyond the slots, for slots that finish quick jobs.
+    pub ahead: crate::ahead::Ahead,
+    /// Outcomes being recorded while their slots went on to held jobs;
+    /// shutdown waits for them.
+    pub records: TaskTracker,
 }
 
 impl Shared {
@@ -121,6 +135,8 @@ impl Shared {
             completer: Arc::new(crate::completer::Completer::new()),
             claims_stopped: CancellationToken::new(),
             backlog: AtomicBool::new(false),
+            ahead: crate::ahead::Ahead::default(),
+            records: TaskTracker::new(),
         }
     }
 }
@@ -182,6 +198,7 @@ impl Worker {
 
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            give_back_stale(&shared);
             let mut more_ready = false;
             // A failed claim is retried on any wake-up.
             let mut short_of_slots = true;
@@ -273,12 +290,23 @@ struct ClaimRound {
     short_of_slots: bool,
 }
 
-/// Claims for the free slots and starts each job.
+/// Claims for the free slots, and for the jobs to hold ahead of them,
+/// and starts a job on each free slot.
 async fn claim_and_start(
     shared: &Arc<Shared>,
     slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
 ) -> Result<ClaimRound, StoreError> {
+    // Jobs held ahead go first (a slot freed while another batch filled
+    // the buffer).
+    while let Ok(permit) = slots.clone().try_acquire_owned() {
+        match shared.ahead.take_next() {
+            Some(next) => {
+                tasks.spawn(execute(shared.clone(), next, permit));
+            }
+            None => break,
+        }
+    }
     let free = slots.available_permits();
     if free == 0 {
         return Ok(ClaimRound {
@@ -286,11 +314,32 @@ async fn claim_and_start(
             short_of_slots: true,
         });
     }
+    let for_ahead = shared.ahead.reserve(&shared.config);
+    let claimed = claim_for(shared, slots, tasks, free + for_ahead).await;
+    shared.ahead.asked(for_ahead);
+    let (asked, got, short_of_slots) = claimed?;
+    let filled_all = asked > 0 && got == asked;
+    shared.backlog.store(filled_all, Ordering::Relaxed);
+    Ok(ClaimRound {
+        filled_all,
+        short_of_slots,
+    })
+}
+
+/// Claims up to `wanted` jobs: each starts on a free slot, or waits ahead
+/// of the slots. Answers how many were asked for and got, and whether a
+/// command's limit left room for fewer.
+async fn claim_for(
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    wanted: usize,
+) -> Result<(usize, usize, bool), StoreError> {
     let mut asked = 0;
     let mut got = 0;
     let mut short_of_slots = false;
-    for (commands, limit) in claim_plan(shared, free, &[]) {
-        let limit = limit.min(free - got);
+    for (commands, limit) in claim_plan(shared, wanted, &[]) {
+        let limit = limit.min(wanted - got);
         if limit == 0 {
             short_of_slots = true;
             continue;
@@ -302,27 +351,46 @@ async fn claim_and_start(
             limit,
             lease: shared.config.lease,
         };
+        let started = Instant::now();
         let jobs = shared.store.claim(params).await?;
+        shared.ahead.round_trip(started.elapsed());
         asked += limit;
         got += jobs.len();
         for job in jobs {
-            let permit = slots
-                .clone()
-                .try_acquire_owned()
-                .expect("claimed only for free slots");
             let (fence, stop) = track(shared, &job);
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                execute(shared, job, fence, stop, permit).await;
-            });
+            let next = NextJob { job, fence, stop };
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = shared.clone();
+                    tasks.spawn(execute(shared, next, permit));
+                }
+                Err(_) => shared.ahead.push(next),
+            }
         }
     }
-    let filled_all = asked > 0 && got == asked;
-    shared.backlog.store(filled_all, Ordering::Relaxed);
-    Ok(ClaimRound {
-        filled_all,
-        short_of_slots,
-    })
+    Ok((asked, got, short_of_slots))
+}
+
+/// Hands back the held jobs that waited too long, and records what became
+/// of those whose attempt was stopped before it started.
+fn give_back_stale(shared: &Arc<Shared>) {
+    for next in shared.ahead.take_stale() {
+        give_back(shared, next);
+    }
+}
+
+/// Records a held job's end without running it: released to the queue
+/// (its attempt not counted), or what stopped it.
+pub(crate) fn give_back(shared: &Arc<Shared>, next: NextJob) {
+    let Some(outcome) = crate::execute::outcome_before_start(&next.stop) else {
+        shared.running.remove(&next.fence);
+        return;
+    };
+    let shared2 = shared.clone();
+    shared.records.spawn(async move {
+        crate::execute::record(&shared2, next.fence.clone(), outcome, false).await;
+        shared2.running.remove(&next.fence);
+    });
 }
 
 /// The claims for `wanted` slots that free up as the `leaving` attempts'
@@ -421,25 +489,123 @@ fn announces_work(shared: &Shared, event: &errand_core::JobEvent) -> bool {
         && shared.running.contains(&event.job_id)
     {
         shared.running.stop(&event.job_id, StopReason::Canceled);
+        // A held job is not running: the loop records its cancel.
+        if shared.ahead.holds(&event.job_id) {
+            return true;
+        }
     }
     event.status == JobStatus::New && event.kind != EventKind::Log
 }
 
-async fn drain(shared: &Shared, tasks: &mut JoinSet<()>) {
-    if tasks.is_empty() {
-        return;
+async fn drain(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
+    // Held jobs have not started: they go back to the queue at once.
+    for next in shared.ahead.take_all() {
+        give_back(shared, next);
     }
-    tracing::info!(running = shared.running.len(), timeout = ?shared.config.shutdown_timeout, "shutting down: waiting for running jobs");
-    let all_done = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(shared.config.shutdown_timeout, all_done)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            running = shared.running.len(),
-            "shutdown deadline passed: stopping and releasing the remaining jobs"
-        );
-        shared.running.stop_all(StopReason::Shutdown);
-        while tasks.join_next().await.is_some() {}
+    if !tasks.is_empty() {
+        tracing::info!(running = shared.running.len(), timeout = ?shared.config.shutdown_timeout, "shutting down: waiting for running jobs");
+        let all_done = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(shared.config.shutdown_timeout, all_done)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = shared.running.len(),
+                "shutdown deadline passed: stopping and releasing the remaining jobs"
+            );
+            shared.running.stop_all(StopReason::Shutdown);
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    shared.records.close();
+    shared.records.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use errand_core::JobId;
+    use errand_sqlite::{SqliteOptions, SqliteStore};
+    use errand_store::NewJob;
+
+    /// A worker's shared state with `count` jobs claimed and held ahead of
+    /// its slots, as a batch of quick outcomes leaves them.
+    async fn holding(count: usize) -> (tempfile::TempDir, Arc<Shared>, Vec<JobId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir.path().join("a.db"), SqliteOptions::default()).unwrap());
+        let jobs = (0..count)
+            .map(|i| NewJob::new("t", "c", serde_json::json!(i)))
+            .collect();
+        store.submit_batch(jobs).await.unwrap();
+        let config = WorkerConfig {
+            worker_id: "w".into(),
+            ..WorkerConfig::default()
+        };
+        let shared = Arc::new(Shared::new(store.clone(), Registry::new(), config));
+        tokio::spawn(shared.completer.clone().run(shared.clone()));
+        let claimed = store
+            .claim(ClaimParams {
+                worker_id: "w".into(),
+                queues: vec![DEFAULT_QUEUE.into()],
+                commands: None,
+                limit: count,
+                lease: Duration::from_secs(30),
+            })
+            .await
+            .unwrap();
+        let ids = claimed.iter().map(|job| job.job_id.clone()).collect();
+        for job in claimed {
+            let (fence, stop) = track(&shared, &job);
+            shared.ahead.push(NextJob { job, fence, stop });
+        }
+        (dir, shared, ids)
+    }
+
+    async fn settled(shared: &Shared) {
+        shared.records.close();
+        shared.records.wait().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_job_canceled_before_it_started_ends_canceled_without_running() {
+        let (_dir, shared, ids) = holding(2).await;
+        shared.store.cancel(&ids[0]).await.unwrap();
+        // As the change feed or a heartbeat tells the worker.
+        shared.running.stop(&ids[0], StopReason::Canceled);
+        give_back_stale(&shared);
+        settled(&shared).await;
+        let canceled = shared.store.get(&ids[0]).await.unwrap();
+        assert_eq!(canceled.status, JobStatus::Canceled);
+        assert!(!shared.running.contains(&ids[0]));
+        // The other one is still held for a slot.
+        assert_eq!(shared.ahead.len(), 1);
+        let held = shared.store.get(&ids[1]).await.unwrap();
+        assert_eq!(held.status, JobStatus::Running);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_held_too_long_goes_back_to_the_queue_without_counting_its_attempt() {
+        let (_dir, shared, ids) = holding(1).await;
+        give_back_stale(&shared);
+        assert_eq!(shared.ahead.len(), 1, "not stale yet");
+        tokio::time::sleep(crate::ahead::MAX_WAIT).await;
+        give_back_stale(&shared);
+        settled(&shared).await;
+        let job = shared.store.get(&ids[0]).await.unwrap();
+        assert_eq!((job.status, job.attempt), (JobStatus::New, 0));
+        assert_eq!(shared.running.len(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_hands_back_the_held_jobs_at_once() {
+        let (_dir, shared, ids) = holding(3).await;
+        shared.claims_stopped.cancel();
+        drain(&shared, &mut JoinSet::new()).await;
+        for id in &ids {
+            let job = shared.store.get(id).await.unwrap();
+            assert_eq!((job.status, job.attempt), (JobStatus::New, 0), "{id}");
+        }
+        assert_eq!(shared.ahead.len(), 0);
     }
 }

@@ -228,6 +228,8 @@ impl Default for WebhookSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
     pub max_tasks: usize,
+    /// The most jobs held claimed beyond the slots for quick jobs; 0: none.
+    pub claim_ahead: usize,
     pub queues: Vec<String>,
     /// Run only these commands (full names); all known ones when empty.
     pub commands: Vec<String>,
@@ -245,6 +247,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             max_tasks: 5,
+            claim_ahead: 256,
             queues: vec![errand_store::DEFAULT_QUEUE.into()],
             commands: Vec::new(),
             claim_unknown: false,

@@ -57,6 +57,7 @@ fn worker_config(settings: &Settings) -> WorkerConfig {
     let mut config = WorkerConfig {
         queues: worker.queues.clone(),
         max_tasks: worker.max_tasks,
+        claim_ahead: worker.claim_ahead,
         claim_filter: if worker.claim_unknown {
             ClaimFilter::All
         } else {
