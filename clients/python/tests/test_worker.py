@@ -235,3 +235,21 @@ async def test_a_heartbeat_that_fails_with_a_bug_is_started_again_and_keeps_the_
     assert job.status == errand.JobStatus.COMPLETED
     assert job.attempt == 1 and job.worker_id == worker.worker_id
     assert worker.lease_lost_total == 0
+
+
+def test_a_heartbeat_answer_about_an_earlier_attempt_does_not_stop_the_next_one():
+    # A heartbeat sent while attempt 1's outcome was in flight answers that
+    # attempt 1 is lost; by then this worker may be running attempt 2.
+    from datetime import datetime, timezone
+
+    from errand.commands import ExecutionContext
+    from errand.worker import _Attempt
+
+    worker = errand.Worker("http://127.0.0.1:9", "token")
+    ctx = ExecutionContext("j", datetime.now(timezone.utc), "t", "c", attempt=2)
+    job = {"job_id": "j", "attempt": 2, "app": "t", "command": "c"}
+    worker.running["j"] = _Attempt(job=job, item=None, ctx=ctx)
+    assert not worker._stop("j", "lost", 0, only_attempt=1)
+    assert not ctx.cancelled
+    assert worker._stop("j", "lost", 0, only_attempt=2)
+    assert ctx.cancelled

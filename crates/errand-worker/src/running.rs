@@ -78,6 +78,20 @@ impl Running {
         }
     }
 
+    /// [`Self::stop`], only while `fence`'s attempt is the one tracked: a
+    /// heartbeat's answer about an attempt whose outcome was recorded
+    /// meanwhile must not stop the job's next attempt, which this worker
+    /// may have claimed since.
+    pub(crate) fn stop_attempt(&self, fence: &Fence, reason: StopReason) {
+        let current = self
+            .lock()
+            .get(&fence.job_id)
+            .is_some_and(|entry| entry.fence.attempt == fence.attempt);
+        if current {
+            self.stop(&fence.job_id, reason);
+        }
+    }
+
     pub(crate) fn stop_all(&self, reason: StopReason) {
         let ids: Vec<JobId> = self.lock().keys().cloned().collect();
         for id in ids {
@@ -111,5 +125,31 @@ impl Running {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Entry>> {
         self.entries.lock().expect("never poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(attempt: u32) -> Fence {
+        Fence {
+            job_id: "j".into(),
+            attempt,
+            worker_id: "w".into(),
+        }
+    }
+
+    /// A heartbeat sent while attempt 1's outcome was in flight answers
+    /// that attempt 1 is lost; by then this worker may run attempt 2.
+    #[test]
+    fn an_answer_about_an_earlier_attempt_does_not_stop_the_next_one() {
+        let running = Running::default();
+        running.insert(fence(1), "t.c".into());
+        let next = running.insert(fence(2), "t.c".into());
+        running.stop_attempt(&fence(1), StopReason::LeaseLost);
+        assert_eq!(*next.borrow(), None);
+        running.stop_attempt(&fence(2), StopReason::LeaseLost);
+        assert_eq!(*next.borrow(), Some(StopReason::LeaseLost));
     }
 }

@@ -1,8 +1,10 @@
 //! Small background services of a worker: heartbeat and reaper.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use errand_store::HeartbeatParams;
+use errand_core::JobId;
+use errand_store::{Fence, HeartbeatParams};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -34,9 +36,14 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken, fatal: Cancella
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        let running = shared.running.fences();
+        let sent: HashMap<JobId, Fence> = running
+            .iter()
+            .map(|fence| (fence.job_id.clone(), fence.clone()))
+            .collect();
         let params = HeartbeatParams {
             worker_id: config.worker_id.clone(),
-            running: shared.running.fences(),
+            running,
             lease: config.lease,
         };
         match shared.store.heartbeat(params).await {
@@ -50,11 +57,16 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken, fatal: Cancella
                         tracing::warn!(error = %err, "could not register again");
                     }
                 }
-                for job_id in reply.cancel_requested {
-                    shared.running.stop(&job_id, StopReason::Canceled);
+                let answered = |ids: Vec<JobId>| {
+                    ids.into_iter()
+                        .filter_map(|id| sent.get(&id))
+                        .collect::<Vec<_>>()
+                };
+                for fence in answered(reply.cancel_requested) {
+                    shared.running.stop_attempt(fence, StopReason::Canceled);
                 }
-                for job_id in reply.lost {
-                    shared.running.stop(&job_id, StopReason::LeaseLost);
+                for fence in answered(reply.lost) {
+                    shared.running.stop_attempt(fence, StopReason::LeaseLost);
                 }
             }
             Err(err) => {

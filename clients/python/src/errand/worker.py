@@ -388,22 +388,29 @@ class Worker:
             return {"outcome": "released"}
         return None  # lost: the job is someone else's now
 
-    def _stop(self, job_id: str, reason: str, grace: float) -> None:
+    def _stop(
+        self, job_id: str, reason: str, grace: float, only_attempt: int | None = None
+    ) -> bool:
         """Asks a running job to stop (its context says ``cancelled``) and
-        cancels its task after ``grace`` seconds if it has not ended."""
+        cancels its task after ``grace`` seconds if it has not ended; with
+        ``only_attempt``, only while that attempt is the one running.
+        Whether it asked."""
         attempt = self.running.get(job_id)
         if attempt is None or attempt.stop_reason is not None:
-            return
+            return False
+        if only_attempt is not None and attempt.job["attempt"] != only_attempt:
+            return False
         attempt.stop_reason = reason
         attempt.ctx._cancel.set()
         task = attempt.task
         if task is None:
-            return
+            return True
         if grace <= 0:
             task.cancel()
         else:
             assert self._loop is not None
             self._loop.call_later(grace, task.cancel)
+        return True
 
     async def _drain(self) -> None:
         tasks = [a.task for a in self.running.values() if a.task is not None]
@@ -435,10 +442,8 @@ class Worker:
                     "(an async handler that blocks, or native code holding the GIL)",
                     late,
                 )
-            body: dict[str, Any] = {
-                "worker_id": self.worker_id,
-                "running": [a.ref for a in self.running.values()],
-            }
+            sent = [a.ref for a in self.running.values()]
+            body: dict[str, Any] = {"worker_id": self.worker_id, "running": sent}
             if self.lease_secs:
                 body["lease_secs"] = self.lease_secs
             try:
@@ -458,11 +463,15 @@ class Worker:
                     await self.register()
                 except errors.ErrandError as err:
                     log.warning("could not register again: %s", err)
+            # The answer is about the attempts sent: one whose outcome was
+            # recorded meanwhile may have given way to the job's next
+            # attempt on this worker, which it must not stop.
+            attempts = {ref["job_id"]: ref["attempt"] for ref in sent}
             for job_id in answer["cancel_requested"]:
-                self._stop(job_id, "canceled", self.cancel_grace)
+                self._stop(job_id, "canceled", self.cancel_grace, attempts.get(job_id))
             for job_id in answer["lost"]:
-                log.warning("lost the lease on job %s; its outcome is dropped", job_id)
-                self._stop(job_id, "lost", 0)
+                if self._stop(job_id, "lost", 0, attempts.get(job_id)):
+                    log.warning("lost the lease on job %s; its outcome is dropped", job_id)
 
     # -- progress, logs and outcomes ------------------------------------------
 
