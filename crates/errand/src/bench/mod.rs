@@ -283,7 +283,7 @@ async fn read_runs(
     let (mut stats, mut list) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let (store, fresh) = target.fresh("reads").await?;
-        let result = reads::reads(store.clone(), size).await;
+        let result = reads::reads(store.clone(), size, fresh.settle()).await;
         drop(store);
         fresh.remove().await;
         let (s, l) = result.context("reads failed")?;

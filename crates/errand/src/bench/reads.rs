@@ -22,13 +22,15 @@ const CALLS: usize = 50;
 const QUEUED: usize = 1000;
 
 /// Fills `store` with `size` jobs ([`QUEUED`] of them queued, the rest
-/// completed),
+/// completed), lets `settle` bring it to the state of a store in service,
 /// then times [`CALLS`] stats reads and [`CALLS`] first pages of the list.
 pub(crate) async fn reads(
     store: Arc<dyn Store>,
     size: usize,
+    settle: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<(RunResult, RunResult)> {
     fill(&store, size).await?;
+    settle.await?;
     let stats = timed(|| async {
         let stats = store.stats().await?;
         let total: u64 = stats.iter().flat_map(|s| s.counts.values()).sum();
