@@ -442,10 +442,7 @@ async fn max_tasks_and_per_command_limits_bound_concurrency() {
     let mut h = Harness::start(registry, config).await;
     let mut jobs: Vec<NewJob> = (0..12).map(|_| job("wide", json!({}))).collect();
     jobs.extend((0..6).map(|_| job("narrow", json!({}))));
-    let ids = h.store.submit_batch(jobs).await.unwrap();
-    for receipt in &ids {
-        h.wait_for(&receipt.job_id, JobStatus::Completed).await;
-    }
+    h.run_to_completion(jobs).await;
     assert_eq!(narrow.load(Ordering::SeqCst), 1, "one narrow job at a time");
     let wide_peak = wide.load(Ordering::SeqCst);
     assert!((2..=3).contains(&wide_peak), "wide peak {wide_peak}");
@@ -487,14 +484,8 @@ async fn a_slot_s_next_job_is_claimed_with_its_last_outcome() {
         }))
     })
     .await;
-    let ids = h
-        .store
-        .submit_batch((0..3).map(|i| job("stamp", json!(i))).collect())
-        .await
-        .unwrap();
-    for receipt in &ids {
-        h.wait_for(&receipt.job_id, JobStatus::Completed).await;
-    }
+    h.run_to_completion((0..3).map(|i| job("stamp", json!(i))).collect())
+        .await;
     let log = log.lock().unwrap().clone();
     let at = |entry: &str| log.iter().position(|e| e == entry).unwrap();
     assert_eq!(
@@ -546,14 +537,8 @@ async fn a_burst_of_jobs_costs_a_few_claims_not_one_per_job() {
     // Let the worker reach its wait: only the feed can wake it now.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = claims.load(Ordering::SeqCst);
-    let ids = h
-        .store
-        .submit_batch((0..200).map(|i| job("echo", json!(i))).collect())
-        .await
-        .unwrap();
-    for receipt in &ids {
-        h.wait_for(&receipt.job_id, JobStatus::Completed).await;
-    }
+    h.run_to_completion((0..200).map(|i| job("echo", json!(i))).collect())
+        .await;
     let used = claims.load(Ordering::SeqCst) - before;
     assert!(used <= 5, "{used} claims for 200 jobs submitted together");
     h.stop().await.unwrap();
@@ -566,13 +551,8 @@ async fn a_burst_of_jobs_costs_a_few_claims_not_one_per_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_jobs_are_claimed_ahead_so_two_slots_share_store_calls() {
     let (mut h, calls) = echo_worker_counting(2, &["finish", "finish_and_claim"]).await;
-    let ids = h
-        .store
-        .submit_batch((0..400).map(|i| job("echo", json!(i))).collect())
-        .await
-        .unwrap();
-    for receipt in &ids {
-        let done = h.wait_for(&receipt.job_id, JobStatus::Completed).await;
+    let jobs = (0..400).map(|i| job("echo", json!(i))).collect();
+    for done in h.run_to_completion(jobs).await {
         assert_eq!(done.attempt, 1);
     }
     let used = calls.load(Ordering::SeqCst);
@@ -600,14 +580,8 @@ async fn a_job_held_back_by_its_command_limit_starts_when_a_slot_frees() {
     };
     let mut h = Harness::start(registry, config).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ids = h
-        .store
-        .submit_batch((0..3).map(|_| job("narrow", json!({}))).collect())
-        .await
-        .unwrap();
-    for receipt in &ids {
-        h.wait_for(&receipt.job_id, JobStatus::Completed).await;
-    }
+    h.run_to_completion((0..3).map(|_| job("narrow", json!({}))).collect())
+        .await;
     assert_eq!(narrow.load(Ordering::SeqCst), 1);
     h.stop().await.unwrap();
 }

@@ -76,6 +76,18 @@ impl Harness {
         );
     }
 
+    /// Submits `jobs` together and waits until each has completed.
+    // Every test binary compiles this module; external.rs never batches.
+    #[allow(dead_code)]
+    pub async fn run_to_completion(&self, jobs: Vec<NewJob>) -> Vec<Job> {
+        let receipts = self.store.submit_batch(jobs).await.unwrap();
+        let mut done = Vec::with_capacity(receipts.len());
+        for receipt in &receipts {
+            done.push(self.wait_for(&receipt.job_id, JobStatus::Completed).await);
+        }
+        done
+    }
+
     pub async fn stop(&mut self) -> Result<(), WorkerError> {
         self.shutdown.cancel();
         self.worker.take().unwrap().await.unwrap()
