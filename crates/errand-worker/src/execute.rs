@@ -47,14 +47,7 @@ pub(crate) async fn execute(shared: Arc<Shared>, first: NextJob, slot: OwnedSema
             let wants_next =
                 !matches!(outcome, Outcome::Released) && !shared.claims_stopped.is_cancelled();
             if let Some(held) = wants_next.then(|| take_held(&shared)).flatten() {
-                let recording = shared.clone();
-                shared.records.spawn(
-                    async move {
-                        record(&recording, fence.clone(), outcome, false).await;
-                        recording.running.remove(&fence);
-                    }
-                    .in_current_span(),
-                );
+                record_later(&shared, fence, outcome);
                 return Some(held);
             }
             let next = record(&shared, fence.clone(), outcome, wants_next).await;
@@ -66,6 +59,19 @@ pub(crate) async fn execute(shared: Arc<Shared>, first: NextJob, slot: OwnedSema
         .await;
     }
     drop(slot);
+}
+
+/// Records `outcome` in a task of its own (shutdown waits for it) while the
+/// caller goes on; the attempt stays tracked until it is in.
+pub(crate) fn record_later(shared: &Arc<Shared>, fence: Fence, outcome: Outcome) {
+    let recording = shared.clone();
+    shared.records.spawn(
+        async move {
+            record(&recording, fence.clone(), outcome, false).await;
+            recording.running.remove(&fence);
+        }
+        .in_current_span(),
+    );
 }
 
 /// The job held longest ahead of the slots, unless the worker is stopping.

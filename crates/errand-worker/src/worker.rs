@@ -386,11 +386,7 @@ pub(crate) fn give_back(shared: &Arc<Shared>, next: NextJob) {
         shared.running.remove(&next.fence);
         return;
     };
-    let shared2 = shared.clone();
-    shared.records.spawn(async move {
-        crate::execute::record(&shared2, next.fence.clone(), outcome, false).await;
-        shared2.running.remove(&next.fence);
-    });
+    crate::execute::record_later(shared, next.fence, outcome);
 }
 
 /// The claims for `wanted` slots that free up as the `leaving` attempts'
