@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use errand::url::StoreUrl;
 use errand::{
-    EventKind, Job, JobId, JobStatus, NewJob, RetryPolicy, Store, StoreError, SystemClock,
+    EventKind, Job, JobId, JobStatus, ListParams, NewJob, RetryPolicy, Store, StoreError,
+    SystemClock,
 };
 use errand_store::{Fence, Outcome};
 use serde_json::json;
@@ -141,6 +142,98 @@ async fn killed_worker_jobs_run_again_with_exactly_one_outcome() {
         } else {
             assert!(job.attempt >= 1);
         }
+    }
+}
+
+/// The running jobs `worker_id` holds now, read in pages.
+async fn running_for(store: &Arc<dyn Store>, worker_id: &str) -> Vec<Job> {
+    let mut held = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(ListParams {
+                status: Some(JobStatus::Running),
+                limit: 1000,
+                cursor,
+                ..ListParams::default()
+            })
+            .await
+            .unwrap();
+        held.extend(
+            page.jobs
+                .into_iter()
+                .filter(|job| job.worker_id.as_deref() == Some(worker_id)),
+        );
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return held,
+        }
+    }
+}
+
+/// A worker of quick jobs holds jobs claimed ahead of its 4 slots. Killed
+/// while it holds them, it loses none: each runs again elsewhere once its
+/// lease expires, with exactly one outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_held_ahead_by_a_killed_worker_run_again_with_exactly_one_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ahead.db");
+    let store = open(&db).await;
+    let quick = || {
+        NewJob::new("demo", "noop", json!({})).retry(RetryPolicy {
+            max_attempts: 5,
+            ..RetryPolicy::default()
+        })
+    };
+    let ids: Vec<JobId> = store
+        .submit_batch((0..20_000).map(|_| quick()).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+
+    let mut first = spawn_worker(&db, "doomed", &dir.path().join("doomed.log"));
+    // Frozen, the worker's running set stands still: kill it once it
+    // holds more jobs than it has slots.
+    let mut held = Vec::new();
+    wait_until("the worker holds jobs ahead of its 4 slots", async || {
+        signal(&first, "STOP");
+        held = running_for(&store, "doomed").await;
+        if held.len() > 4 {
+            return true;
+        }
+        signal(&first, "CONT");
+        false
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL: no shutdown, no release
+    first.wait().unwrap();
+
+    let mut second = spawn_worker(&db, "rescuer", &dir.path().join("rescuer.log"));
+    wait_until("every job completes", async || {
+        store.stats().await.unwrap()[0].counts["completed"] == ids.len() as u64
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    for job in &held {
+        let now = store.get(&job.job_id).await.unwrap();
+        assert_eq!(now.status, JobStatus::Completed);
+        assert_eq!(now.worker_id.as_deref(), Some("rescuer"));
+        assert_eq!(now.attempt, job.attempt + 1, "the held attempt was counted");
+        let events = store.events(&job.job_id, 0, 1000).await.unwrap();
+        let results = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Result)
+            .count();
+        assert_eq!(results, 1, "{events:#?}");
+    }
+    for id in &ids {
+        let events = store.events(id, 0, 1000).await.unwrap();
+        let outcomes = events.iter().filter(|e| e.is_terminal()).count();
+        assert_eq!(outcomes, 1, "job {id} has exactly one outcome: {events:#?}");
     }
 }
 
